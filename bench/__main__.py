@@ -1,0 +1,201 @@
+"""``python -m bench``: run our pipeline and TFX's reference example, write BENCHMARKS.md.
+
+Exits 0 when both runs complete, whether or not the targets are met (a benchmark
+reports; it does not gate). Exits 1 when a run itself fails, showing its stderr tail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import baselines, examples_io, machine, ours, reference, report
+from bench.measure import Measurement, run_measured
+from bench.results import BenchResults, OursRun, ReferenceRun
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TIMEOUT_SECONDS = 3600.0
+
+
+class RunFailedError(Exception):
+    """A measured run, or what it was expected to produce, failed."""
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark our pipeline against TFX's Chicago taxi example.",
+    )
+    parser.add_argument(
+        "--skip-reference", action="store_true", help="run only our pipeline (quick check)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO_ROOT / "BENCHMARKS.md",
+        help="report file to write (default: BENCHMARKS.md at the repository root)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary run directories and print them"
+    )
+    parser.add_argument(
+        "--config",
+        default=str(ours.DEFAULT_CONFIG),
+        help="pipeline config for our run, relative to the repository root (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        help="kill a run after this many seconds (default: %(default)g)",
+    )
+    return parser.parse_args(argv)
+
+
+def _check(run: Measurement) -> None:
+    """Raises RunFailedError, with the run's stderr tail, if it did not exit cleanly."""
+    if run.ok:
+        return
+    status = "timed out" if run.returncode is None else f"exited with {run.returncode}"
+    raise RunFailedError(
+        f"the {run.name} run {status} after {run.wall_seconds:.1f} s.\n"
+        f"--- last lines of its stderr ({run.stderr_path.name}) ---\n{run.stderr_tail()}"
+    )
+
+
+def _run_ours(args: argparse.Namespace, workspace: Path) -> tuple[Measurement, ours.RunSummary]:
+    """Runs our pipeline in a fresh root and reads its summary."""
+    if not (REPO_ROOT / args.config).is_file():
+        raise RunFailedError(f"the pipeline config {args.config} does not exist")
+    root = workspace / "ours" / "root"
+    root.mkdir(parents=True)
+    print(f"bench: running our pipeline ({args.config}) ...", flush=True)
+    run = run_measured(
+        "ours",
+        ours.command(Path(args.config), root),
+        cwd=REPO_ROOT,
+        env=ours.environment(),
+        log_dir=workspace / "logs",
+        timeout_seconds=args.timeout,
+    )
+    _check(run)
+    print(f"bench: ours done in {run.wall_seconds:.1f} s", flush=True)
+    try:
+        summary = ours.load_summary(root, REPO_ROOT)
+    except ours.SummaryError as err:
+        raise RunFailedError(f"the ours run succeeded but its summary is unusable: {err}") from err
+    return run, summary
+
+
+def _run_reference(
+    args: argparse.Namespace, workspace: Path, example: reference.ReferenceExample
+) -> ReferenceRun:
+    """Runs TFX's example, unmodified, in a fresh HOME."""
+    home = workspace / "reference" / "home"
+    reference.prepare_home(example, home)
+    print(f"bench: running the TFX reference example ({reference.PIPELINE_SCRIPT}) ...", flush=True)
+    run = run_measured(
+        "reference",
+        reference.command(example),
+        cwd=home,
+        env=reference.environment(home),
+        log_dir=workspace / "logs",
+        timeout_seconds=args.timeout,
+    )
+    _check(run)
+    print(f"bench: reference done in {run.wall_seconds:.1f} s", flush=True)
+    return ReferenceRun(example, run, pushed=reference.pushed_model(home) is not None)
+
+
+def _score_baselines(summary: ours.RunSummary) -> tuple[int, int, list[baselines.Score]]:
+    """Reads our Examples splits and scores the naive predictors on the eval split."""
+    print("bench: scoring baselines on our eval split ...", flush=True)
+    try:
+        train = examples_io.read_split(summary.examples_uri, "train")
+        evaluation = examples_io.read_split(summary.examples_uri, "eval")
+        scores = [
+            baselines.mean_baseline(train, evaluation),
+            baselines.distance_baseline(train, evaluation),
+        ]
+    except (FileNotFoundError, ValueError) as err:
+        raise RunFailedError(f"cannot score baselines on {summary.examples_uri}: {err}") from err
+    return len(train), len(evaluation), scores
+
+
+def _display_python() -> str:
+    """This interpreter as a reader would type it: relative to the repository if inside."""
+    try:
+        return Path(sys.executable).relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return "python"
+
+
+def _commands(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """Shell lines that reproduce the benchmark and each measured run."""
+    python = _display_python()
+    example_dir = f"<site-packages>/tfx/{reference.EXAMPLE_SUBDIR.as_posix()}"
+    env = " ".join(f"{key}={value}" for key, value in reference.EXTRA_ENV.items())
+    return [
+        "# The whole benchmark, from the repository root:",
+        shlex.join([python, "-m", "bench", *argv]),
+        "",
+        "# Reference, run by the benchmark in a fresh HOME:",
+        "mkdir -p $TMP_HOME/taxi/data/simple",
+        f"cp {example_dir}/{reference.DATA_FILE.as_posix()} $TMP_HOME/taxi/data/simple/",
+        f"cp {example_dir}/{reference.MODULE_FILE} $TMP_HOME/taxi/",
+        f"(cd $TMP_HOME && HOME=$TMP_HOME {env} {python} "
+        f"{example_dir}/{reference.PIPELINE_SCRIPT})",
+        "",
+        "# Ours, run by the benchmark from the repository root with a fresh root:",
+        f"{python} -m pipeline run --config {shlex.quote(args.config)} --set root=$TMP_ROOT",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse_args(argv)
+    started = datetime.now(timezone.utc)
+    workspace = Path(tempfile.mkdtemp(prefix="taxifare-bench-"))
+    try:
+        example = reference.find_reference()
+        our_run, summary = _run_ours(args, workspace)
+        reference_run = None if args.skip_reference else _run_reference(args, workspace, example)
+        train_rows, eval_rows, scores = _score_baselines(summary)
+    except RunFailedError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        if not args.keep:
+            print("bench: re-run with --keep to inspect the run's files and logs", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"bench: kept run directories and logs in {workspace}", file=sys.stderr)
+        else:
+            shutil.rmtree(workspace, ignore_errors=True)
+
+    results = BenchResults(
+        started=started,
+        machine=machine.describe(),
+        example=example,
+        reference=reference_run,
+        ours=OursRun(our_run, summary, train_rows, eval_rows, scores),
+        config=args.config,
+    )
+    args.output.write_text(report.render_markdown(results, _commands(args, argv)))
+    print(report.render_summary(results))
+    print(f"bench: wrote {os.path.relpath(args.output)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Naive fare predictors that a trained model has to beat.
+
+Both are fitted on the train split and scored on the eval split:
+
+* the training-split mean fare, predicted for every trip;
+* ``fare = a + b * distance``, with ``distance`` the haversine pickup-to-dropoff distance,
+  fitted by least squares; trips lacking any coordinate get the training mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.examples_io import TripColumns
+
+EARTH_RADIUS_MILES = 3958.8
+
+
+@dataclass(frozen=True)
+class Score:
+    """Error of one predictor on the eval split.
+
+    Attributes:
+        name: What predicted.
+        rmse: Root mean squared error, in dollars.
+        mae: Mean absolute error, in dollars.
+        rows: Eval rows scored.
+        detail: How the predictor was fitted, for the report.
+    """
+
+    name: str
+    rmse: float
+    mae: float
+    rows: int
+    detail: str = ""
+
+
+def haversine_miles(
+    lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray
+) -> np.ndarray:
+    """Great-circle distance in miles between points given in degrees; NaN in, NaN out."""
+    phi1, phi2 = np.radians(lat1), np.radians(lat2)
+    half_dphi = (phi2 - phi1) / 2
+    half_dlambda = np.radians(lon2 - lon1) / 2
+    a = np.sin(half_dphi) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(half_dlambda) ** 2
+    return 2 * EARTH_RADIUS_MILES * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def trip_distance(trips: TripColumns) -> np.ndarray:
+    """Haversine pickup-to-dropoff distance in miles; NaN where a coordinate is missing."""
+    return haversine_miles(
+        trips.pickup_latitude,
+        trips.pickup_longitude,
+        trips.dropoff_latitude,
+        trips.dropoff_longitude,
+    )
+
+
+def errors(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """Returns (RMSE, MAE) of ``predicted`` against ``actual``."""
+    residual = np.asarray(predicted, dtype=np.float64) - np.asarray(actual, dtype=np.float64)
+    return float(np.sqrt(np.mean(residual**2))), float(np.mean(np.abs(residual)))
+
+
+def mean_baseline(train: TripColumns, evaluation: TripColumns) -> Score:
+    """Scores predicting the training-split mean fare for every eval trip."""
+    train, evaluation = _labelled(train, evaluation)
+    mean = float(np.mean(train.fare))
+    rmse, mae = errors(evaluation.fare, np.full(len(evaluation), mean))
+    detail = f"${mean:.2f} for every trip"
+    return Score("Training-split mean fare", rmse, mae, len(evaluation), detail)
+
+
+def distance_baseline(train: TripColumns, evaluation: TripColumns) -> Score:
+    """Scores a least-squares line on haversine distance, with the mean as fallback."""
+    train, evaluation = _labelled(train, evaluation)
+    mean = float(np.mean(train.fare))
+    distance = trip_distance(train)
+    known = ~np.isnan(distance)
+    if np.count_nonzero(known) < 2 or np.ptp(distance[known]) == 0:
+        intercept, slope = mean, 0.0  # Nothing to fit a line to.
+    else:
+        design = np.column_stack([np.ones(np.count_nonzero(known)), distance[known]])
+        (intercept, slope), *_ = np.linalg.lstsq(design, train.fare[known], rcond=None)
+    eval_distance = trip_distance(evaluation)
+    predicted = np.where(np.isnan(eval_distance), mean, intercept + slope * eval_distance)
+    rmse, mae = errors(evaluation.fare, predicted)
+    fallback = np.count_nonzero(np.isnan(eval_distance))
+    detail = (
+        f"fare = {intercept:.2f} + {slope:.2f} x miles, fitted on {np.count_nonzero(known):,} "
+        f"train trips; {fallback:,} of {len(evaluation):,} eval trips lack coordinates "
+        "and get the mean"
+    )
+    return Score("Linear on haversine distance", rmse, mae, len(evaluation), detail)
+
+
+def _labelled(train: TripColumns, evaluation: TripColumns) -> tuple[TripColumns, TripColumns]:
+    """Drops rows without a fare from both splits and checks that some remain."""
+    train, evaluation = train.with_fare(), evaluation.with_fare()
+    if len(train) == 0 or len(evaluation) == 0:
+        raise ValueError("the train and eval splits both need rows with a fare")
+    return train, evaluation

@@ -1,0 +1,172 @@
+"""Running one command under measurement: wall time, peak RSS and its logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.tree_sampler import TreePeak, TreeSampler
+
+SAMPLE_INTERVAL_SECONDS = 0.5
+"""How often the whole process tree's RSS is sampled."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one measured command did and cost.
+
+    Attributes:
+        name: Short label of the run, e.g. ``reference``.
+        command: The command that was measured (without the wrapper).
+        returncode: Its exit code (negative if killed by a signal, None if timed out).
+        wall_seconds: Wall-clock time from start to exit, taken inside the wrapper.
+        max_rss_bytes: Peak RSS of the largest single process in the tree (getrusage).
+        cpu_seconds: User plus system CPU time of the whole tree (getrusage).
+        tree: Peaks from sampling the whole tree with psutil.
+        stdout_path: File holding the command's standard output.
+        stderr_path: File holding the command's standard error.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    returncode: int | None
+    wall_seconds: float
+    max_rss_bytes: int
+    cpu_seconds: float
+    tree: TreePeak
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited with status 0."""
+        return self.returncode == 0
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        """Returns the last ``lines`` lines of the command's standard error."""
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def run_measured(
+    name: str,
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_dir: Path,
+    timeout_seconds: float | None = None,
+) -> Measurement:
+    """Runs ``command`` through ``bench.rss_wrapper`` and measures it.
+
+    The wrapper runs in a new session so that, on timeout or interruption, the whole
+    tree it started can be killed at once.
+
+    Args:
+        name: Label of the run; also names the log files.
+        command: The command and its arguments.
+        cwd: Working directory for the command.
+        env: Complete environment for the command.
+        log_dir: Directory for the stdout/stderr logs and the wrapper's JSON result.
+        timeout_seconds: Kill the run after this long; None waits forever.
+
+    Returns:
+        The measurement. A timed-out run has ``returncode`` None.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stdout_path = log_dir / f"{name}.stdout.log"
+    stderr_path = log_dir / f"{name}.stderr.log"
+    result_path = log_dir / f"{name}.rusage.json"
+    result_path.unlink(missing_ok=True)
+    wrapper = [
+        sys.executable, "-m", "bench.rss_wrapper",
+        "--out", str(result_path), "--cwd", str(cwd), "--", *command,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            wrapper,
+            cwd=_package_parent(),
+            env=dict(env),
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        sampler = TreeSampler(process.pid, SAMPLE_INTERVAL_SECONDS)
+        timed_out = False
+        stragglers = False
+        try:
+            with sampler:
+                try:
+                    process.wait(timeout=timeout_seconds)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    _kill_session(process)
+                else:
+                    stragglers = _kill_session(process)
+        except BaseException:
+            _kill_session(process)
+            raise
+    outer_seconds = time.perf_counter() - start
+    if timed_out:
+        _note(stderr_path, f"killed after the {timeout_seconds:.0f} s timeout")
+    elif stragglers:
+        _note(stderr_path, "processes left running after the command exited were killed")
+    result = _read_result(result_path)
+    return Measurement(
+        name=name,
+        command=tuple(command),
+        returncode=None if timed_out else int(result.get("returncode", process.returncode)),
+        wall_seconds=float(result.get("wall_seconds", outer_seconds)),
+        max_rss_bytes=int(result.get("max_rss_kib", 0)) * 1024,
+        cpu_seconds=float(result.get("user_cpu_seconds", 0.0))
+        + float(result.get("system_cpu_seconds", 0.0)),
+        tree=sampler.peak,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+    )
+
+
+def _package_parent() -> Path:
+    """Returns the directory that holds the ``bench`` package, so ``-m bench...`` resolves."""
+    return Path(__file__).resolve().parent.parent
+
+
+def _kill_session(process: subprocess.Popen[bytes]) -> bool:
+    """Kills the wrapper's whole session (the wrapper and everything it started).
+
+    Returns:
+        Whether any process of the session was still there to kill.
+    """
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+        found = True
+    except ProcessLookupError:
+        found = False
+    process.wait()
+    return found
+
+
+def _note(stderr_path: Path, message: str) -> None:
+    """Appends a note from the benchmark to a run's stderr log."""
+    with stderr_path.open("a") as err:
+        err.write(f"\nbench: {message}\n")
+
+
+def _read_result(path: Path) -> dict[str, float]:
+    """Reads the wrapper's JSON result; empty if the wrapper did not get to write it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

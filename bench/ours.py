@@ -1,0 +1,121 @@
+"""Our run: the project's pipeline CLI, and the ``summary.json`` it leaves behind.
+
+Contract: ``python -m pipeline run --config CONFIG --set root=ROOT`` runs the whole
+pipeline and writes ``ROOT/summary.json`` with at least the fields of
+:class:`RunSummary`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path("configs", "local.yaml")
+SUMMARY_FILE = "summary.json"
+
+
+class SummaryError(ValueError):
+    """``summary.json`` is missing or does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The fields of ``summary.json`` the benchmark relies on.
+
+    Attributes:
+        rows_read: Rows read from the raw data.
+        rows_excluded: Rows dropped as implausible before splitting.
+        eval_rmse: RMSE of the trained model on the eval split, in dollars.
+        eval_mae: MAE of the trained model on the eval split, in dollars.
+        blessed: Whether the evaluator blessed the model.
+        pushed_to: Where the model was pushed, or None if it was not.
+        train_steps: Training steps taken.
+        batch_size: Training batch size.
+        examples_uri: The Examples artifact with ``Split-train/`` and ``Split-eval/``.
+    """
+
+    rows_read: int
+    rows_excluded: int
+    eval_rmse: float
+    eval_mae: float
+    blessed: bool
+    pushed_to: str | None
+    train_steps: int
+    batch_size: int
+    examples_uri: Path
+
+    @property
+    def examples_trained(self) -> int:
+        """Number of examples fed to training: steps times batch size."""
+        return self.train_steps * self.batch_size
+
+
+def command(config: Path, root: Path) -> list[str]:
+    """The command that runs our pipeline with this interpreter."""
+    return [
+        sys.executable, "-m", "pipeline", "run", "--config", str(config), "--set", f"root={root}",
+    ]  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    """The environment for our run: this process's own, unchanged."""
+    return dict(os.environ)
+
+
+def load_summary(root: Path, repo_root: Path) -> RunSummary:
+    """Reads and checks ``root/summary.json``.
+
+    Args:
+        root: The ``root`` the pipeline was run with.
+        repo_root: Directory the pipeline ran in; a relative ``examples_uri`` is resolved
+            against it.
+
+    Raises:
+        SummaryError: If the file is missing, is not JSON, or breaks the contract.
+    """
+    path = root / SUMMARY_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise SummaryError(f"{path} was not written") from err
+    except ValueError as err:
+        raise SummaryError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise SummaryError(f"{path} must hold a JSON object")
+    pushed_to = data.get("pushed_to")
+    if pushed_to is not None and not isinstance(pushed_to, str):
+        raise SummaryError(f"{path}: 'pushed_to' must be a string or null")
+    examples_uri = Path(_field(data, "examples_uri", str))
+    if not examples_uri.is_absolute():
+        examples_uri = repo_root / examples_uri
+    return RunSummary(
+        rows_read=_field(data, "rows_read", int),
+        rows_excluded=_field(data, "rows_excluded", int),
+        eval_rmse=float(_field(data, "eval_rmse", float)),
+        eval_mae=float(_field(data, "eval_mae", float)),
+        blessed=_field(data, "blessed", bool),
+        pushed_to=pushed_to,
+        train_steps=_field(data, "train_steps", int),
+        batch_size=_field(data, "batch_size", int),
+        examples_uri=examples_uri,
+    )
+
+
+def _field(data: dict[str, Any], key: str, kind: type) -> Any:
+    """Returns ``data[key]`` after checking it is present and of the expected JSON type."""
+    if key not in data:
+        raise SummaryError(f"summary.json lacks the field {key!r}")
+    value = data[key]
+    if kind is float:
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        valid = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        valid = isinstance(value, kind)
+    if not valid:
+        raise SummaryError(f"summary.json field {key!r} must be {kind.__name__}, got {value!r}")
+    return value

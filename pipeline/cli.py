@@ -1,0 +1,145 @@
+"""The `taxifare` command line.
+
+Exit codes: 0 success; 1 a component failed; 2 usage or config error (nothing ran);
+3 the data has anomalies against the schema (the gate stopped the run, nothing pushed);
+4 the model was trained but not blessed (nothing pushed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ANOMALIES = 3
+EXIT_NOT_BLESSED = 4
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", default="configs/local.yaml", help="YAML config (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set training.train_steps=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="taxifare",
+        description="Train, validate, evaluate and push a taxi-fare model with TFX.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole pipeline locally")
+    _add_config_args(run)
+    infer = sub.add_parser(
+        "infer-schema", help="infer a schema from the configured data and write it for review"
+    )
+    _add_config_args(infer)
+    infer.add_argument("--output", required=True, help="where to write the schema (.pbtxt)")
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from pipeline.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"taxifare: {e}", file=sys.stderr)
+        return None
+
+
+def _check_input(cfg) -> bool:
+    from pipeline.data_source import DataSourceError, resolve_input
+
+    try:
+        resolve_input(cfg)
+    except DataSourceError as e:
+        print(f"taxifare: {e}", file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`taxifare run`: the whole pipeline, then the summary."""
+    cfg = _load(args)
+    if cfg is None or not _check_input(cfg):
+        return EXIT_USAGE
+    from pipeline.runner import run_local
+    from pipeline.summary import build_summary, render, write_summary
+
+    print(f"taxifare: running pipeline '{cfg.name}' ({cfg.orchestrator.runner} orchestrator)"
+          f" into {cfg.root}", flush=True)
+    outcome = run_local(cfg)
+    summary = build_summary(cfg, outcome.nodes, outcome.seconds)
+    write_summary(summary, cfg)
+    if outcome.error is not None:
+        from pipeline import dag
+        from pipeline.anomalies import format_anomalies
+
+        if summary.anomalies and summary.components.get(dag.ANOMALY_GATE_ID) == "FAILED":
+            print(
+                f"\ntaxifare: the data has {len(summary.anomalies)} anomalies against the schema;"
+                " the run stopped before Transform. Nothing was trained or pushed.\n"
+                + format_anomalies(summary.anomalies),
+                file=sys.stderr,
+            )
+            return EXIT_ANOMALIES
+        where = summary.failed_node or "the pipeline"
+        print(f"\ntaxifare: {where} failed: {type(outcome.error).__name__}: {outcome.error}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(render(summary, cfg))
+    if summary.blessed is False:
+        return EXIT_NOT_BLESSED
+    return EXIT_OK
+
+
+def cmd_infer_schema(args: argparse.Namespace) -> int:
+    """`taxifare infer-schema`: ExampleGen → StatisticsGen → SchemaGen, schema written out."""
+    cfg = _load(args)
+    if cfg is None or not _check_input(cfg):
+        return EXIT_USAGE
+    import os
+    import shutil
+
+    from pipeline import dag
+    from pipeline.runner import run_local
+
+    cfg = cfg.model_copy(update={"schema_": cfg.schema_config.model_copy(update={"source": "inferred"})})
+    outcome = run_local(cfg, until=dag.SCHEMA_GEN_ID)
+    node = outcome.nodes.get(dag.SCHEMA_GEN_ID)
+    if outcome.error is not None or node is None or not node.outputs.get("schema"):
+        print(f"taxifare: schema inference failed: {outcome.error}", file=sys.stderr)
+        return EXIT_FAILED
+    source = os.path.join(node.outputs["schema"][0].uri, "schema.pbtxt")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    shutil.copyfile(source, args.output)
+    print(f"taxifare: inferred schema written to {args.output}; review it, then point"
+          " schema.path at it (or replace pipeline/schema/schema.pbtxt)")
+    return EXIT_OK
+
+
+_COMMANDS = {"run": cmd_run, "infer-schema": cmd_infer_schema}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `taxifare` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from pipeline.env import configure_environment
+
+    configure_environment(verbose=getattr(args, "verbose", False))
+    return _COMMANDS[args.command](args)

@@ -1,0 +1,223 @@
+"""The one typed config: loaded from configs/<name>.yaml, overridden field by field from the CLI.
+
+Every field is used somewhere; unknown keys and wrong types are errors that name the key and
+the file. Relative paths in a config are resolved against the current working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# The value of `data.input` that means "the real Chicago sample shipped inside tfx".
+TFX_SAMPLE = "tfx-sample"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """Hash buckets of the train/eval split (train:eval = train_buckets:eval_buckets)."""
+
+    train_buckets: int = Field(2, ge=1, le=100)
+    eval_buckets: int = Field(1, ge=1, le=100)
+
+
+class DataConfig(_Strict):
+    """Where the trips come from and which labels are plausible."""
+
+    # `tfx-sample`, a local folder of CSV files, or a gs:// folder.
+    input: str = TFX_SAMPLE
+    # Glob under `input` for the files of one run; `{SPAN}` selects the latest span
+    # (e.g. "span-{SPAN}/*.csv"). None: every file directly under `input`.
+    pattern: str | None = None
+    split: SplitConfig = SplitConfig()
+    # Trips whose fare is <= min_fare or > max_fare are excluded from training and evaluation.
+    min_fare: float = Field(0.0, ge=0.0)
+    max_fare: float = Field(250.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_fares(self) -> DataConfig:
+        if self.max_fare <= self.min_fare:
+            raise ValueError(f"max_fare ({self.max_fare}) must be above min_fare ({self.min_fare})")
+        return self
+
+
+class SchemaConfig(_Strict):
+    """Which schema validates the data."""
+
+    # curated: the reviewed schema committed to the repo (ImportSchemaGen).
+    # inferred: SchemaGen infers one from this data (for a new data source).
+    source: Literal["curated", "inferred"] = "curated"
+    # The curated schema file; None: the one shipped with the package.
+    path: str | None = None
+
+
+class ModelConfig(_Strict):
+    """Hyperparameters of the Keras model (passed to run_fn through custom_config)."""
+
+    hidden_units: tuple[int, ...] = (64, 32)
+    embedding_dim: int = Field(8, ge=1, le=256)
+    learning_rate: float = Field(0.003, gt=0.0, le=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    fare_prior: float = 12.0
+
+
+class TrainingConfig(_Strict):
+    """How long and on what batches the Trainer trains."""
+
+    train_steps: int = Field(2000, ge=1)
+    eval_steps: int = Field(50, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    seed: int | None = 42
+    model: ModelConfig = ModelConfig()
+
+
+class EvaluationConfig(_Strict):
+    """When the Evaluator blesses a candidate model."""
+
+    # Absolute bound: a model whose eval RMSE is above this is not blessed.
+    max_rmse: float = Field(7.0, gt=0.0)
+    # Change threshold against the last blessed model: blessed only if its RMSE is at most
+    # baseline RMSE + max_rmse_increase (0: never worse than the baseline).
+    max_rmse_increase: float = Field(0.0, ge=0.0)
+
+
+class BeamConfig(_Strict):
+    """Options of the Beam pipelines the components run."""
+
+    runner: str = "DirectRunner"
+    # DirectRunner only: in_memory (fast on small data), multi_threading, multi_processing.
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
+    # DirectRunner only: 0 means one per core.
+    direct_num_workers: int = Field(1, ge=0)
+    # Any other Beam pipeline option, e.g. ["--temp_location=gs://..."] for another runner.
+    extra_args: tuple[str, ...] = ()
+
+    def to_args(self) -> list[str]:
+        """The options as Beam command-line arguments."""
+        args = [f"--runner={self.runner}"]
+        if self.runner == "DirectRunner":
+            args += [
+                f"--direct_running_mode={self.direct_running_mode}",
+                f"--direct_num_workers={self.direct_num_workers}",
+            ]
+        return args + list(self.extra_args)
+
+
+class OrchestratorConfig(_Strict):
+    """Which local orchestrator runs the pipeline."""
+
+    runner: Literal["beam", "local"] = "beam"
+    enable_cache: bool = True
+
+
+class Config(_Strict):
+    """The whole configuration of one taxifare deployment."""
+
+    name: str = Field("taxifare", pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    # Everything a run writes: pipeline artifacts, MLMD (SQLite) and the serving directory.
+    root: str = "build/taxifare"
+    # Where the Pusher writes `<serving_root>/<name>/<version>/`; None: `<root>/serving`.
+    serving_root: str | None = None
+    data: DataConfig = DataConfig()
+    schema_: SchemaConfig = Field(SchemaConfig(), alias="schema")
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    beam: BeamConfig = BeamConfig()
+    orchestrator: OrchestratorConfig = OrchestratorConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def schema_config(self) -> SchemaConfig:
+        """The schema section (named `schema` in YAML)."""
+        return self.schema_
+
+    @property
+    def pipeline_root(self) -> str:
+        """Where TFX writes the artifacts."""
+        return os.path.join(self.root, "pipeline")
+
+    @property
+    def metadata_path(self) -> str:
+        """The MLMD SQLite file."""
+        return os.path.join(self.root, "metadata.sqlite")
+
+    @property
+    def serving_model_dir(self) -> str:
+        """The versioned model directory TF Serving (and `taxifare serve`) reads."""
+        return os.path.join(self.serving_root or os.path.join(self.root, "serving"), self.name)
+
+
+def _parse_value(text: str) -> Any:
+    """A --set value as YAML (so 5 is an int, true a bool, [1, 2] a list)."""
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def _apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Applies one `dotted.key=value` override to the raw config dict."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. training.train_steps=100")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = _parse_value(value)
+
+
+def _format_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Loads and validates a config file, then applies `key=value` overrides.
+
+    Args:
+      path: a YAML file.
+      overrides: dotted assignments such as "training.train_steps=100".
+
+    Returns:
+      The frozen config.
+
+    Raises:
+      ConfigError: the file is missing or unreadable, or a key or value is invalid; the
+        message names the file and the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    source = f"{path}" + (" (with --set overrides)" if overrides else "")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None

@@ -1,0 +1,219 @@
+"""create_pipeline: the one place the taxifare DAG is written, for every orchestrator."""
+
+from __future__ import annotations
+
+import importlib.resources
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from pipeline.components.anomaly_gate import AnomalyGate
+from pipeline.components.fare_filter import FareFilter
+from pipeline.config import Config
+from taxifare_modules import features as f
+from taxifare_modules import trainer as trainer_module
+
+# The ML code TFX runs, by dotted path into the installed package (no module files copied).
+PREPROCESSING_FN = "taxifare_modules.preprocessing.preprocessing_fn"
+RUN_FN = "taxifare_modules.trainer.run_fn"
+
+# Component ids (also the node names in MLMD, which the run summary reads).
+EXAMPLE_GEN_ID = "CsvExampleGen"
+FARE_FILTER_ID = "FareFilter"
+STATISTICS_GEN_ID = "StatisticsGen"
+SCHEMA_GEN_ID = "SchemaGen"
+EXAMPLE_VALIDATOR_ID = "ExampleValidator"
+ANOMALY_GATE_ID = "AnomalyGate"
+TRANSFORM_ID = "Transform"
+TRAINER_ID = "Trainer"
+MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
+EVALUATOR_ID = "Evaluator"
+PUSHER_ID = "Pusher"
+
+
+def curated_schema_file(cfg: Config) -> str:
+    """The curated schema file ImportSchemaGen imports."""
+    if cfg.schema_config.path:
+        return cfg.schema_config.path
+    return str(importlib.resources.files("pipeline") / "schema" / "schema.pbtxt")
+
+
+def eval_config(cfg: Config) -> tfma.EvalConfig:
+    """TFMA config: RMSE/MAE/count overall and by slice, with the blessing thresholds."""
+    rmse_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(upper_bound={"value": cfg.evaluation.max_rmse}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER,
+            absolute={"value": cfg.evaluation.max_rmse_increase},
+        ),
+    )
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=f.SERVING_TF_EXAMPLE_SIGNATURE,
+                label_key=f.LABEL_KEY,
+                prediction_key=f.PREDICTION_KEY,
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()]
+        + [tfma.SlicingSpec(feature_keys=[key]) for key in f.SLICE_KEYS],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(class_name="MeanAbsoluteError"),
+                    tfma.MetricConfig(class_name="RootMeanSquaredError", threshold=rmse_threshold),
+                ]
+            )
+        ],
+    )
+
+
+def trainer_custom_config(cfg: Config) -> dict:
+    """The Trainer's custom_config: every training field run_fn reads."""
+    t = cfg.training
+    return {
+        trainer_module.BATCH_SIZE_KEY: t.batch_size,
+        trainer_module.EVAL_BATCH_SIZE_KEY: t.eval_batch_size,
+        trainer_module.SEED_KEY: t.seed,
+        trainer_module.MODEL_PARAMS_KEY: {
+            "hidden_units": list(t.model.hidden_units),
+            "embedding_dim": t.model.embedding_dim,
+            "learning_rate": t.model.learning_rate,
+            "dropout": t.model.dropout,
+            "fare_prior": t.model.fare_prior,
+        },
+    }
+
+
+def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tfx.dsl.Pipeline:
+    """Builds the taxifare pipeline.
+
+    Args:
+      cfg: the typed config.
+      data_root: the resolved input folder of CsvExampleGen (see data_source.resolve_input).
+      until: a component id; when given, the pipeline ends with that component (e.g.
+        SCHEMA_GEN_ID to infer a schema for review without training).
+
+    Returns:
+      The TFX pipeline, ready for any orchestrator.
+    """
+    input_config = None
+    if cfg.data.pattern:
+        input_config = tfx.proto.Input(
+            splits=[tfx.proto.Input.Split(name="single_split", pattern=cfg.data.pattern)]
+        )
+    output_config = tfx.proto.Output(
+        split_config=tfx.proto.SplitConfig(
+            splits=[
+                tfx.proto.SplitConfig.Split(name="train", hash_buckets=cfg.data.split.train_buckets),
+                tfx.proto.SplitConfig.Split(name="eval", hash_buckets=cfg.data.split.eval_buckets),
+            ]
+        )
+    )
+    # Reads the trip CSVs (the latest span when the pattern has {SPAN}) and splits train/eval.
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=data_root, input_config=input_config, output_config=output_config
+    ).with_id(EXAMPLE_GEN_ID)
+
+    # Drops trips whose fare is not a plausible label and counts them.
+    fare_filter = FareFilter(
+        examples=example_gen.outputs["examples"],
+        min_fare=cfg.data.min_fare,
+        max_fare=cfg.data.max_fare,
+    ).with_id(FARE_FILTER_ID)
+    examples = fare_filter.outputs["filtered_examples"]
+
+    # Computes statistics of every feature (the reference for validation and skew).
+    statistics_gen = tfx.components.StatisticsGen(examples=examples).with_id(STATISTICS_GEN_ID)
+
+    if cfg.schema_config.source == "curated":
+        # Imports the reviewed schema committed to the repo.
+        schema_gen = tfx.components.ImportSchemaGen(
+            schema_file=curated_schema_file(cfg)
+        ).with_id(SCHEMA_GEN_ID)
+    else:
+        # Infers a schema from this data (for a new data source; review it, then curate it).
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False
+        ).with_id(SCHEMA_GEN_ID)
+
+    # Checks the statistics against the schema and records the anomalies.
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    ).with_id(EXAMPLE_VALIDATOR_ID)
+
+    # Stops the run, with the list of anomalies, when there are any.
+    gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"]).with_id(ANOMALY_GATE_ID)
+
+    # Fits and applies the one feature graph used in training and in serving.
+    transform = tfx.components.Transform(
+        examples=examples,
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+    ).with_id(TRANSFORM_ID)
+    transform.add_upstream_node(gate)
+
+    # Trains the Keras model and exports it with the Transform graph inside.
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=cfg.training.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=cfg.training.eval_steps),
+        custom_config=trainer_custom_config(cfg),
+    ).with_id(TRAINER_ID)
+
+    # Finds the last blessed model, the baseline the candidate must not be worse than.
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(MODEL_RESOLVER_ID)
+
+    # Evaluates the candidate on the eval split, overall and by slice, and blesses it or not.
+    evaluator = tfx.components.Evaluator(
+        examples=examples,
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(cfg),
+    ).with_id(EVALUATOR_ID)
+
+    # Copies a blessed model to <serving root>/<name>/<version>/, the layout TF Serving reads.
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=cfg.serving_model_dir)
+        ),
+    ).with_id(PUSHER_ID)
+
+    components = [
+        example_gen,
+        fare_filter,
+        statistics_gen,
+        schema_gen,
+        example_validator,
+        gate,
+        transform,
+        trainer,
+        model_resolver,
+        evaluator,
+        pusher,
+    ]
+    if until is not None:
+        ids = [c.id for c in components]
+        if until not in ids:
+            raise ValueError(f"unknown component id {until!r}; expected one of {ids}")
+        components = components[: ids.index(until) + 1]
+    return tfx.dsl.Pipeline(
+        pipeline_name=cfg.name,
+        pipeline_root=cfg.pipeline_root,
+        components=components,
+        enable_cache=cfg.orchestrator.enable_cache,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            cfg.metadata_path
+        ),
+        beam_pipeline_args=cfg.beam.to_args(),
+    )

@@ -1,0 +1,201 @@
+"""The closing summary of a run, read from MLMD and the run's artifacts (never from logs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from tfx.types import artifact_utils
+
+from pipeline import dag
+from pipeline.anomalies import Anomaly, read_anomalies
+from pipeline.components.fare_filter import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
+from pipeline.config import Config
+from pipeline.mlmd_run import NodeExecution, custom_value
+
+_RMSE = "root_mean_squared_error"
+_MAE = "mean_absolute_error"
+_COUNT = "example_count"
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a run did, for people (render) and programs (to_json)."""
+
+    components: dict[str, str]  # node id -> COMPLETE / CACHED / FAILED
+    durations: dict[str, float]
+    rows_read: int | None = None
+    rows_excluded: int | None = None
+    examples_uri: str | None = None
+    anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
+    eval_rmse: float | None = None
+    eval_mae: float | None = None
+    eval_count: int | None = None
+    baseline_rmse: float | None = None
+    blessed: bool | None = None
+    blessing_reasons: list[str] = dataclasses.field(default_factory=list)
+    pushed_to: str | None = None
+    model_uri: str | None = None
+    train_steps: int | None = None
+    batch_size: int | None = None
+    total_seconds: float | None = None
+    failed_node: str | None = None
+
+    def to_json(self) -> dict:
+        """A JSON-able dict of the summary."""
+        data = dataclasses.asdict(self)
+        data["anomalies"] = [dataclasses.asdict(a) for a in self.anomalies]
+        return data
+
+
+def _first(node: NodeExecution | None, key: str):
+    if node is None or not node.outputs.get(key):
+        return None
+    return node.outputs[key][0]
+
+
+def _split_names(artifact) -> list[str]:
+    return artifact_utils.decode_split_names(artifact.properties["split_names"].string_value)
+
+
+def _read_metrics(evaluation_uri: str) -> dict[tuple[str, str], float]:
+    """Overall-slice metrics keyed by (metric name, model name)."""
+    import tensorflow_model_analysis as tfma
+
+    values: dict[tuple[str, str], float] = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        if metrics.slice_key.single_slice_keys:
+            continue
+        for kv in metrics.metric_keys_and_values:
+            if kv.key.HasField("is_diff") and kv.key.is_diff:
+                continue
+            if kv.value.HasField("double_value"):
+                values[(kv.key.name, kv.key.model_name)] = kv.value.double_value.value
+    return values
+
+
+def _blessing_reasons(evaluation_uri: str) -> list[str]:
+    """Why TFMA did not bless the candidate: each failed threshold, in words."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_validation_result(evaluation_uri)
+    reasons = []
+    for per_slice in result.metric_validations_per_slice:
+        where = "overall" if not per_slice.slice_key.single_slice_keys else str(per_slice.slice_key)
+        for failure in per_slice.failures:
+            value = failure.metric_value.double_value.value
+            reasons.append(
+                f"{failure.metric_key.name}"
+                f"{' (change vs baseline)' if failure.metric_key.is_diff else ''}"
+                f" = {value:.4f} {where} fails {failure.metric_threshold}".replace("\n", " ")
+            )
+    if result.missing_thresholds:
+        reasons.append(f"{len(result.missing_thresholds)} thresholds could not be computed")
+    return reasons
+
+
+def build_summary(
+    cfg: Config, nodes: dict[str, NodeExecution], total_seconds: float
+) -> RunSummary:
+    """Collects the summary of a run from its executions and their artifacts."""
+    summary = RunSummary(
+        components={n: e.state for n, e in nodes.items()},
+        durations={n: e.seconds for n, e in nodes.items()},
+        total_seconds=total_seconds,
+        train_steps=cfg.training.train_steps,
+        batch_size=cfg.training.batch_size,
+    )
+    failed = [n for n, e in nodes.items() if e.state == "FAILED"]
+    summary.failed_node = failed[0] if failed else None
+
+    filtered = _first(nodes.get(dag.FARE_FILTER_ID), "filtered_examples")
+    if filtered is not None:
+        summary.rows_read = custom_value(filtered, ROWS_READ_PROPERTY)
+        summary.rows_excluded = custom_value(filtered, ROWS_EXCLUDED_PROPERTY)
+        summary.examples_uri = filtered.uri
+
+    anomalies = _first(nodes.get(dag.EXAMPLE_VALIDATOR_ID), "anomalies")
+    if anomalies is not None:
+        summary.anomalies = read_anomalies(anomalies.uri, _split_names(anomalies))
+
+    model = _first(nodes.get(dag.TRAINER_ID), "model")
+    summary.model_uri = model.uri if model is not None else None
+
+    evaluation = _first(nodes.get(dag.EVALUATOR_ID), "evaluation")
+    if evaluation is not None:
+        metrics = _read_metrics(evaluation.uri)
+        candidate = {name: v for (name, model_name), v in metrics.items() if model_name != "baseline"}
+        summary.eval_rmse = candidate.get(_RMSE)
+        summary.eval_mae = candidate.get(_MAE)
+        count = candidate.get(_COUNT)
+        summary.eval_count = int(count) if count is not None else None
+        summary.baseline_rmse = metrics.get((_RMSE, "baseline"))
+        summary.blessing_reasons = _blessing_reasons(evaluation.uri)
+    blessing = _first(nodes.get(dag.EVALUATOR_ID), "blessing")
+    if blessing is not None:
+        summary.blessed = bool(custom_value(blessing, "blessed"))
+
+    pushed = _first(nodes.get(dag.PUSHER_ID), "pushed_model")
+    if pushed is not None and custom_value(pushed, "pushed"):
+        summary.pushed_to = str(custom_value(pushed, "pushed_destination"))
+    return summary
+
+
+def render(summary: RunSummary, cfg: Config) -> str:
+    """The closing summary a person reads."""
+    lines = ["", "taxifare run summary", "--------------------"]
+    cached = sum(1 for s in summary.components.values() if s == "CACHED")
+    lines.append(
+        f"components   {len(summary.components)} ran"
+        + (f" ({cached} served from cache)" if cached else "")
+    )
+    if summary.rows_read is not None:
+        lines.append(
+            f"data         {summary.rows_read:,} trips read, {summary.rows_excluded:,} excluded"
+            f" (fare <= {cfg.data.min_fare:g} or > {cfg.data.max_fare:g})"
+        )
+    lines.append(f"anomalies    {len(summary.anomalies)}")
+    if summary.eval_rmse is not None:
+        base = (
+            f" (last blessed model: RMSE ${summary.baseline_rmse:.2f})"
+            if summary.baseline_rmse is not None
+            else " (no earlier blessed model)"
+        )
+        lines.append(
+            f"evaluation   RMSE ${summary.eval_rmse:.2f}, MAE ${summary.eval_mae:.2f}"
+            f" on {summary.eval_count:,} eval trips{base}"
+        )
+    if summary.blessed is not None:
+        if summary.blessed:
+            lines.append(
+                f"blessed      yes: RMSE <= ${cfg.evaluation.max_rmse:g}"
+                + (" and not worse than the last blessed model" if summary.baseline_rmse else "")
+            )
+        else:
+            lines.append("blessed      NO: " + "; ".join(summary.blessing_reasons or ["see Evaluator"]))
+    if summary.pushed_to:
+        lines.append(f"pushed to    {summary.pushed_to}")
+    elif summary.blessed is not None:
+        lines.append(f"pushed to    nothing pushed; serving dir unchanged: {cfg.serving_model_dir}")
+    if summary.model_uri:
+        lines.append(f"model        {summary.model_uri}")
+    lines.append(f"artifacts    {cfg.pipeline_root}   (MLMD: {cfg.metadata_path})")
+    if summary.total_seconds is not None:
+        lines.append(f"total time   {summary.total_seconds:.0f}s")
+    if summary.pushed_to:
+        lines.append("")
+        lines.append("next         serve the pushed model over REST with TF Serving's wire format:")
+        lines.append(f"               docker run -p 8501:8501 -v {cfg.serving_model_dir}:/models/{cfg.name}"
+                     f" -e MODEL_NAME={cfg.name} tensorflow/serving")
+        lines.append(f"             or inspect its signatures:  saved_model_cli show --all --dir "
+                     f"{summary.pushed_to}")
+    return "\n".join(lines)
+
+
+def write_summary(summary: RunSummary, cfg: Config) -> str:
+    """Writes `<root>/summary.json` and returns its path."""
+    path = os.path.join(cfg.root, "summary.json")
+    with open(path, "w") as fh:
+        json.dump(summary.to_json(), fh, indent=2, default=str)
+    return path

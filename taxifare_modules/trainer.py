@@ -1,0 +1,196 @@
+"""run_fn for TFX Trainer: trains the fare model and exports it with its serving signatures.
+
+The exported SavedModel applies the Transform graph itself, so clients send raw trip fields:
+- `serving_default`: raw fields as named tensors (what a JSON client sends); a missing value
+  is given as `features.MISSING_FLOAT` (NaN), `MISSING_INT` (-1) or `MISSING_STRING` ("").
+- `serving_tf_example`: serialized tf.Examples; a missing field is left out of the example.
+- `transform_features`: serialized tf.Examples to transformed features (used by TFMA).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import logging
+import os
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from taxifare_modules import features as f
+from taxifare_modules.model import ModelParams, build_model
+
+_LOG = logging.getLogger(__name__)
+
+# Keys of the Trainer's custom_config (built from the typed config by the pipeline).
+BATCH_SIZE_KEY = "batch_size"
+EVAL_BATCH_SIZE_KEY = "eval_batch_size"
+MODEL_PARAMS_KEY = "model"
+SEED_KEY = "seed"
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """Picks a tf.distribute strategy from the devices and cluster this process sees.
+
+    A TF_CONFIG naming more than one worker gives MultiWorkerMirroredStrategy; several GPUs
+    give MirroredStrategy; one GPU gives OneDeviceStrategy on it; otherwise the default
+    strategy. Several logical CPU devices (tests) also give MirroredStrategy.
+    """
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    cluster = tf_config.get("cluster", {})
+    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    if workers > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    if len(gpus) == 1:
+        return tf.distribute.OneDeviceStrategy(gpus[0].name)
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    return tf.distribute.get_strategy()
+
+
+def _input_fn(
+    file_pattern: list[str],
+    data_accessor: tfx.components.DataAccessor,
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    seed: int | None,
+) -> tf.data.Dataset:
+    """Batches of (transformed features, label), repeated forever."""
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, label_key=f.LABEL_KEY, shuffle_seed=seed
+        ),
+        tf_transform_output.transformed_metadata.schema,
+    ).repeat()
+
+
+def _serving_raw_spec(tf_transform_output: tft.TFTransformOutput) -> dict[str, Any]:
+    """The raw feature spec a serving request carries: the schema's, less the label."""
+    spec = dict(tf_transform_output.raw_feature_spec())
+    spec.pop(f.LABEL_KEY, None)
+    return spec
+
+
+def _dense_to_sparse(value: tf.Tensor, missing: float | int | str) -> tf.SparseTensor:
+    """A [batch] tensor to a [batch, 1] SparseTensor without the entries equal to `missing`."""
+    value = tf.reshape(value, [-1])
+    if isinstance(missing, float) and math.isnan(missing):
+        present = tf.logical_not(tf.math.is_nan(value))
+    else:
+        present = tf.not_equal(value, tf.constant(missing, value.dtype))
+    rows = tf.where(present)
+    indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
+    return tf.SparseTensor(
+        indices=indices,
+        values=tf.gather_nd(value, rows),
+        dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], tf.constant(1, tf.int64)]),
+    )
+
+
+_SERVING_INPUT_DTYPES: dict[str, tf.DType] = {
+    **{k: tf.float32 for k in f.FLOAT_FEATURE_KEYS},
+    **{k: tf.int64 for k in f.INT_FEATURE_KEYS},
+    **{k: tf.string for k in f.STRING_FEATURE_KEYS},
+}
+_MISSING_BY_DTYPE = {tf.float32: f.MISSING_FLOAT, tf.int64: f.MISSING_INT, tf.string: f.MISSING_STRING}
+
+
+def serving_input_signature() -> dict[str, tf.TensorSpec]:
+    """Input specs of `serving_default`: one [batch] tensor per raw trip field."""
+    return {k: tf.TensorSpec([None], dtype, name=k) for k, dtype in _SERVING_INPUT_DTYPES.items()}
+
+
+def build_signatures(
+    model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput
+) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    """Builds the serving signatures; each applies the Transform graph inside the model."""
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    raw_spec = _serving_raw_spec(tf_transform_output)
+
+    def _predict(raw: dict[str, Any]) -> dict[str, tf.Tensor]:
+        transformed = model.tft_layer(raw)
+        transformed.pop(f.LABEL_KEY, None)
+        fare = tf.reshape(model(transformed, training=False), [-1])
+        return {f.PREDICTION_KEY: fare}
+
+    @tf.function
+    def serve_tf_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return _predict(tf.io.parse_example(examples, raw_spec))
+
+    @tf.function
+    def serve_raw(**fields: tf.Tensor) -> dict[str, tf.Tensor]:
+        raw = {}
+        for key, value in fields.items():
+            spec = raw_spec[key]
+            value = tf.cast(value, spec.dtype) if value.dtype != spec.dtype else value
+            raw[key] = _dense_to_sparse(value, _MISSING_BY_DTYPE[_SERVING_INPUT_DTYPES[key]])
+        return _predict(raw)
+
+    @tf.function
+    def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(examples, tf_transform_output.raw_feature_spec())
+        return model.tft_layer(parsed)
+
+    examples_spec = tf.TensorSpec([None], tf.string, name=f.SERVING_TF_EXAMPLE_INPUT_KEY)
+    return {
+        f.SERVING_DEFAULT_SIGNATURE: serve_raw.get_concrete_function(**serving_input_signature()),
+        f.SERVING_TF_EXAMPLE_SIGNATURE: serve_tf_examples.get_concrete_function(examples_spec),
+        f.TRANSFORM_FEATURES_SIGNATURE: transform_features.get_concrete_function(examples_spec),
+    }
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """Trains the model and exports it. Called by TFX Trainer.
+
+    Args:
+      fn_args: TFX's trainer arguments; `custom_config` holds the batch sizes, seed and the
+        model's hyperparameters.
+    """
+    config = fn_args.custom_config or {}
+    batch_size = int(config.get(BATCH_SIZE_KEY, 128))
+    eval_batch_size = int(config.get(EVAL_BATCH_SIZE_KEY, batch_size))
+    seed = config.get(SEED_KEY)
+    params_dict = dict(config.get(MODEL_PARAMS_KEY, {}))
+    if "hidden_units" in params_dict:
+        params_dict["hidden_units"] = tuple(params_dict["hidden_units"])
+    params = ModelParams(**params_dict)
+    if seed is not None:
+        tf.keras.utils.set_random_seed(int(seed))
+
+    strategy = choose_strategy()
+    replicas = strategy.num_replicas_in_sync
+    _LOG.info("training with %s on %d replica(s)", type(strategy).__name__, replicas)
+
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train_ds = _input_fn(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+        batch_size * replicas, seed,
+    )
+    eval_ds = _input_fn(
+        fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+        eval_batch_size * replicas, seed,
+    )
+    with strategy.scope():
+        model = build_model(params)
+
+    tensorboard = tf.keras.callbacks.TensorBoard(
+        log_dir=os.path.join(fn_args.model_run_dir, "logs"), update_freq="epoch"
+    )
+    model.fit(
+        train_ds,
+        steps_per_epoch=fn_args.train_steps,
+        validation_data=eval_ds,
+        validation_steps=fn_args.eval_steps,
+        callbacks=[tensorboard],
+        verbose=2,
+    )
+    signatures = build_signatures(model, tf_transform_output)
+    tf.saved_model.save(model, fn_args.serving_model_dir, signatures=signatures)
