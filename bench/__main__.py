@@ -7,7 +7,6 @@ reports; it does not gate). Exits 1 when a run itself fails, showing its stderr 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import shutil
 import sys
@@ -59,9 +58,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check(run: Measurement) -> None:
-    """Raises RunFailedError, with the run's stderr tail, if it did not exit cleanly."""
-    if run.ok:
+def _check(run: Measurement, completed: tuple[int, ...] = (0,)) -> None:
+    """Raises RunFailedError, with the run's stderr tail, unless it exited as completed.
+
+    Args:
+        run: The measured run.
+        completed: Exit codes that mean the run finished and produced its outputs.
+    """
+    if run.returncode in completed:
         return
     status = "timed out" if run.returncode is None else f"exited with {run.returncode}"
     raise RunFailedError(
@@ -85,7 +89,7 @@ def _run_ours(args: argparse.Namespace, workspace: Path) -> tuple[Measurement, o
         log_dir=workspace / "logs",
         timeout_seconds=args.timeout,
     )
-    _check(run)
+    _check(run, ours.COMPLETED_EXIT_CODES)
     print(f"bench: ours done in {run.wall_seconds:.1f} s", flush=True)
     try:
         summary = ours.load_summary(root, REPO_ROOT)
@@ -135,6 +139,15 @@ def _display_python() -> str:
         return Path(sys.executable).relative_to(REPO_ROOT).as_posix()
     except ValueError:
         return "python"
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it, else absolute."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(resolved)
 
 
 def _commands(args: argparse.Namespace, argv: list[str]) -> list[str]:
@@ -193,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.output.write_text(report.render_markdown(results, _commands(args, argv)))
     print(report.render_summary(results))
-    print(f"bench: wrote {os.path.relpath(args.output)}")
+    print(f"bench: wrote {_display_path(args.output)}")
     return 0
 
 

@@ -44,18 +44,33 @@ class Measurement:
     stdout_path: Path
     stderr_path: Path
 
-    @property
-    def ok(self) -> bool:
-        """Whether the command exited with status 0."""
-        return self.returncode == 0
-
     def stderr_tail(self, lines: int = 40) -> str:
-        """Returns the last ``lines`` lines of the command's standard error."""
+        """Returns the last ``lines`` lines of the command's standard error.
+
+        Exceptions that Python ignored at interpreter shutdown (``Exception ignored in:``
+        blocks, e.g. from TensorFlow finalizers) are left out: they bury the real error.
+        """
         try:
             text = self.stderr_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(_without_ignored_exceptions(text.splitlines())[-lines:])
+
+
+def _without_ignored_exceptions(lines: list[str]) -> list[str]:
+    """Drops each ``Exception ignored in:`` block: that line, its traceback and its error."""
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("Exception ignored in"):
+            skipping = True
+        elif skipping and (line.startswith((" ", "Traceback")) or not line.strip()):
+            pass
+        elif skipping:
+            skipping = False  # The block's closing "SomeError: message" line.
+        else:
+            kept.append(line)
+    return kept
 
 
 def run_measured(

@@ -17,6 +17,10 @@ from typing import Any
 DEFAULT_CONFIG = Path("configs", "local.yaml")
 SUMMARY_FILE = "summary.json"
 
+COMPLETED_EXIT_CODES = (0, 4)
+"""Exit codes of a complete run: 0, or 4 when the model was trained and evaluated but not
+blessed (so not pushed). Either way every benchmarked figure exists."""
+
 
 class SummaryError(ValueError):
     """``summary.json`` is missing or does not follow the contract."""

@@ -155,7 +155,8 @@ def _method_notes(results: BenchResults) -> list[str]:
         "## How each figure is measured",
         "",
         "- The two runs go one after the other, not side by side, each in a fresh "
-        "temporary directory, so neither reuses the other's artifacts or cache.",
+        "temporary directory, so neither reuses the other's artifacts or cache. Each "
+        "figure comes from a single run; repeat the benchmark to see run-to-run spread.",
         "- **Reference**: TFX's `examples/chicago_taxi_pipeline/"
         f"{reference.PIPELINE_SCRIPT}` from the installed `tfx` package, unmodified, with "
         "`HOME` pointing at a fresh directory that holds the shipped "

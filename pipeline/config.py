@@ -70,6 +70,8 @@ class ModelConfig(_Strict):
     learning_rate: float = Field(0.003, gt=0.0, le=1.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     fare_prior: float = 12.0
+    # Huber loss delta in dollars (robust to the long tail of fares); null: mean squared error.
+    huber_delta: float | None = Field(5.0, gt=0.0)
 
 
 class TrainingConfig(_Strict):
@@ -80,6 +82,8 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     seed: int | None = 42
+    # Read each split into memory once (fast on data that fits); false: stream from files.
+    in_memory: bool = True
     model: ModelConfig = ModelConfig()
 
 

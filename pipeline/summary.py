@@ -68,7 +68,7 @@ def _read_metrics(evaluation_uri: str) -> dict[tuple[str, str], float]:
         if metrics.slice_key.single_slice_keys:
             continue
         for kv in metrics.metric_keys_and_values:
-            if kv.key.HasField("is_diff") and kv.key.is_diff:
+            if kv.key.is_diff:
                 continue
             if kv.value.HasField("double_value"):
                 values[(kv.key.name, kv.key.model_name)] = kv.value.double_value.value
@@ -82,16 +82,25 @@ def _blessing_reasons(evaluation_uri: str) -> list[str]:
     result = tfma.load_validation_result(evaluation_uri)
     reasons = []
     for per_slice in result.metric_validations_per_slice:
-        where = "overall" if not per_slice.slice_key.single_slice_keys else str(per_slice.slice_key)
         for failure in per_slice.failures:
+            name = failure.metric_key.name
             value = failure.metric_value.double_value.value
-            reasons.append(
-                f"{failure.metric_key.name}"
-                f"{' (change vs baseline)' if failure.metric_key.is_diff else ''}"
-                f" = {value:.4f} {where} fails {failure.metric_threshold}".replace("\n", " ")
-            )
+            threshold = failure.metric_threshold
+            if failure.metric_key.is_diff:
+                allowed = threshold.change_threshold.absolute.value
+                reasons.append(
+                    f"{name} is {value:+.4f} worse than the last blessed model's"
+                    f" (allowed: {allowed:+.4f})"
+                )
+            elif threshold.value_threshold.HasField("upper_bound"):
+                bound = threshold.value_threshold.upper_bound.value
+                reasons.append(f"{name} {value:.4f} is above the bound {bound:g}")
+            else:
+                reasons.append(f"{name} {value:.4f} fails {threshold}".replace("\n", " "))
     if result.missing_thresholds:
         reasons.append(f"{len(result.missing_thresholds)} thresholds could not be computed")
+    if not result.validation_ok and not reasons:
+        reasons.append("the Evaluator's validation failed (see its validations file)")
     return reasons
 
 

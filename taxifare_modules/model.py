@@ -18,6 +18,8 @@ class ModelParams:
     learning_rate: float = 0.003
     dropout: float = 0.0
     fare_prior: float = 12.0  # initial output bias: about the mean fare
+    # Huber loss with this delta (dollars), robust to the long tail of fares; None: MSE.
+    huber_delta: float | None = 5.0
 
 
 def build_model(params: ModelParams) -> tf.keras.Model:
@@ -67,7 +69,11 @@ def build_model(params: ModelParams) -> tf.keras.Model:
     model = tf.keras.Model(inputs=inputs, outputs=fare, name="taxifare")
     model.compile(
         optimizer=tf.keras.optimizers.Adam(params.learning_rate),
-        loss=tf.keras.losses.MeanSquaredError(),
+        loss=(
+            tf.keras.losses.Huber(delta=params.huber_delta)
+            if params.huber_delta
+            else tf.keras.losses.MeanSquaredError()
+        ),
         metrics=[
             tf.keras.metrics.RootMeanSquaredError(name="rmse"),
             tf.keras.metrics.MeanAbsoluteError(name="mae"),

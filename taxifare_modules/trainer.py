@@ -30,6 +30,7 @@ BATCH_SIZE_KEY = "batch_size"
 EVAL_BATCH_SIZE_KEY = "eval_batch_size"
 MODEL_PARAMS_KEY = "model"
 SEED_KEY = "seed"
+IN_MEMORY_KEY = "in_memory"
 
 
 def choose_strategy() -> tf.distribute.Strategy:
@@ -61,15 +62,44 @@ def _input_fn(
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int,
     seed: int | None,
+    in_memory: bool,
 ) -> tf.data.Dataset:
-    """Batches of (transformed features, label), repeated forever."""
-    return data_accessor.tf_dataset_factory(
+    """Batches of (transformed features, label), repeated forever.
+
+    With `in_memory`, the split is read once into tensors and each batch is a gather of
+    shuffled row indices: much faster per step on data that fits in memory. Otherwise the
+    examples are streamed from the files (any size).
+    """
+    schema = tf_transform_output.transformed_metadata.schema
+    if not in_memory:
+        return data_accessor.tf_dataset_factory(
+            file_pattern,
+            tfxio.TensorFlowDatasetOptions(
+                batch_size=batch_size, label_key=f.LABEL_KEY, shuffle_seed=seed
+            ),
+            schema,
+        ).repeat()
+    once = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, label_key=f.LABEL_KEY, shuffle_seed=seed
-        ),
-        tf_transform_output.transformed_metadata.schema,
-    ).repeat()
+        tfxio.TensorFlowDatasetOptions(batch_size=8192, label_key=f.LABEL_KEY, num_epochs=1),
+        schema,
+    )
+    parts = list(once)
+    features = {k: tf.concat([p[0][k] for p in parts], axis=0) for k in parts[0][0]}
+    labels = tf.concat([p[1] for p in parts], axis=0)
+    rows = int(labels.shape[0])
+
+    def gather(indices: tf.Tensor):
+        return {k: tf.gather(v, indices) for k, v in features.items()}, tf.gather(labels, indices)
+
+    return (
+        tf.data.Dataset.range(rows)
+        .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _serving_raw_spec(tf_transform_output: tft.TFTransformOutput) -> dict[str, Any]:
@@ -158,6 +188,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     batch_size = int(config.get(BATCH_SIZE_KEY, 128))
     eval_batch_size = int(config.get(EVAL_BATCH_SIZE_KEY, batch_size))
     seed = config.get(SEED_KEY)
+    in_memory = bool(config.get(IN_MEMORY_KEY, False))
     params_dict = dict(config.get(MODEL_PARAMS_KEY, {}))
     if "hidden_units" in params_dict:
         params_dict["hidden_units"] = tuple(params_dict["hidden_units"])
@@ -172,11 +203,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train_ds = _input_fn(
         fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-        batch_size * replicas, seed,
+        batch_size * replicas, seed, in_memory,
     )
     eval_ds = _input_fn(
         fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-        eval_batch_size * replicas, seed,
+        eval_batch_size * replicas, seed, in_memory,
     )
     with strategy.scope():
         model = build_model(params)

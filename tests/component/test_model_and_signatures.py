@@ -1,0 +1,153 @@
+"""The model trains, and the exported signatures give the training path's fare for raw trips.
+
+A transform graph is fitted with tft_beam on real trips, the model trains a few steps on the
+transformed rows, and the SavedModel is exported with the project's own signatures. For the
+same trips (some lacking dropoff, area or company), `serving_default` (named raw tensors,
+missing = documented sentinel), `serving_tf_example` (missing = left out of the example) and
+the model applied to the transformed training rows must agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from taxifare_modules import features as f
+from taxifare_modules.model import ModelParams, build_model
+from taxifare_modules.preprocessing import preprocessing_fn
+from taxifare_modules.trainer import build_signatures
+
+N_TRIPS = 400
+
+
+def _raw_feature_spec() -> dict:
+    return {
+        **{k: tf.io.VarLenFeature(tf.float32) for k in f.FLOAT_FEATURE_KEYS},
+        **{k: tf.io.VarLenFeature(tf.int64) for k in f.INT_FEATURE_KEYS},
+        **{k: tf.io.VarLenFeature(tf.string) for k in f.STRING_FEATURE_KEYS},
+        f.LABEL_KEY: tf.io.VarLenFeature(tf.float32),
+    }
+
+
+def _parse(row: dict[str, str]) -> dict[str, list]:
+    """A CSV row as TFT instance dict: lists, empty when the field is missing."""
+    out: dict[str, list] = {}
+    for key in f.FLOAT_FEATURE_KEYS + (f.LABEL_KEY,):
+        out[key] = [float(row[key])] if row[key] else []
+    for key in f.INT_FEATURE_KEYS:
+        out[key] = [int(float(row[key]))] if row[key] else []
+    for key in f.STRING_FEATURE_KEYS:
+        out[key] = [row[key].encode()] if row[key] else []
+    return out
+
+
+def _to_example(trip: dict[str, list]) -> bytes:
+    feature = {}
+    for key, values in trip.items():
+        if key == f.LABEL_KEY or not values:
+            continue  # missing fields are left out of the example
+        if key in f.FLOAT_FEATURE_KEYS:
+            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        elif key in f.INT_FEATURE_KEYS:
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _to_named_tensors(trips: list[dict[str, list]]) -> dict[str, tf.Tensor]:
+    columns = {}
+    for key in f.FLOAT_FEATURE_KEYS:
+        columns[key] = tf.constant([t[key][0] if t[key] else f.MISSING_FLOAT for t in trips],
+                                   tf.float32)
+    for key in f.INT_FEATURE_KEYS:
+        columns[key] = tf.constant([t[key][0] if t[key] else f.MISSING_INT for t in trips],
+                                   tf.int64)
+    for key in f.STRING_FEATURE_KEYS:
+        columns[key] = tf.constant([t[key][0] if t[key] else b"" for t in trips], tf.string)
+    return columns
+
+
+@pytest.fixture(scope="module")
+def trained(sample_rows, tmp_path_factory):
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+
+    trips = [_parse(r) for r in sample_rows[:N_TRIPS]]
+    work = tmp_path_factory.mktemp("signatures")
+    metadata = tft.DatasetMetadata.from_feature_spec(_raw_feature_spec())
+    with tft_beam.Context(temp_dir=str(work / "tmp"), force_tf_compat_v1=False):
+        (rows, _), transform_fn = (trips, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            preprocessing_fn, output_record_batches=False
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(str(work / "transform"))
+    tf_transform_output = tft.TFTransformOutput(str(work / "transform"))
+
+    features = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != f.LABEL_KEY}
+    labels = np.array([r[f.LABEL_KEY] for r in rows], np.float32)
+    tf.keras.utils.set_random_seed(1)
+    model = build_model(ModelParams(hidden_units=(16,), embedding_dim=4, learning_rate=0.01))
+    history = model.fit(features, labels, batch_size=64, epochs=4, verbose=0)
+    export_dir = str(work / "model")
+    tf.saved_model.save(model, export_dir, signatures=build_signatures(model, tf_transform_output))
+    direct = model.predict(features, verbose=0).reshape(-1)
+    return trips, history, export_dir, direct
+
+
+def test_model_trains(trained):
+    _, history, _, _ = trained
+    losses = history.history["loss"]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_sample_has_trips_with_missing_fields(trained):
+    trips = trained[0]
+    assert any(not t[f.DROPOFF_LATITUDE_KEY] for t in trips)
+    assert any(not t[f.COMPANY_KEY] for t in trips)
+
+
+def test_exported_signatures_exist_with_raw_inputs(trained):
+    loaded = tf.saved_model.load(trained[2])
+    assert {
+        f.SERVING_DEFAULT_SIGNATURE,
+        f.SERVING_TF_EXAMPLE_SIGNATURE,
+        f.TRANSFORM_FEATURES_SIGNATURE,
+    } <= set(loaded.signatures)
+    inputs = loaded.signatures[f.SERVING_DEFAULT_SIGNATURE].structured_input_signature[1]
+    assert set(inputs) == set(f.RAW_FEATURE_KEYS)
+    assert inputs[f.HOUR_KEY].dtype == tf.int64
+    assert inputs[f.PICKUP_LATITUDE_KEY].dtype == tf.float32
+
+
+def test_both_signatures_and_the_training_path_give_the_same_fare(trained):
+    trips, _, export_dir, direct = trained
+    loaded = tf.saved_model.load(export_dir)
+    by_example = loaded.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE](
+        examples=tf.constant([_to_example(t) for t in trips])
+    )[f.PREDICTION_KEY].numpy()
+    by_name = loaded.signatures[f.SERVING_DEFAULT_SIGNATURE](**_to_named_tensors(trips))[
+        f.PREDICTION_KEY
+    ].numpy()
+    assert by_example.shape == by_name.shape == (len(trips),)
+    assert np.all(np.isfinite(by_name))
+    np.testing.assert_allclose(by_name, by_example, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(by_name, direct, rtol=1e-5, atol=1e-4)
+
+
+def test_missing_sentinels_differ_from_a_real_value(trained):
+    """The sentinel really means missing: it is not read as a number."""
+    trips, _, export_dir, _ = trained
+    loaded = tf.saved_model.load(export_dir)
+    trip = next(t for t in trips if t[f.DROPOFF_LATITUDE_KEY])
+    fn = loaded.signatures[f.SERVING_DEFAULT_SIGNATURE]
+    full = fn(**_to_named_tensors([trip]))[f.PREDICTION_KEY].numpy()[0]
+    missing = dict(trip, **{f.DROPOFF_LATITUDE_KEY: [], f.DROPOFF_LONGITUDE_KEY: []})
+    by_name = fn(**_to_named_tensors([missing]))[f.PREDICTION_KEY].numpy()[0]
+    by_example = loaded.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE](
+        examples=tf.constant([_to_example(missing)])
+    )[f.PREDICTION_KEY].numpy()[0]
+    assert math.isfinite(by_name) and by_name != pytest.approx(full, abs=1e-6)
+    assert by_name == pytest.approx(by_example, abs=1e-4)
