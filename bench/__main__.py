@@ -74,6 +74,16 @@ def _check(run: Measurement, completed: tuple[int, ...] = (0,)) -> None:
     )
 
 
+def _with_private_tmp(env: dict[str, str], tmp: Path) -> dict[str, str]:
+    """Returns ``env`` with ``TMPDIR`` set to ``tmp``, created if needed.
+
+    A run's temporary files then stay in its workspace and go with it; TFX and
+    TensorFlow leave some behind in the system temporary directory otherwise.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {**env, "TMPDIR": str(tmp)}
+
+
 def _run_ours(args: argparse.Namespace, workspace: Path) -> tuple[Measurement, ours.RunSummary]:
     """Runs our pipeline in a fresh root and reads its summary."""
     if not (REPO_ROOT / args.config).is_file():
@@ -85,7 +95,7 @@ def _run_ours(args: argparse.Namespace, workspace: Path) -> tuple[Measurement, o
         "ours",
         ours.command(Path(args.config), root),
         cwd=REPO_ROOT,
-        env=ours.environment(),
+        env=_with_private_tmp(ours.environment(), workspace / "ours" / "tmp"),
         log_dir=workspace / "logs",
         timeout_seconds=args.timeout,
     )
@@ -109,7 +119,7 @@ def _run_reference(
         "reference",
         reference.command(example),
         cwd=home,
-        env=reference.environment(home),
+        env=_with_private_tmp(reference.environment(home), workspace / "reference" / "tmp"),
         log_dir=workspace / "logs",
         timeout_seconds=args.timeout,
     )

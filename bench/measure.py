@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from bench.tree_sampler import TreePeak, TreeSampler
 
 SAMPLE_INTERVAL_SECONDS = 0.5
@@ -29,6 +31,9 @@ class Measurement:
         wall_seconds: Wall-clock time from start to exit, taken inside the wrapper.
         max_rss_bytes: Peak RSS of the largest single process in the tree (getrusage).
         cpu_seconds: User plus system CPU time of the whole tree (getrusage).
+        other_cpu_seconds: CPU time the rest of the machine used meanwhile: busy time of
+            all CPUs (psutil) minus ``cpu_seconds``. Large values mean the machine was not
+            idle and the wall time is inflated.
         tree: Peaks from sampling the whole tree with psutil.
         stdout_path: File holding the command's standard output.
         stderr_path: File holding the command's standard error.
@@ -40,6 +45,7 @@ class Measurement:
     wall_seconds: float
     max_rss_bytes: int
     cpu_seconds: float
+    other_cpu_seconds: float
     tree: TreePeak
     stdout_path: Path
     stderr_path: Path
@@ -108,6 +114,7 @@ def run_measured(
         "--out", str(result_path), "--cwd", str(cwd), "--", *command,
     ]  # fmt: skip
     start = time.perf_counter()
+    busy_before = _machine_busy_seconds()
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
             wrapper,
@@ -134,22 +141,38 @@ def run_measured(
             _kill_session(process)
             raise
     outer_seconds = time.perf_counter() - start
+    machine_busy = _machine_busy_seconds() - busy_before
     if timed_out:
         _note(stderr_path, f"killed after the {timeout_seconds:.0f} s timeout")
     elif stragglers:
         _note(stderr_path, "processes left running after the command exited were killed")
     result = _read_result(result_path)
+    cpu_seconds = float(result.get("user_cpu_seconds", 0.0)) + float(
+        result.get("system_cpu_seconds", 0.0)
+    )
     return Measurement(
         name=name,
         command=tuple(command),
         returncode=None if timed_out else int(result.get("returncode", process.returncode)),
         wall_seconds=float(result.get("wall_seconds", outer_seconds)),
         max_rss_bytes=int(result.get("max_rss_kib", 0)) * 1024,
-        cpu_seconds=float(result.get("user_cpu_seconds", 0.0))
-        + float(result.get("system_cpu_seconds", 0.0)),
+        cpu_seconds=cpu_seconds,
+        other_cpu_seconds=max(0.0, machine_busy - cpu_seconds),
         tree=sampler.peak,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
+    )
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time all CPUs of the machine have spent busy since boot."""
+    times = psutil.cpu_times()
+    return (
+        times.user
+        + times.nice
+        + times.system
+        + getattr(times, "irq", 0.0)
+        + getattr(times, "softirq", 0.0)
     )
 
 

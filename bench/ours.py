@@ -40,6 +40,7 @@ class RunSummary:
         train_steps: Training steps taken.
         batch_size: Training batch size.
         examples_uri: The Examples artifact with ``Split-train/`` and ``Split-eval/``.
+        eval_count: Eval examples the model was scored on, if the summary says (optional).
     """
 
     rows_read: int
@@ -51,6 +52,7 @@ class RunSummary:
     train_steps: int
     batch_size: int
     examples_uri: Path
+    eval_count: int | None = None
 
     @property
     def examples_trained(self) -> int:
@@ -93,6 +95,9 @@ def load_summary(root: Path, repo_root: Path) -> RunSummary:
     pushed_to = data.get("pushed_to")
     if pushed_to is not None and not isinstance(pushed_to, str):
         raise SummaryError(f"{path}: 'pushed_to' must be a string or null")
+    eval_count = data.get("eval_count")
+    if eval_count is not None and (not isinstance(eval_count, int) or isinstance(eval_count, bool)):
+        raise SummaryError(f"{path}: 'eval_count' must be an integer or null")
     examples_uri = Path(_field(data, "examples_uri", str))
     if not examples_uri.is_absolute():
         examples_uri = repo_root / examples_uri
@@ -106,6 +111,7 @@ def load_summary(root: Path, repo_root: Path) -> RunSummary:
         train_steps=_field(data, "train_steps", int),
         batch_size=_field(data, "batch_size", int),
         examples_uri=examples_uri,
+        eval_count=eval_count,
     )
 
 

@@ -10,6 +10,20 @@ from bench.results import BenchResults
 
 MIB = 1024**2
 
+BUSY_MACHINE_SHARE = 0.10
+"""Warn when other processes used more than this share of the CPUs during a run."""
+
+_RUN_ROWS = (
+    "Wall time",
+    "Peak RSS, largest process (getrusage)",
+    "Peak RSS, largest process (sampled)",
+    "Peak RSS, whole process tree (sampled)",
+    "Most processes alive at once (sampled)",
+    "CPU time, user + system",
+    "CPU time of other processes meanwhile",
+)
+"""Rows of the per-run table, in order."""
+
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A Markdown table."""
@@ -41,17 +55,45 @@ def _run_columns(run: Measurement | None) -> dict[str, str]:
         "Peak RSS, whole process tree (sampled)": _memory(run.tree.total_bytes),
         "Most processes alive at once (sampled)": f"{run.tree.max_processes}",
         "CPU time, user + system": f"{run.cpu_seconds:,.1f} s",
+        "CPU time of other processes meanwhile": f"{run.other_cpu_seconds:,.1f} s",
     }
 
 
-_RUN_ROWS = (
-    "Wall time",
-    "Peak RSS, largest process (getrusage)",
-    "Peak RSS, largest process (sampled)",
-    "Peak RSS, whole process tree (sampled)",
-    "Most processes alive at once (sampled)",
-    "CPU time, user + system",
-)
+def _busy_share(run: Measurement, cores: int) -> float:
+    """Share of the machine's CPU capacity that other processes used during ``run``."""
+    capacity = run.wall_seconds * max(cores, 1)
+    return run.other_cpu_seconds / capacity if capacity > 0 else 0.0
+
+
+def busy_warnings(results: BenchResults) -> list[str]:
+    """One warning per run during which the machine was noticeably busy with other work."""
+    runs = [results.ours.measurement]
+    if results.reference is not None:
+        runs.insert(0, results.reference.measurement)
+    warnings = []
+    for run in runs:
+        share = _busy_share(run, results.machine.usable_cores)
+        if share > BUSY_MACHINE_SHARE:
+            warnings.append(
+                f"The machine was busy during the {run.name} run: other processes used "
+                f"{share:.0%} of its CPU capacity, so its wall time is inflated."
+            )
+    return warnings
+
+
+def _consistency(results: BenchResults) -> str:
+    """Whether the counts in ``summary.json`` agree with the Examples that were read."""
+    ours, summary = results.ours, results.ours.summary
+    kept = summary.rows_read - summary.rows_excluded
+    problems = []
+    if ours.train_rows + ours.eval_rows != kept:
+        problems.append(f"rows read minus excluded is {kept:,}, not train + eval")
+    if summary.eval_count is not None and summary.eval_count != ours.eval_rows:
+        problems.append(f"the model was scored on {summary.eval_count:,} eval examples")
+    if problems:
+        return "**Inconsistent**: " + "; ".join(problems) + "."
+    scored = " and the model was scored on all eval examples" if summary.eval_count else ""
+    return f"The counts agree{scored}."
 
 
 def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
@@ -91,6 +133,8 @@ def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
     ]
     if ref_run is None:
         lines += ["The reference run was skipped (`--skip-reference`), so no ratio is given.", ""]
+    warnings = busy_warnings(results)
+    lines += [f"**Warning**: {warning}" for warning in warnings] + ([""] if warnings else [])
 
     ref_columns = _run_columns(ref_run.measurement if ref_run else None)
     our_columns = _run_columns(ours.measurement)
@@ -115,7 +159,7 @@ def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
         "",
         f"Our run read {summary.rows_read:,} rows and excluded {summary.rows_excluded:,} "
         f"as implausible; its Examples hold {ours.train_rows:,} train and "
-        f"{ours.eval_rows:,} eval examples.",
+        f"{ours.eval_rows:,} eval examples. {_consistency(results)}",
         "",
         "## Eval error",
         "",
@@ -155,8 +199,9 @@ def _method_notes(results: BenchResults) -> list[str]:
         "## How each figure is measured",
         "",
         "- The two runs go one after the other, not side by side, each in a fresh "
-        "temporary directory, so neither reuses the other's artifacts or cache. Each "
-        "figure comes from a single run; repeat the benchmark to see run-to-run spread.",
+        "temporary directory (also its `TMPDIR`), so neither reuses the other's artifacts "
+        "or cache. Each figure comes from a single run; repeat the benchmark to see "
+        "run-to-run spread.",
         "- **Reference**: TFX's `examples/chicago_taxi_pipeline/"
         f"{reference.PIPELINE_SCRIPT}` from the installed `tfx` package, unmodified, with "
         "`HOME` pointing at a fresh directory that holds the shipped "
@@ -179,7 +224,10 @@ def _method_notes(results: BenchResults) -> list[str]:
         "- **Sampled figures**: psutil reads the RSS of every process in the run's tree "
         f"every {SAMPLE_INTERVAL_SECONDS:g} s; the whole-tree figure is the highest sum at "
         "one instant. Sampling can miss short spikes, so these are lower bounds.",
-        "- **CPU time**: user plus system time of all waited-for descendants (getrusage).",
+        "- **CPU time**: user plus system time of all waited-for descendants (getrusage). "
+        "*Other processes meanwhile* is the machine's total busy CPU time over the run "
+        "(psutil) minus the run's own: it shows whether anything else competed for the "
+        "CPUs and inflated the wall time.",
         "- **Eval error baselines**: our Examples artifact's `Split-train` and `Split-eval` "
         "gzipped TFRecords are read directly. The mean baseline predicts the training "
         "mean fare; the distance baseline fits `fare = a + b x haversine miles` "
@@ -211,4 +259,5 @@ def render_summary(results: BenchResults) -> str:
     lines += [
         f"[{c.verdict.value:>4}] {c.name}: {c.value} (target {c.target})" for c in results.checks()
     ]
+    lines += [f"warning: {warning}" for warning in busy_warnings(results)]
     return "\n".join(lines)

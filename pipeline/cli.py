@@ -29,9 +29,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one config field, e.g. --set training.train_steps=100 (repeatable)",
     )
-    parser.add_argument(
-        "--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs"
-    )
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.runner import run_local
     from pipeline.summary import build_summary, render, write_summary
 
-    print(f"taxifare: running pipeline '{cfg.name}' ({cfg.orchestrator.runner} orchestrator)"
-          f" into {cfg.root}", flush=True)
+    print(
+        f"taxifare: running pipeline '{cfg.name}' ({cfg.orchestrator.runner} orchestrator)"
+        f" into {cfg.root}",
+        flush=True,
+    )
     outcome = run_local(cfg)
     summary = build_summary(cfg, outcome.nodes, outcome.seconds)
     write_summary(summary, cfg)
@@ -98,8 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             return EXIT_ANOMALIES
         where = summary.failed_node or "the pipeline"
-        print(f"\ntaxifare: {where} failed: {type(outcome.error).__name__}: {outcome.error}",
-              file=sys.stderr)
+        print(
+            f"\ntaxifare: {where} failed: {type(outcome.error).__name__}: {outcome.error}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     print(render(summary, cfg))
     if summary.blessed is False:
@@ -118,7 +121,9 @@ def cmd_infer_schema(args: argparse.Namespace) -> int:
     from pipeline import dag
     from pipeline.runner import run_local
 
-    cfg = cfg.model_copy(update={"schema_": cfg.schema_config.model_copy(update={"source": "inferred"})})
+    cfg = cfg.model_copy(
+        update={"schema_": cfg.schema_config.model_copy(update={"source": "inferred"})}
+    )
     outcome = run_local(cfg, until=dag.SCHEMA_GEN_ID)
     node = outcome.nodes.get(dag.SCHEMA_GEN_ID)
     if outcome.error is not None or node is None or not node.outputs.get("schema"):
@@ -127,8 +132,10 @@ def cmd_infer_schema(args: argparse.Namespace) -> int:
     source = os.path.join(node.outputs["schema"][0].uri, "schema.pbtxt")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     shutil.copyfile(source, args.output)
-    print(f"taxifare: inferred schema written to {args.output}; review it, then point"
-          " schema.path at it (or replace pipeline/schema/schema.pbtxt)")
+    print(
+        f"taxifare: inferred schema written to {args.output}; review it, then point"
+        " schema.path at it (or replace pipeline/schema/schema.pbtxt)"
+    )
     return EXIT_OK
 
 
@@ -142,4 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.env import configure_environment
 
     configure_environment(verbose=getattr(args, "verbose", False))
-    return _COMMANDS[args.command](args)
+    code = _COMMANDS[args.command](args)
+    # Free TensorFlow's functions while the interpreter is whole; left to interpreter
+    # shutdown, their finalizers print spurious tracebacks.
+    import gc
+
+    gc.collect()
+    return code

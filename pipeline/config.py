@@ -77,7 +77,7 @@ class ModelConfig(_Strict):
 class TrainingConfig(_Strict):
     """How long and on what batches the Trainer trains."""
 
-    train_steps: int = Field(2000, ge=1)
+    train_steps: int = Field(1000, ge=1)
     eval_steps: int = Field(50, ge=1)
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(256, ge=1)
@@ -172,7 +172,9 @@ def _parse_value(text: str) -> Any:
 def _apply_override(data: dict[str, Any], assignment: str) -> None:
     """Applies one `dotted.key=value` override to the raw config dict."""
     if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. training.train_steps=100")
+        raise ConfigError(
+            f"--set {assignment!r}: expected key=value, e.g. training.train_steps=100"
+        )
     key, value = assignment.split("=", 1)
     parts = key.strip().split(".")
     node = data
@@ -195,7 +197,9 @@ def _format_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Loads and validates a config file, then applies `key=value` overrides.
 
     Args:
@@ -217,7 +221,9 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, not {type(data).__name__}"
+        )
     for assignment in overrides:
         _apply_override(data, assignment)
     source = f"{path}" + (" (with --set overrides)" if overrides else "")

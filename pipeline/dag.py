@@ -116,7 +116,9 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
     output_config = tfx.proto.Output(
         split_config=tfx.proto.SplitConfig(
             splits=[
-                tfx.proto.SplitConfig.Split(name="train", hash_buckets=cfg.data.split.train_buckets),
+                tfx.proto.SplitConfig.Split(
+                    name="train", hash_buckets=cfg.data.split.train_buckets
+                ),
                 tfx.proto.SplitConfig.Split(name="eval", hash_buckets=cfg.data.split.eval_buckets),
             ]
         )
@@ -139,9 +141,9 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
 
     if cfg.schema_config.source == "curated":
         # Imports the reviewed schema committed to the repo.
-        schema_gen = tfx.components.ImportSchemaGen(
-            schema_file=curated_schema_file(cfg)
-        ).with_id(SCHEMA_GEN_ID)
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=curated_schema_file(cfg)).with_id(
+            SCHEMA_GEN_ID
+        )
     else:
         # Infers a schema from this data (for a new data source; review it, then curate it).
         schema_gen = tfx.components.SchemaGen(

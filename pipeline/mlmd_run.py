@@ -47,7 +47,9 @@ def latest_run_context(
     return max(runs, key=lambda c: (c.create_time_since_epoch, c.id), default=None)
 
 
-def read_run(store: metadata_store.MetadataStore, run: metadata_store_pb2.Context) -> dict[str, NodeExecution]:
+def read_run(
+    store: metadata_store.MetadataStore, run: metadata_store_pb2.Context
+) -> dict[str, NodeExecution]:
     """The executions of one run keyed by node id, with their output artifacts by key."""
     executions = store.get_executions_by_context(run.id)
     result: dict[str, NodeExecution] = {}

@@ -57,20 +57,35 @@ def _drop_quiet_absl(record: logging.LogRecord) -> bool:
 
 
 def attach_progress(stream: TextIO = sys.stdout) -> ComponentProgress:
-    """Attaches a ComponentProgress to the absl logger (TFX logs through absl)."""
+    """Attaches a ComponentProgress to the absl logger (TFX logs through absl).
+
+    Parsing absl flags (which some libraries do mid-run) resets the absl logger to WARNING;
+    while the handler is attached, the logger's level is held at INFO or below so the
+    orchestrator's node records keep arriving. Other handlers only see absl records from
+    ERROR up, so the console stays quiet.
+    """
     handler = ComponentProgress(stream)
     absl_logger = logging.getLogger("absl")
     absl_logger.addHandler(handler)
-    if absl_logger.getEffectiveLevel() > logging.INFO:
-        # Keep INFO records flowing to this handler; other handlers keep their own levels.
-        absl_logger.setLevel(logging.INFO)
-        for h in logging.getLogger().handlers:
-            h.addFilter(_drop_quiet_absl)
+    for h in logging.getLogger().handlers:
+        h.addFilter(_drop_quiet_absl)
+    original = absl_logger.setLevel
+
+    def capped_set_level(level: int | str) -> None:
+        original(min(logging._checkLevel(level), logging.INFO))  # noqa: SLF001
+
+    handler.restore_level = original  # type: ignore[attr-defined]
+    handler.previous_level = absl_logger.level  # type: ignore[attr-defined]
+    absl_logger.setLevel = capped_set_level  # type: ignore[method-assign]
+    capped_set_level(absl_logger.level or logging.INFO)
     return handler
 
 
 def detach_progress(handler: ComponentProgress) -> None:
-    """Removes a handler attached by attach_progress."""
-    logging.getLogger("absl").removeHandler(handler)
+    """Removes a handler attached by attach_progress and restores the absl logger."""
+    absl_logger = logging.getLogger("absl")
+    absl_logger.removeHandler(handler)
+    del absl_logger.setLevel  # back to the class's method
+    absl_logger.setLevel(handler.previous_level)  # type: ignore[attr-defined]
     for h in logging.getLogger().handlers:
         h.removeFilter(_drop_quiet_absl)

@@ -104,9 +104,7 @@ def _blessing_reasons(evaluation_uri: str) -> list[str]:
     return reasons
 
 
-def build_summary(
-    cfg: Config, nodes: dict[str, NodeExecution], total_seconds: float
-) -> RunSummary:
+def build_summary(cfg: Config, nodes: dict[str, NodeExecution], total_seconds: float) -> RunSummary:
     """Collects the summary of a run from its executions and their artifacts."""
     summary = RunSummary(
         components={n: e.state for n, e in nodes.items()},
@@ -134,7 +132,9 @@ def build_summary(
     evaluation = _first(nodes.get(dag.EVALUATOR_ID), "evaluation")
     if evaluation is not None:
         metrics = _read_metrics(evaluation.uri)
-        candidate = {name: v for (name, model_name), v in metrics.items() if model_name != "baseline"}
+        candidate = {
+            name: v for (name, model_name), v in metrics.items() if model_name != "baseline"
+        }
         summary.eval_rmse = candidate.get(_RMSE)
         summary.eval_mae = candidate.get(_MAE)
         count = candidate.get(_COUNT)
@@ -182,7 +182,9 @@ def render(summary: RunSummary, cfg: Config) -> str:
                 + (" and not worse than the last blessed model" if summary.baseline_rmse else "")
             )
         else:
-            lines.append("blessed      NO: " + "; ".join(summary.blessing_reasons or ["see Evaluator"]))
+            lines.append(
+                "blessed      NO: " + "; ".join(summary.blessing_reasons or ["see Evaluator"])
+            )
     if summary.pushed_to:
         lines.append(f"pushed to    {summary.pushed_to}")
     elif summary.blessed is not None:
@@ -195,10 +197,14 @@ def render(summary: RunSummary, cfg: Config) -> str:
     if summary.pushed_to:
         lines.append("")
         lines.append("next         serve the pushed model over REST with TF Serving's wire format:")
-        lines.append(f"               docker run -p 8501:8501 -v {cfg.serving_model_dir}:/models/{cfg.name}"
-                     f" -e MODEL_NAME={cfg.name} tensorflow/serving")
-        lines.append(f"             or inspect its signatures:  saved_model_cli show --all --dir "
-                     f"{summary.pushed_to}")
+        lines.append(
+            f"               docker run -p 8501:8501 -v {cfg.serving_model_dir}:/models/{cfg.name}"
+            f" -e MODEL_NAME={cfg.name} tensorflow/serving"
+        )
+        lines.append(
+            f"             or inspect its signatures:  saved_model_cli show --all --dir "
+            f"{summary.pushed_to}"
+        )
     return "\n".join(lines)
 
 

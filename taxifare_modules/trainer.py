@@ -10,8 +10,8 @@ The exported SavedModel applies the Transform graph itself, so clients send raw 
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import os
 from typing import Any
 
@@ -130,7 +130,11 @@ _SERVING_INPUT_DTYPES: dict[str, tf.DType] = {
     **{k: tf.int64 for k in f.INT_FEATURE_KEYS},
     **{k: tf.string for k in f.STRING_FEATURE_KEYS},
 }
-_MISSING_BY_DTYPE = {tf.float32: f.MISSING_FLOAT, tf.int64: f.MISSING_INT, tf.string: f.MISSING_STRING}
+_MISSING_BY_DTYPE = {
+    tf.float32: f.MISSING_FLOAT,
+    tf.int64: f.MISSING_INT,
+    tf.string: f.MISSING_STRING,
+}
 
 
 def serving_input_signature() -> dict[str, tf.TensorSpec]:
@@ -202,12 +206,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train_ds = _input_fn(
-        fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-        batch_size * replicas, seed, in_memory,
+        fn_args.train_files,
+        fn_args.data_accessor,
+        tf_transform_output,
+        batch_size * replicas,
+        seed,
+        in_memory,
     )
     eval_ds = _input_fn(
-        fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-        eval_batch_size * replicas, seed, in_memory,
+        fn_args.eval_files,
+        fn_args.data_accessor,
+        tf_transform_output,
+        eval_batch_size * replicas,
+        seed,
+        in_memory,
     )
     with strategy.scope():
         model = build_model(params)

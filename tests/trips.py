@@ -17,9 +17,7 @@ def row_to_example(row: dict[str, str]) -> bytes:
         if key in f.FLOAT_FEATURE_KEYS:
             feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(text)]))
         elif key in f.INT_FEATURE_KEYS:
-            feature[key] = tf.train.Feature(
-                int64_list=tf.train.Int64List(value=[int(float(text))])
-            )
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(float(text))]))
         else:
             feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()

@@ -85,8 +85,7 @@ def FareFilter(  # noqa: N802 (a TFX component is named like a class)
             pipeline
             | f"Read[{split}]" >> beam.io.ReadFromTFRecord(source)
             | f"Filter[{split}]" >> beam.ParDo(_Filter(split, min_fare, max_fare))
-            | f"Write[{split}]"
-            >> beam.io.WriteToTFRecord(target, file_name_suffix=".gz")
+            | f"Write[{split}]" >> beam.io.WriteToTFRecord(target, file_name_suffix=".gz")
         )
     result = pipeline.run()
     result.wait_until_finish()

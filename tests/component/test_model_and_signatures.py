@@ -16,32 +16,9 @@ import pytest
 import tensorflow as tf
 
 from taxifare_modules import features as f
-from taxifare_modules.model import ModelParams, build_model
-from taxifare_modules.preprocessing import preprocessing_fn
-from taxifare_modules.trainer import build_signatures
+from tests.model_factory import export_small_model
 
 N_TRIPS = 400
-
-
-def _raw_feature_spec() -> dict:
-    return {
-        **{k: tf.io.VarLenFeature(tf.float32) for k in f.FLOAT_FEATURE_KEYS},
-        **{k: tf.io.VarLenFeature(tf.int64) for k in f.INT_FEATURE_KEYS},
-        **{k: tf.io.VarLenFeature(tf.string) for k in f.STRING_FEATURE_KEYS},
-        f.LABEL_KEY: tf.io.VarLenFeature(tf.float32),
-    }
-
-
-def _parse(row: dict[str, str]) -> dict[str, list]:
-    """A CSV row as TFT instance dict: lists, empty when the field is missing."""
-    out: dict[str, list] = {}
-    for key in f.FLOAT_FEATURE_KEYS + (f.LABEL_KEY,):
-        out[key] = [float(row[key])] if row[key] else []
-    for key in f.INT_FEATURE_KEYS:
-        out[key] = [int(float(row[key]))] if row[key] else []
-    for key in f.STRING_FEATURE_KEYS:
-        out[key] = [row[key].encode()] if row[key] else []
-    return out
 
 
 def _to_example(trip: dict[str, list]) -> bytes:
@@ -61,11 +38,13 @@ def _to_example(trip: dict[str, list]) -> bytes:
 def _to_named_tensors(trips: list[dict[str, list]]) -> dict[str, tf.Tensor]:
     columns = {}
     for key in f.FLOAT_FEATURE_KEYS:
-        columns[key] = tf.constant([t[key][0] if t[key] else f.MISSING_FLOAT for t in trips],
-                                   tf.float32)
+        columns[key] = tf.constant(
+            [t[key][0] if t[key] else f.MISSING_FLOAT for t in trips], tf.float32
+        )
     for key in f.INT_FEATURE_KEYS:
-        columns[key] = tf.constant([t[key][0] if t[key] else f.MISSING_INT for t in trips],
-                                   tf.int64)
+        columns[key] = tf.constant(
+            [t[key][0] if t[key] else f.MISSING_INT for t in trips], tf.int64
+        )
     for key in f.STRING_FEATURE_KEYS:
         columns[key] = tf.constant([t[key][0] if t[key] else b"" for t in trips], tf.string)
     return columns
@@ -73,33 +52,12 @@ def _to_named_tensors(trips: list[dict[str, list]]) -> dict[str, tf.Tensor]:
 
 @pytest.fixture(scope="module")
 def trained(sample_rows, tmp_path_factory):
-    import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
-
-    trips = [_parse(r) for r in sample_rows[:N_TRIPS]]
-    work = tmp_path_factory.mktemp("signatures")
-    metadata = tft.DatasetMetadata.from_feature_spec(_raw_feature_spec())
-    with tft_beam.Context(temp_dir=str(work / "tmp"), force_tf_compat_v1=False):
-        (rows, _), transform_fn = (trips, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            preprocessing_fn, output_record_batches=False
-        )
-        _ = transform_fn | tft_beam.WriteTransformFn(str(work / "transform"))
-    tf_transform_output = tft.TFTransformOutput(str(work / "transform"))
-
-    features = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != f.LABEL_KEY}
-    labels = np.array([r[f.LABEL_KEY] for r in rows], np.float32)
-    tf.keras.utils.set_random_seed(1)
-    model = build_model(ModelParams(hidden_units=(16,), embedding_dim=4, learning_rate=0.01))
-    history = model.fit(features, labels, batch_size=64, epochs=4, verbose=0)
-    export_dir = str(work / "model")
-    tf.saved_model.save(model, export_dir, signatures=build_signatures(model, tf_transform_output))
-    direct = model.predict(features, verbose=0).reshape(-1)
-    return trips, history, export_dir, direct
+    small = export_small_model(sample_rows[:N_TRIPS], tmp_path_factory.mktemp("signatures"))
+    return small.trips, small.losses, small.export_dir, small.direct_predictions
 
 
 def test_model_trains(trained):
-    _, history, _, _ = trained
-    losses = history.history["loss"]
+    losses = trained[1]
     assert losses[-1] < 0.7 * losses[0]
 
 

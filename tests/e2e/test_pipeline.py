@@ -41,9 +41,7 @@ def _run(root: Path, *overrides: str) -> tuple[int, dict]:
 def _serving_state(root: Path) -> dict[str, float]:
     serving = root / "serving"
     return {
-        str(p.relative_to(serving)): p.stat().st_mtime
-        for p in serving.rglob("*")
-        if p.is_file()
+        str(p.relative_to(serving)): p.stat().st_mtime for p in serving.rglob("*") if p.is_file()
     }
 
 
@@ -122,8 +120,9 @@ def _corrupt(rows: list[dict[str, str]], how: str) -> tuple[list[dict[str, str]]
 
 
 @pytest.mark.parametrize("how", ["missing_column", "text_in_numeric_column", "new_payment_type"])
-def test_corrupted_data_stops_at_the_gate_and_pushes_nothing(first_run, root, sample_rows,
-                                                             tmp_path, how):
+def test_corrupted_data_stops_at_the_gate_and_pushes_nothing(
+    first_run, root, sample_rows, tmp_path, how
+):
     before = _serving_state(root)
     assert before, "the good run must have pushed a model"
     rows, feature = _corrupt(sample_rows[:3000], how)
@@ -143,3 +142,30 @@ def test_corrupted_data_stops_at_the_gate_and_pushes_nothing(first_run, root, sa
     assert _serving_state(root) == before
     assert not math.isnan(summary["total_seconds"])
     assert os.path.isdir(root / "serving" / "taxifare")
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_spans_of_sharded_csv_take_the_latest_span(sample_rows, tmp_path):
+    """A folder of spans, each of several CSV shards: ExampleGen reads the newest span only."""
+    data = tmp_path / "trips"
+    _write_csv(data / "span-1" / "part-0.csv", sample_rows[:500])
+    _write_csv(data / "span-2" / "part-0.csv", sample_rows[500:1300])
+    _write_csv(data / "span-2" / "part-1.csv", sample_rows[1300:2000])
+    root = tmp_path / "root"
+    code, summary = _run(
+        root,
+        f"data.input={data}",
+        "data.pattern=span-{SPAN}/*.csv",
+        "orchestrator.runner=local",
+    )
+    # The head of the pipeline on the newest span: 1,500 rows from two shards.
+    assert summary["rows_read"] == 1_500, summary
+    assert code in (cli.EXIT_OK, cli.EXIT_NOT_BLESSED)
+    assert summary["components"][dag.EXAMPLE_GEN_ID] == "COMPLETE"

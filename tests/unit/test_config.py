@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.config import TFX_SAMPLE, ConfigError, load_config
 
@@ -27,8 +28,15 @@ def test_every_shipped_config_loads():
 
 
 def test_set_overrides_single_fields_with_yaml_types():
-    cfg = load_config(LOCAL, ["training.train_steps=10", "training.model.hidden_units=[8]",
-                              "orchestrator.enable_cache=false", "root=/tmp/x"])
+    cfg = load_config(
+        LOCAL,
+        [
+            "training.train_steps=10",
+            "training.model.hidden_units=[8]",
+            "orchestrator.enable_cache=false",
+            "root=/tmp/x",
+        ],
+    )
     assert cfg.training.train_steps == 10
     assert cfg.training.model.hidden_units == (8,)
     assert cfg.orchestrator.enable_cache is False
@@ -77,13 +85,16 @@ def test_missing_file_and_bad_yaml_and_bad_override(tmp_path):
 
 def test_config_is_frozen():
     cfg = load_config(LOCAL)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.training.train_steps = 3  # type: ignore[misc]
 
 
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 

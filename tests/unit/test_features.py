@@ -8,8 +8,8 @@ import pytest
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline.dag import curated_schema_file
 from pipeline.config import Config
+from pipeline.dag import curated_schema_file
 from taxifare_modules import features as f
 
 
@@ -54,11 +54,7 @@ def test_schema_types_match_the_feature_module(schema):
 
 
 def test_schema_serving_environment_lacks_label_and_post_trip_fields(schema):
-    serving = {
-        feat.name
-        for feat in schema.feature
-        if "SERVING" not in feat.not_in_environment
-    }
+    serving = {feat.name for feat in schema.feature if "SERVING" not in feat.not_in_environment}
     assert f.LABEL_KEY not in serving
     assert not set(f.POST_TRIP_KEYS) & serving
     assert set(f.RAW_FEATURE_KEYS) <= serving

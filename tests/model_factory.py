@@ -1,0 +1,74 @@
+"""Builds a small real model for tests: a transform graph fitted with tft_beam on real trips,
+a few training steps, and the SavedModel exported with the project's own signatures."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from taxifare_modules import features as f
+from taxifare_modules.model import ModelParams, build_model
+from taxifare_modules.preprocessing import preprocessing_fn
+from taxifare_modules.trainer import build_signatures
+
+
+@dataclasses.dataclass
+class SmallModel:
+    """A trained and exported model with what the tests compare it against."""
+
+    export_dir: str
+    trips: list[dict[str, list]]  # TFT instance dicts (lists; empty = missing)
+    losses: list[float]
+    direct_predictions: np.ndarray  # the model on the transformed training rows
+
+
+def raw_feature_spec() -> dict:
+    """The raw spec the test transform graph is fitted with (the model's inputs + label)."""
+    return {
+        **{k: tf.io.VarLenFeature(tf.float32) for k in f.FLOAT_FEATURE_KEYS},
+        **{k: tf.io.VarLenFeature(tf.int64) for k in f.INT_FEATURE_KEYS},
+        **{k: tf.io.VarLenFeature(tf.string) for k in f.STRING_FEATURE_KEYS},
+        f.LABEL_KEY: tf.io.VarLenFeature(tf.float32),
+    }
+
+
+def csv_row_to_instance(row: dict[str, str]) -> dict[str, list]:
+    """A CSV row as a TFT instance dict: lists, empty when the field is missing."""
+    out: dict[str, list] = {}
+    for key in f.FLOAT_FEATURE_KEYS + (f.LABEL_KEY,):
+        out[key] = [float(row[key])] if row[key] else []
+    for key in f.INT_FEATURE_KEYS:
+        out[key] = [int(float(row[key]))] if row[key] else []
+    for key in f.STRING_FEATURE_KEYS:
+        out[key] = [row[key].encode()] if row[key] else []
+    return out
+
+
+def export_small_model(rows: list[dict[str, str]], workdir: Path, epochs: int = 4) -> SmallModel:
+    """Fits Transform on `rows`, trains a small model and exports it under `workdir/model`."""
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+
+    trips = [csv_row_to_instance(r) for r in rows]
+    metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec())
+    with tft_beam.Context(temp_dir=str(workdir / "tmp"), force_tf_compat_v1=False):
+        (transformed, _), transform_fn = (trips, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            preprocessing_fn, output_record_batches=False
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(str(workdir / "transform"))
+    tf_transform_output = tft.TFTransformOutput(str(workdir / "transform"))
+
+    features = {
+        k: np.array([r[k] for r in transformed]) for k in transformed[0] if k != f.LABEL_KEY
+    }
+    labels = np.array([r[f.LABEL_KEY] for r in transformed], np.float32)
+    tf.keras.utils.set_random_seed(1)
+    model = build_model(ModelParams(hidden_units=(16,), embedding_dim=4, learning_rate=0.01))
+    history = model.fit(features, labels, batch_size=64, epochs=epochs, verbose=0)
+    export_dir = str(workdir / "model")
+    tf.saved_model.save(model, export_dir, signatures=build_signatures(model, tf_transform_output))
+    direct = model.predict(features, verbose=0).reshape(-1)
+    return SmallModel(export_dir, trips, list(history.history["loss"]), direct)

@@ -1,0 +1,103 @@
+"""The DAG and the training contract built from the config (no pipeline run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import dag
+from pipeline.config import load_config
+from pipeline.data_source import tfx_sample_dir
+from taxifare_modules import features as f
+from taxifare_modules import trainer as trainer_module
+from taxifare_modules.model import ModelParams
+
+LOCAL = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(LOCAL, ["root=/tmp/taxifare-unit"])
+
+
+def test_pipeline_has_every_component_with_explicit_ids(cfg):
+    pipeline = dag.create_pipeline(cfg, tfx_sample_dir())
+    ids = [c.id for c in pipeline.components]  # TFX orders them topologically
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {
+        dag.EXAMPLE_GEN_ID,
+        dag.FARE_FILTER_ID,
+        dag.STATISTICS_GEN_ID,
+        dag.SCHEMA_GEN_ID,
+        dag.EXAMPLE_VALIDATOR_ID,
+        dag.ANOMALY_GATE_ID,
+        dag.TRANSFORM_ID,
+        dag.TRAINER_ID,
+        dag.MODEL_RESOLVER_ID,
+        dag.EVALUATOR_ID,
+        dag.PUSHER_ID,
+    }
+    by_id = {c.id: c for c in pipeline.components}
+    # Transform waits for the gate, so anomalies stop everything downstream.
+    assert by_id[dag.ANOMALY_GATE_ID] in by_id[dag.TRANSFORM_ID].upstream_nodes
+    assert type(by_id[dag.SCHEMA_GEN_ID]).__name__ == "ImportSchemaGen"
+    assert pipeline.enable_cache is True
+
+
+def test_inferred_schema_switch_and_truncation(cfg):
+    inferred = load_config(LOCAL, ["root=/tmp/taxifare-unit", "schema.source=inferred"])
+    pipeline = dag.create_pipeline(inferred, tfx_sample_dir(), until=dag.SCHEMA_GEN_ID)
+    by_id = {c.id: c for c in pipeline.components}
+    assert set(by_id) == {
+        dag.EXAMPLE_GEN_ID,
+        dag.FARE_FILTER_ID,
+        dag.STATISTICS_GEN_ID,
+        dag.SCHEMA_GEN_ID,
+    }
+    assert type(by_id[dag.SCHEMA_GEN_ID]).__name__ == "SchemaGen"
+    with pytest.raises(ValueError, match="unknown component id"):
+        dag.create_pipeline(cfg, tfx_sample_dir(), until="Nope")
+
+
+def test_module_code_is_referenced_by_dotted_path(cfg):
+    pipeline = dag.create_pipeline(cfg, tfx_sample_dir())
+    by_id = {c.id: c for c in pipeline.components}
+    assert by_id[dag.TRANSFORM_ID].exec_properties["preprocessing_fn"] == dag.PREPROCESSING_FN
+    assert by_id[dag.TRAINER_ID].exec_properties["run_fn"] == dag.RUN_FN
+    assert "module_file" not in {k for k, v in by_id[dag.TRAINER_ID].exec_properties.items() if v}
+
+
+def test_every_training_field_reaches_run_fn(cfg):
+    custom = dag.trainer_custom_config(cfg)
+    t = cfg.training
+    assert custom[trainer_module.BATCH_SIZE_KEY] == t.batch_size
+    assert custom[trainer_module.EVAL_BATCH_SIZE_KEY] == t.eval_batch_size
+    assert custom[trainer_module.SEED_KEY] == t.seed
+    assert custom[trainer_module.IN_MEMORY_KEY] == t.in_memory
+    # Every model field becomes a ModelParams field, with the config's value.
+    params = ModelParams(
+        **{
+            k: (tuple(v) if isinstance(v, list) else v)
+            for k, v in custom[trainer_module.MODEL_PARAMS_KEY].items()
+        }
+    )
+    assert set(custom[trainer_module.MODEL_PARAMS_KEY]) == set(type(t.model).model_fields)
+    assert params.hidden_units == t.model.hidden_units
+    assert params.huber_delta == t.model.huber_delta
+
+
+def test_eval_config_gates_on_the_overall_slice_only(cfg):
+    config = dag.eval_config(cfg)
+    (spec,) = config.model_specs
+    assert spec.label_key == f.LABEL_KEY
+    assert spec.signature_name == f.SERVING_TF_EXAMPLE_SIGNATURE
+    sliced = {tuple(s.feature_keys) for s in config.slicing_specs}
+    assert sliced == {(), (f.HOUR_KEY,), (f.PAYMENT_TYPE_KEY,)}
+    rmse = next(
+        m for m in config.metrics_specs[0].metrics if m.class_name == "RootMeanSquaredError"
+    )
+    (per_slice,) = rmse.per_slice_thresholds
+    assert [tuple(s.feature_keys) for s in per_slice.slicing_specs] == [()]
+    assert per_slice.threshold.value_threshold.upper_bound.value == cfg.evaluation.max_rmse
+    assert per_slice.threshold.change_threshold.absolute.value == cfg.evaluation.max_rmse_increase
