@@ -96,6 +96,18 @@ def _consistency(results: BenchResults) -> str:
     return f"The counts agree{scored}."
 
 
+def _against_best_baseline(results: BenchResults) -> str:
+    """One sentence comparing our eval RMSE with the best baseline's."""
+    best = min(results.ours.baselines, key=lambda score: score.rmse)
+    gap = best.rmse - results.ours.summary.eval_rmse
+    if gap > 0:
+        return f"Our model's RMSE is ${gap:.2f} lower than the best baseline's ({best.name})."
+    return (
+        f"Our model's RMSE is ${-gap:.2f} higher than the best baseline's ({best.name}): "
+        "it does not beat a naive rule."
+    )
+
+
 def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
     """Renders the full ``BENCHMARKS.md``.
 
@@ -134,7 +146,7 @@ def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
     if ref_run is None:
         lines += ["The reference run was skipped (`--skip-reference`), so no ratio is given.", ""]
     warnings = busy_warnings(results)
-    lines += [f"**Warning**: {warning}" for warning in warnings] + ([""] if warnings else [])
+    lines += [f"- **Warning**: {warning}" for warning in warnings] + ([""] if warnings else [])
 
     ref_columns = _run_columns(ref_run.measurement if ref_run else None)
     our_columns = _run_columns(ours.measurement)
@@ -188,6 +200,7 @@ def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
     ]
     lines += [*_table(("Predictor", "RMSE", "MAE", rmse_target), error_rows), ""]
     lines += [f"- {score.name}: {score.detail}." for score in ours.baselines]
+    lines += ["", _against_best_baseline(results)] if ours.baselines else []
     lines += ["", *_method_notes(results), "", "## Commands", "", "```sh", *commands, "```", ""]
     return "\n".join(lines)
 
@@ -212,7 +225,7 @@ def _method_notes(results: BenchResults) -> list[str]:
         f"`TrainArgs(num_steps={example.train_steps})` in the pipeline and batch size "
         f"{example.batch_size} in the module file's `run_fn`.",
         f"- **Ours**: `python -m pipeline run --config {results.config}` with `root` set to a "
-        "fresh directory; losses, step counts and row counts come from its "
+        "fresh directory; its eval errors, training budget, blessing and row counts come from its "
         "`<root>/summary.json`.",
         "- **Wall time**: each command is started by a small wrapper process "
         "(`python -m bench.rss_wrapper`), which times it from start to exit.",

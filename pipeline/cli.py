@@ -99,8 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             return EXIT_ANOMALIES
         where = summary.failed_node or "the pipeline"
+        # Beam wraps a component's error in its own traceback text; the last line is the cause.
+        lines = [line for line in str(outcome.error).strip().splitlines() if line.strip()]
+        cause = lines[-1] if lines else type(outcome.error).__name__
         print(
-            f"\ntaxifare: {where} failed: {type(outcome.error).__name__}: {outcome.error}",
+            f"\ntaxifare: {where} failed: {cause}\n"
+            f"(artifacts and MLMD under {cfg.root}; re-run with --verbose for the full logs)",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.vertex import scale_tiers
 
 # The value of `data.input` that means "the real Chicago sample shipped inside tfx".
 TFX_SAMPLE = "tfx-sample"
+GCS_PREFIX = "gs://"
 
 
 class ConfigError(Exception):
@@ -126,6 +129,123 @@ class OrchestratorConfig(_Strict):
     enable_cache: bool = True
 
 
+def _require_gcs(value: str | None, what: str) -> str | None:
+    """`value` unless it is set and not a gs:// path (what Vertex's containers can reach)."""
+    if value is not None and not (value.startswith(GCS_PREFIX) and len(value) > len(GCS_PREFIX)):
+        raise ValueError(f"{what} must be a gs:// path (the Vertex containers cannot see it)")
+    return value
+
+
+class DataflowConfig(_Strict):
+    """How the Beam components (ExampleGen, FareFilter, StatisticsGen, Transform, ...) run."""
+
+    # DataflowRunner: each Beam component runs as a Dataflow job. DirectRunner: inside the
+    # component's container, with the `beam` section's direct options (small data only).
+    runner: Literal["DataflowRunner", "DirectRunner"] = "DataflowRunner"
+    # Where the Dataflow jobs run; None: vertex.region (keep it the bucket's region).
+    region: str | None = Field(None, pattern=r"^[a-z]+(-[a-z]+)+[0-9]+$")
+    # Dataflow's scratch space; None: <vertex.pipeline_root>/dataflow-tmp.
+    temp_location: str | None = None
+    machine_type: str = "e2-standard-4"
+    max_workers: int = Field(10, ge=1, le=1000)
+    # The workers' container: it needs the Beam SDK and this package; None: vertex.image.
+    sdk_container_image: str | None = None
+
+    _gcs_temp = field_validator("temp_location")(
+        lambda v: _require_gcs(v, "temp_location")  # noqa: B023 (pure function of v)
+    )
+
+
+class TrainingScaleConfig(_Strict):
+    """The Trainer's cluster on Vertex AI Training (see pipeline/vertex/scale_tiers.py)."""
+
+    # basic: one CPU VM; basic-gpu: one VM, one GPU; multi-gpu: one VM, several GPUs;
+    # multi-worker: a chief plus workers (GPUs optional); custom: worker_pool_specs below.
+    tier: Literal["basic", "basic-gpu", "multi-gpu", "multi-worker", "custom"] = "basic"
+    # Overrides of the tier's defaults; None: the tier's own.
+    machine_type: str | None = None
+    accelerator_type: str | None = None
+    accelerator_count: int | None = Field(None, ge=1, le=16)
+    # multi-worker only: VMs besides the chief.
+    workers: int | None = Field(None, ge=1, le=64)
+    # custom only: Vertex worker pools, snake_case, pool 0 the chief (replica_count 1).
+    worker_pool_specs: tuple[dict[str, Any], ...] = ()
+
+    @model_validator(mode="after")
+    def _check_tier(self) -> TrainingScaleConfig:
+        if self.tier == scale_tiers.CUSTOM:
+            overrides = {
+                "machine_type": self.machine_type,
+                "accelerator_type": self.accelerator_type,
+                "accelerator_count": self.accelerator_count,
+                "workers": self.workers,
+            }
+            given = sorted(k for k, v in overrides.items() if v is not None)
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: the custom tier takes its machines from"
+                    " worker_pool_specs only"
+                )
+            scale_tiers.check_custom_pools(self.worker_pool_specs)
+            return self
+        if self.worker_pool_specs:
+            raise ValueError(f"worker_pool_specs: only the custom tier takes them (tier is {self.tier})")
+        self.shape()  # raises ValueError naming the field
+        return self
+
+    def shape(self) -> scale_tiers.TierShape:
+        """The machines of a non-custom tier, overrides applied."""
+        return scale_tiers.resolve_shape(
+            self.tier, self.machine_type, self.accelerator_type, self.accelerator_count, self.workers
+        )
+
+
+class EndpointConfig(_Strict):
+    """The autoscaling Vertex AI endpoint the Pusher deploys a blessed model to."""
+
+    # The endpoint's display name (created on the first push); None: the pipeline's name.
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+    machine_type: str = "n1-standard-2"
+    min_replicas: int = Field(1, ge=1, le=100)
+    max_replicas: int = Field(2, ge=1, le=100)
+    # The serving container; None: Vertex's prebuilt TensorFlow 2.15 CPU image near the region.
+    serving_image: str | None = None
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> EndpointConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) must be at least min_replicas"
+                f" ({self.min_replicas})"
+            )
+        return self
+
+
+class VertexConfig(_Strict):
+    """Where and how the pipeline runs on Vertex AI Pipelines (absent: local runs only)."""
+
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    region: str = Field(pattern=r"^[a-z]+(-[a-z]+)+[0-9]+$")
+    # Where Vertex writes the artifacts: a bucket in `region` (single-region).
+    pipeline_root: str
+    # The pipeline image (see Dockerfile): every component, the Trainer's VMs and, by
+    # default, the Dataflow workers run it.
+    image: str = Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?/\S+$")
+    # The service account the pipeline, the training job and the Dataflow workers run as;
+    # None: the project's default compute service account.
+    service_account: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.gserviceaccount\.com$")
+    dataflow: DataflowConfig = DataflowConfig()
+    training: TrainingScaleConfig = TrainingScaleConfig()
+    # endpoint: deploy a blessed model to `endpoint`; directory: copy it to
+    # <serving_root>/<name>/<version>/ on gs:// (serving_root required).
+    push: Literal["endpoint", "directory"] = "endpoint"
+    endpoint: EndpointConfig = EndpointConfig()
+
+    _gcs_root = field_validator("pipeline_root")(
+        lambda v: _require_gcs(v, "pipeline_root")  # noqa: B023 (pure function of v)
+    )
+
+
 class Config(_Strict):
     """The whole configuration of one taxifare deployment."""
 
@@ -140,8 +260,30 @@ class Config(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     beam: BeamConfig = BeamConfig()
     orchestrator: OrchestratorConfig = OrchestratorConfig()
+    # Vertex AI Pipelines; None: the pipeline runs on this machine only.
+    vertex: VertexConfig | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check_vertex(self) -> Config:
+        # A Vertex run executes in containers on Google Cloud: every path they read or
+        # write must be on gs://, and that is checked here rather than an hour into a run.
+        if self.vertex is None:
+            return self
+        _require_gcs(self.data.input, f"data.input ({self.data.input!r})")
+        if self.schema_config.source == "curated":
+            _require_gcs(self.schema_config.path, f"schema.path ({self.schema_config.path!r})")
+        if self.vertex.push == "directory":
+            if self.serving_root is None:
+                raise ValueError("serving_root: vertex.push is 'directory': set a gs:// folder")
+            _require_gcs(self.serving_root, f"serving_root ({self.serving_root!r})")
+        if self.beam.runner != "DirectRunner":
+            raise ValueError(
+                f"beam.runner ({self.beam.runner!r}): on Vertex the runner is"
+                " vertex.dataflow.runner"
+            )
+        return self
 
     @property
     def schema_config(self) -> SchemaConfig:
@@ -150,7 +292,9 @@ class Config(_Strict):
 
     @property
     def pipeline_root(self) -> str:
-        """Where TFX writes the artifacts."""
+        """Where TFX writes the artifacts: under `root`, or vertex.pipeline_root on Vertex."""
+        if self.vertex is not None:
+            return self.vertex.pipeline_root
         return os.path.join(self.root, "pipeline")
 
     @property
@@ -189,11 +333,17 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
 def _format_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in item["loc"])
         if item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
+        elif item["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        elif item["type"] == "value_error" and isinstance(item.get("input"), dict):
+            # A check across a section: its message names the keys; the section is noise.
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {message}" if key else f"  {message}")
         else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"  {key or '(top level)'}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
 
 

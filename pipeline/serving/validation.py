@@ -1,0 +1,464 @@
+"""Turns a TF Serving REST predict body into validated trips, or a 4xx error saying what is
+wrong and where.
+
+The two forms of TF Serving's predict API are accepted:
+- row format, `{"instances": [...]}`, answered with `{"predictions": [...]}`;
+- columnar format, `{"inputs": {...}}`, answered with `{"outputs": [...]}`;
+with an optional `"signature_name"`. An instance is either an object of raw trip fields
+(the `serving_default` signature) or `{"b64": "<serialized tf.Example>"}` (the
+`serving_tf_example` signature, chosen automatically when the instances are b64 objects).
+
+Rules, the same for both forms and both signatures:
+- Unknown fields are rejected (400), never silently dropped: a misspelt optional field would
+  otherwise be served as "missing" without anyone noticing.
+- An optional field may be omitted or `null` (JSON) / left out (tf.Example); it is then
+  passed to the model as missing, exactly as training examples lack it. The named-tensor
+  sentinels (`-1` for an integer, `""` for a string) are accepted as "missing" too.
+- A required field must be present; NaN and Infinity are refused (JSON cannot carry them
+  and a model input must be finite); an integer field refuses numbers with a fraction; a
+  number field refuses strings; the time fields must be in their documented ranges.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from taxifare_modules import features as f
+
+B64_KEY = "b64"
+SIGNATURE_NAME_KEY = "signature_name"
+INSTANCES_KEY = "instances"
+INPUTS_KEY = "inputs"
+SERVABLE_SIGNATURES = (f.SERVING_DEFAULT_SIGNATURE, f.SERVING_TF_EXAMPLE_SIGNATURE)
+
+_FLOAT32_MAX = 3.4028234663852886e38
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_RANGES = {f.HOUR_KEY: f.HOUR_RANGE, f.DAY_KEY: f.DAY_RANGE, f.MONTH_KEY: f.MONTH_RANGE}
+_MIN_VALUES = {f.TIMESTAMP_KEY: 0}  # seconds since the epoch
+_FIELD_LIST = ", ".join(f.RAW_FEATURE_KEYS)
+
+# A validated trip: the raw fields it has (float, int or str); missing optional fields absent.
+Trip = dict[str, Any]
+
+
+class RequestError(Exception):
+    """What the client did wrong, with the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class _NonFinite:
+    """Stands for a NaN or Infinity literal in the body, so it can be reported in place."""
+
+    literal: str
+
+
+@dataclasses.dataclass
+class PredictRequest:
+    """A validated predict request.
+
+    Attributes:
+      signature_name: the signature to call.
+      columnar: True for the `inputs` form (answered with `outputs`).
+      trips: the raw fields of each instance (what is logged).
+      examples: the serialized tf.Examples as sent, for `serving_tf_example`; else None.
+    """
+
+    signature_name: str
+    columnar: bool
+    trips: list[Trip]
+    examples: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self.trips)
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Parses a request body as JSON.
+
+    Raises:
+      RequestError: the body is not JSON. NaN and Infinity are let through as markers so the
+        validation can name the field and instance that carry them.
+    """
+    import orjson
+
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # the strict parser failed; the standard one says where, and allows NaN
+    try:
+        return json.loads(body, parse_constant=_NonFinite)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"request body is not valid JSON: {e}") from None
+
+
+def parse_predict_request(body: Any, max_instances: int) -> PredictRequest:
+    """Validates a parsed predict body.
+
+    Args:
+      body: the parsed JSON.
+      max_instances: the most instances one request may carry.
+
+    Returns:
+      The validated request.
+
+    Raises:
+      RequestError: with a message naming the field and the instance index at fault.
+    """
+    if not isinstance(body, dict):
+        raise RequestError(f"request body must be a JSON object, got {_describe(body)}")
+    for key in body:
+        if key not in (SIGNATURE_NAME_KEY, INSTANCES_KEY, INPUTS_KEY):
+            raise RequestError(
+                f"unknown key {key!r} in the request; expected {INSTANCES_KEY!r} or"
+                f" {INPUTS_KEY!r}, and optionally {SIGNATURE_NAME_KEY!r}"
+            )
+    if INSTANCES_KEY in body and INPUTS_KEY in body:
+        raise RequestError(
+            f"request has both {INSTANCES_KEY!r} and {INPUTS_KEY!r}; send exactly one"
+        )
+    if INSTANCES_KEY not in body and INPUTS_KEY not in body:
+        raise RequestError(
+            f"request has neither {INSTANCES_KEY!r} (row format) nor {INPUTS_KEY!r}"
+            " (columnar format)"
+        )
+    signature = body.get(SIGNATURE_NAME_KEY) or None
+    if signature is not None:
+        if not isinstance(signature, str):
+            raise RequestError(
+                f"{SIGNATURE_NAME_KEY!r} must be a string, got {_describe(signature)}"
+            )
+        if signature not in SERVABLE_SIGNATURES:
+            raise RequestError(
+                f"unknown signature {signature!r}; this model serves"
+                f" {', '.join(map(repr, SERVABLE_SIGNATURES))}"
+            )
+    if INSTANCES_KEY in body:
+        return _parse_instances(body[INSTANCES_KEY], signature, max_instances)
+    return _parse_inputs(body[INPUTS_KEY], signature, max_instances)
+
+
+def _parse_instances(instances: Any, signature: str | None, max_instances: int) -> PredictRequest:
+    if not isinstance(instances, list):
+        raise RequestError(f"{INSTANCES_KEY!r} must be a list, got {_describe(instances)}")
+    _check_count(len(instances), INSTANCES_KEY, max_instances)
+    if signature is None:
+        signature = (
+            f.SERVING_TF_EXAMPLE_SIGNATURE
+            if _b64_value(instances[0]) is not None
+            else f.SERVING_DEFAULT_SIGNATURE
+        )
+    trips: list[Trip] = []
+    if signature == f.SERVING_TF_EXAMPLE_SIGNATURE:
+        examples = []
+        for i, instance in enumerate(instances):
+            where = f"{INSTANCES_KEY}[{i}]"
+            value = _b64_value(instance)
+            if value is None:
+                raise RequestError(
+                    f"{where}: expected {{{B64_KEY!r}: <base64 serialized tf.Example>}} for"
+                    f" signature {signature!r}, got {_describe(instance)}"
+                )
+            data, trip = _parse_b64_example(value, where)
+            examples.append(data)
+            trips.append(trip)
+        return PredictRequest(signature, False, trips, examples)
+    for i, instance in enumerate(instances):
+        where = f"{INSTANCES_KEY}[{i}]"
+        if not isinstance(instance, dict):
+            raise RequestError(
+                f"{where}: expected an object of raw trip fields, got {_describe(instance)}"
+            )
+        trips.append(_parse_trip(instance, where, lambda key, w=where: f"{w}.{key}"))
+    return PredictRequest(signature, False, trips)
+
+
+def _parse_inputs(inputs: Any, signature: str | None, max_instances: int) -> PredictRequest:
+    # TF Serving lets a single-input signature take the list itself instead of a dict.
+    examples_column: Any = None
+    if isinstance(inputs, list):
+        examples_column, label = inputs, INPUTS_KEY
+    elif isinstance(inputs, dict) and set(inputs) == {f.SERVING_TF_EXAMPLE_INPUT_KEY}:
+        examples_column = inputs[f.SERVING_TF_EXAMPLE_INPUT_KEY]
+        label = f"{INPUTS_KEY}.{f.SERVING_TF_EXAMPLE_INPUT_KEY}"
+    elif not isinstance(inputs, dict):
+        raise RequestError(
+            f"{INPUTS_KEY!r} must be an object of columns, got {_describe(inputs)}"
+        )
+    if signature is None:
+        signature = (
+            f.SERVING_TF_EXAMPLE_SIGNATURE
+            if examples_column is not None
+            else f.SERVING_DEFAULT_SIGNATURE
+        )
+    if signature == f.SERVING_TF_EXAMPLE_SIGNATURE:
+        if examples_column is None:
+            raise RequestError(
+                f"signature {signature!r} takes {INPUTS_KEY!r} as"
+                f" {{{f.SERVING_TF_EXAMPLE_INPUT_KEY!r}: [{{{B64_KEY!r}: ...}}, ...]}}"
+            )
+        if not isinstance(examples_column, list):
+            raise RequestError(f"{label} must be a list, got {_describe(examples_column)}")
+        _check_count(len(examples_column), label, max_instances)
+        examples, trips = [], []
+        for i, item in enumerate(examples_column):
+            where = f"{label}[{i}]"
+            value = _b64_value(item)
+            if value is None:
+                raise RequestError(
+                    f"{where}: expected {{{B64_KEY!r}: <base64 serialized tf.Example>}},"
+                    f" got {_describe(item)}"
+                )
+            data, trip = _parse_b64_example(value, where)
+            examples.append(data)
+            trips.append(trip)
+        return PredictRequest(signature, True, trips, examples)
+    if not isinstance(inputs, dict):
+        raise RequestError(
+            f"signature {signature!r} takes {INPUTS_KEY!r} as an object of columns, one list"
+            " per raw trip field"
+        )
+    for key, column in inputs.items():
+        if key not in f.RAW_FEATURE_KEYS:
+            raise RequestError(
+                f"{INPUTS_KEY}: unknown field {key!r} (the raw trip fields are: {_FIELD_LIST})"
+            )
+        if not isinstance(column, list):
+            raise RequestError(
+                f"{INPUTS_KEY}.{key} must be a list with one value per instance, got"
+                f" {_describe(column)}"
+            )
+    for key in f.REQUIRED_FEATURE_KEYS:
+        if key not in inputs:
+            raise RequestError(f"{INPUTS_KEY}: missing required field {key!r}")
+    lengths = {key: len(column) for key, column in inputs.items()}
+    count = next(iter(lengths.values()))
+    for key, length in lengths.items():
+        if length != count:
+            first = next(iter(lengths))
+            raise RequestError(
+                f"{INPUTS_KEY}.{key} has {length} values but {INPUTS_KEY}.{first} has {count};"
+                " every column needs one value per instance"
+            )
+    _check_count(count, INPUTS_KEY, max_instances)
+    trips = []
+    for i in range(count):
+        row = {key: column[i] for key, column in inputs.items()}
+        trips.append(
+            _parse_trip(row, f"{INPUTS_KEY}[{i}]", lambda key, i=i: f"{INPUTS_KEY}.{key}[{i}]")
+        )
+    return PredictRequest(signature, True, trips)
+
+
+def _check_count(count: int, label: str, max_instances: int) -> None:
+    if count == 0:
+        raise RequestError(f"{label!r} is empty; send at least one instance")
+    if count > max_instances:
+        raise RequestError(
+            f"{label!r} has {count} instances; at most {max_instances} are accepted per request"
+        )
+
+
+def _parse_trip(instance: dict, where: str, field_where: Callable[[str], str]) -> Trip:
+    """Validates one instance of raw fields; `where` names it, `field_where(key)` a field."""
+    for key in instance:
+        if key not in f.RAW_FEATURE_KEYS:
+            hint = " (a {'b64': ...} object goes alone)" if key == B64_KEY else ""
+            raise RequestError(
+                f"{where}: unknown field {key!r}{hint} (the raw trip fields are: {_FIELD_LIST})"
+            )
+    trip: Trip = {}
+    for key in f.RAW_FEATURE_KEYS:
+        value = instance.get(key)
+        if value is not None:
+            value = check_value(key, value, field_where(key))
+        if value is None:
+            if key in f.REQUIRED_FEATURE_KEYS:
+                raise RequestError(f"{where}: missing required field {key!r}")
+            continue
+        trip[key] = value
+    return trip
+
+
+def check_value(key: str, value: Any, where: str) -> float | int | str | None:
+    """Validates one raw field's value.
+
+    Args:
+      key: the raw feature name.
+      value: the value as parsed from JSON (or read from a tf.Example).
+      where: how the error message names the place, e.g. `instances[3].trip_start_hour`.
+
+    Returns:
+      The value as the model's dtype wants it (float, int or str), or None if it is the
+      "missing" sentinel of the field's dtype.
+
+    Raises:
+      RequestError: the value is of the wrong type, not finite or out of range.
+    """
+    if isinstance(value, _NonFinite) or (isinstance(value, float) and not math.isfinite(value)):
+        literal = value.literal if isinstance(value, _NonFinite) else repr(value)
+        remedy = (
+            "a required field must be a finite number"
+            if key in f.REQUIRED_FEATURE_KEYS
+            else "omit the field or send null if the value is missing"
+        )
+        raise RequestError(f"{where}: {literal} is not a valid value; {remedy}")
+    if key in f.FLOAT_FEATURE_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RequestError(f"{where}: expected a number, got {_describe(value)}")
+        if abs(value) > _FLOAT32_MAX:
+            raise RequestError(f"{where}: {value} is out of the float32 range")
+        return float(value)
+    if key in f.INT_FEATURE_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RequestError(f"{where}: expected an integer, got {_describe(value)}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise RequestError(f"{where}: expected an integer, got {value!r}")
+            value = int(value)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise RequestError(f"{where}: {value} is out of the int64 range")
+        if value == f.MISSING_INT and key in f.OPTIONAL_FEATURE_KEYS:
+            return None
+        low, high = _RANGES.get(key, (_MIN_VALUES.get(key, _INT64_MIN), _INT64_MAX))
+        if not low <= value <= high:
+            if high == _INT64_MAX:
+                raise RequestError(f"{where}: {value} is out of range; it must be >= {low}")
+            raise RequestError(f"{where}: {value} is out of range; it must be in {low}..{high}")
+        return value
+    if not isinstance(value, str):
+        raise RequestError(f"{where}: expected a string, got {_describe(value)}")
+    if value == f.MISSING_STRING:
+        if key in f.REQUIRED_FEATURE_KEYS:
+            raise RequestError(f"{where}: a required field must not be empty")
+        return None
+    return value
+
+
+def _b64_value(instance: Any) -> Any:
+    """The `b64` value of `{"b64": ...}` or `{"examples": {"b64": ...}}`, else None."""
+    if isinstance(instance, dict) and len(instance) == 1:
+        if B64_KEY in instance:
+            return instance[B64_KEY]
+        inner = instance.get(f.SERVING_TF_EXAMPLE_INPUT_KEY)
+        if isinstance(inner, dict) and set(inner) == {B64_KEY}:
+            return inner[B64_KEY]
+    return None
+
+
+def _parse_b64_example(value: Any, where: str) -> tuple[bytes, Trip]:
+    """Decodes and validates one serialized tf.Example; returns its bytes and its trip."""
+    where = f"{where}.{B64_KEY}"
+    if not isinstance(value, str):
+        raise RequestError(f"{where}: expected a base64 string, got {_describe(value)}")
+    # Standard or URL-safe alphabet, padding optional, as clients differ.
+    text = value.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(f"{where}: invalid base64: {e}") from None
+    return data, parse_example_trip(data, where)
+
+
+def parse_example_trip(data: bytes, where: str) -> Trip:
+    """Validates a serialized tf.Example of raw trip fields and returns its trip.
+
+    Raises:
+      RequestError: the bytes are not a tf.Example, or a feature is unknown, of the wrong
+        kind, has more than one value, or fails the value checks.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    try:
+        example.ParseFromString(data)
+    except DecodeError as e:
+        raise RequestError(f"{where}: the bytes are not a serialized tf.Example ({e})") from None
+    # Protobuf parsing is lenient: random bytes may "parse" into unknown fields only.
+    if _has_unknown_fields(example):
+        raise RequestError(f"{where}: the bytes are not a serialized tf.Example of trip fields")
+    trip: Trip = {}
+    features = example.features.feature
+    for key in features:
+        if key not in f.RAW_FEATURE_KEYS:
+            raise RequestError(
+                f"{where}: unknown feature {key!r} in the tf.Example (the raw trip fields are:"
+                f" {_FIELD_LIST})"
+            )
+    for key in f.RAW_FEATURE_KEYS:
+        value = None
+        if key in features:
+            value = _example_value(key, features[key], f"{where}.{key}")
+        if value is not None:
+            value = check_value(key, value, f"{where}.{key}")
+        if value is None:
+            if key in f.REQUIRED_FEATURE_KEYS:
+                raise RequestError(f"{where}: missing required feature {key!r} in the tf.Example")
+            continue
+        trip[key] = value
+    return trip
+
+
+def _example_value(key: str, feature: Any, where: str) -> float | int | str | None:
+    if key in f.FLOAT_FEATURE_KEYS:
+        expected = "float_list"
+    elif key in f.INT_FEATURE_KEYS:
+        expected = "int64_list"
+    else:
+        expected = "bytes_list"
+    kind = feature.WhichOneof("kind")
+    if kind is None:
+        return None
+    if kind != expected:
+        raise RequestError(f"{where}: expected a {expected} in the tf.Example, got a {kind}")
+    values = getattr(feature, kind).value
+    if len(values) == 0:
+        return None
+    if len(values) > 1:
+        raise RequestError(f"{where}: expected one value, got {len(values)}")
+    if kind != "bytes_list":
+        return values[0]
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(f"{where}: the value is not UTF-8 text") from None
+
+
+def _has_unknown_fields(message: Any) -> bool:
+    try:
+        return len(message.UnknownFields()) > 0
+    except (AttributeError, NotImplementedError):  # protobuf runtimes without the API
+        return False
+
+
+def _describe(value: Any) -> str:
+    """A short description of a JSON value for error messages."""
+    if isinstance(value, _NonFinite):
+        return value.literal
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {json.dumps(shown)}"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        keys = ", ".join(map(repr, list(value)[:5]))
+        return f"an object with keys [{keys}]" if value else "an empty object"
+    return type(value).__name__

@@ -1,0 +1,370 @@
+"""Finds, loads and hot-swaps the versions of a model under a TF Serving model directory.
+
+The layout is the one the Pusher writes and TF Serving reads: `<model dir>/<version>/` with
+an integer version, each holding `saved_model.pb` and `variables/`. The highest version that
+loads is served. A background thread rescans the directory; a new version is loaded once its
+files have stopped changing for one scan (the Pusher copies files in place), warmed up with
+one call of each signature, and only then swapped in with a single reference assignment:
+a request holds the model it started with, so none is answered by a half-loaded model. A
+version that fails to load is reported in the status with its error and does not replace
+the one being served; it is tried again if its files change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from taxifare_modules import features as f
+
+_LOG = logging.getLogger(__name__)
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+# TF Serving's ManagerState names and error codes, as its REST status endpoint spells them.
+STATE_START = "START"
+STATE_LOADING = "LOADING"
+STATE_AVAILABLE = "AVAILABLE"
+STATE_END = "END"
+ERROR_OK = "OK"
+ERROR_UNKNOWN = "UNKNOWN"
+
+# Signature inputs of a warm-up call: a complete trip of valid values.
+_WARM_UP_TRIP: dict[str, Any] = {
+    f.PICKUP_LATITUDE_KEY: 41.88,
+    f.PICKUP_LONGITUDE_KEY: -87.63,
+    f.DROPOFF_LATITUDE_KEY: 41.98,
+    f.DROPOFF_LONGITUDE_KEY: -87.90,
+    f.PICKUP_AREA_KEY: 32,
+    f.DROPOFF_AREA_KEY: 76,
+    f.HOUR_KEY: 12,
+    f.DAY_KEY: 3,
+    f.MONTH_KEY: 6,
+    f.TIMESTAMP_KEY: 1_400_000_000,
+    f.PAYMENT_TYPE_KEY: "Cash",
+    f.COMPANY_KEY: "Taxi Affiliation Services",
+}
+
+
+class ModelLoadError(Exception):
+    """A version folder does not hold a model this server can serve."""
+
+
+def trips_to_columns(trips: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Trips as the `serving_default` inputs: one column per raw field, sentinels if missing.
+
+    Args:
+      trips: validated trips (raw field -> value; missing optional fields absent).
+
+    Returns:
+      float32, int64 and bytes (object) numpy columns keyed by raw feature name.
+    """
+    columns: dict[str, np.ndarray] = {}
+    for key in f.FLOAT_FEATURE_KEYS:
+        columns[key] = np.array([t.get(key, f.MISSING_FLOAT) for t in trips], np.float32)
+    for key in f.INT_FEATURE_KEYS:
+        columns[key] = np.array([t.get(key, f.MISSING_INT) for t in trips], np.int64)
+    for key in f.STRING_FEATURE_KEYS:
+        columns[key] = np.array(
+            [t.get(key, f.MISSING_STRING).encode("utf-8") for t in trips], object
+        )
+    return columns
+
+
+def trip_to_example(trip: dict[str, Any], extra: dict[str, Any] | None = None) -> Any:
+    """A trip as a tf.Example in the training layout: missing fields are left out.
+
+    Args:
+      trip: raw field -> value.
+      extra: more features (float -> float_list, int -> int64_list, str/bytes -> bytes_list).
+
+    Returns:
+      The `tf.train.Example` proto.
+    """
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    feature = example.features.feature
+    for key, value in trip.items():
+        if key in f.FLOAT_FEATURE_KEYS:
+            feature[key].float_list.value.append(value)
+        elif key in f.INT_FEATURE_KEYS:
+            feature[key].int64_list.value.append(value)
+        else:
+            feature[key].bytes_list.value.append(value.encode("utf-8"))
+    for key, value in (extra or {}).items():
+        if isinstance(value, float):
+            feature[key].float_list.value.append(value)
+        elif isinstance(value, int):
+            feature[key].int64_list.value.append(value)
+        else:
+            feature[key].bytes_list.value.append(
+                value if isinstance(value, bytes) else value.encode("utf-8")
+            )
+    return example
+
+
+def read_signature_defs(path: str) -> dict[str, Any]:
+    """The servable signature defs of a SavedModel as TF Serving renders them in JSON.
+
+    Raises:
+      ModelLoadError: `saved_model.pb` is missing or is not a SavedModel.
+    """
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb_path = os.path.join(path, SAVED_MODEL_FILE)
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        with open(pb_path, "rb") as fh:
+            saved_model.ParseFromString(fh.read())
+    except FileNotFoundError:
+        raise ModelLoadError(f"no {SAVED_MODEL_FILE} in {path}") from None
+    except DecodeError as e:
+        raise ModelLoadError(f"{SAVED_MODEL_FILE} is not a SavedModel: {e}") from None
+    graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
+    if not graphs:
+        raise ModelLoadError(f"{SAVED_MODEL_FILE} has no meta graph tagged 'serve'")
+    signature_defs = graphs[0].signature_def
+    return {
+        name: json_format.MessageToDict(
+            signature_defs[name],
+            preserving_proto_field_name=True,
+            including_default_value_fields=True,
+        )
+        for name in sorted(signature_defs)
+        if name in (f.SERVING_DEFAULT_SIGNATURE, f.SERVING_TF_EXAMPLE_SIGNATURE)
+    }
+
+
+@dataclasses.dataclass(eq=False)
+class LoadedModel:
+    """One loaded, warmed-up model version. Compared by identity (it keys batches)."""
+
+    version: int
+    path: str
+    signature_defs: dict[str, Any]
+    signatures: dict[str, Any]
+    loaded: Any  # the tf.saved_model.load object; its signatures need it alive
+
+    def predict(self, signature_name: str, trips: list[dict[str, Any]], examples: Any) -> Any:
+        """Calls one signature on a batch and returns the predicted fares (float32 numpy).
+
+        Args:
+          signature_name: `serving_default` (uses `trips`) or `serving_tf_example` (uses
+            `examples`, the serialized tf.Examples).
+          trips: validated trips.
+          examples: serialized tf.Examples, or None.
+        """
+        import tensorflow as tf
+
+        signature = self.signatures[signature_name]
+        if signature_name == f.SERVING_TF_EXAMPLE_SIGNATURE:
+            inputs = {f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(examples, tf.string)}
+        else:
+            inputs = {k: tf.constant(v) for k, v in trips_to_columns(trips).items()}
+        return signature(**inputs)[f.PREDICTION_KEY].numpy().reshape(-1)
+
+
+def load_model(path: str, version: int) -> LoadedModel:
+    """Loads a SavedModel version and checks it answers both serving signatures.
+
+    Raises:
+      ModelLoadError: the folder is not a servable model of this project.
+    """
+    signature_defs = read_signature_defs(path)
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:  # TF raises many types for a broken model; all mean "cannot load"
+        raise ModelLoadError(f"cannot load the SavedModel: {type(e).__name__}: {e}") from None
+    signatures = {}
+    for name in (f.SERVING_DEFAULT_SIGNATURE, f.SERVING_TF_EXAMPLE_SIGNATURE):
+        if name not in loaded.signatures:
+            raise ModelLoadError(f"the SavedModel has no {name!r} signature")
+        signatures[name] = loaded.signatures[name]
+    model = LoadedModel(version, path, signature_defs, signatures, loaded)
+    example = trip_to_example(_WARM_UP_TRIP).SerializeToString()
+    try:
+        for name in signatures:
+            fare = model.predict(name, [_WARM_UP_TRIP], [example])
+            if fare.shape != (1,) or not np.isfinite(fare).all():
+                raise ModelLoadError(f"signature {name!r} answered {fare!r} for a valid trip")
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"warm-up call failed: {type(e).__name__}: {e}") from None
+    return model
+
+
+@dataclasses.dataclass
+class VersionStatus:
+    """What the server knows about one version folder (TF Serving's ModelVersionStatus)."""
+
+    version: int
+    state: str
+    error_code: str = ERROR_OK
+    error_message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The status as TF Serving's REST API renders it."""
+        return {
+            "version": str(self.version),
+            "state": self.state,
+            "status": {"error_code": self.error_code, "error_message": self.error_message},
+        }
+
+
+def _fingerprint(path: str) -> tuple | None:
+    """Names, sizes and mtimes of every file under `path`; None if not a model yet."""
+    if not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+        return None
+    entries = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                stat = os.stat(full)
+            except FileNotFoundError:  # removed while scanning: not stable
+                return None
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+class VersionManager:
+    """Serves the highest loadable version of a model directory and swaps in new ones.
+
+    Args:
+      model_dir: the versioned model directory.
+      poll_seconds: how often to rescan it.
+      loader: loads one version (for tests); `load_model` by default.
+    """
+
+    def __init__(
+        self,
+        model_dir: str,
+        poll_seconds: float = 1.0,
+        loader: Callable[[str, int], LoadedModel] = load_model,
+    ) -> None:
+        self.model_dir = model_dir
+        self.poll_seconds = poll_seconds
+        self._loader = loader
+        self._current: LoadedModel | None = None
+        self._statuses: dict[int, VersionStatus] = {}
+        # Per version: the fingerprint last seen, and the one a load last failed on.
+        self._seen: dict[int, tuple | None] = {}
+        self._failed: dict[int, tuple | None] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The version being served (None until one has loaded)."""
+        return self._current
+
+    def statuses(self) -> list[VersionStatus]:
+        """Every version seen, highest first."""
+        with self._lock:
+            return [dataclasses.replace(s) for _, s in sorted(self._statuses.items(), reverse=True)]
+
+    def status(self, version: int) -> VersionStatus | None:
+        """The status of one version, or None if it was never seen."""
+        with self._lock:
+            found = self._statuses.get(version)
+            return dataclasses.replace(found) if found else None
+
+    def start(self) -> None:
+        """Loads the highest loadable version now, then watches for new ones in a thread."""
+        self.scan(wait_until_stable=False)
+        self._thread = threading.Thread(target=self._watch, name="model-versions", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops watching (a load in progress finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.scan()
+            except Exception:  # keep serving the current version whatever the disk does
+                _LOG.exception("scanning %s failed", self.model_dir)
+
+    def _versions_on_disk(self) -> list[int]:
+        try:
+            names = os.listdir(self.model_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            (
+                int(n)
+                for n in names
+                if n.isdigit() and os.path.isdir(os.path.join(self.model_dir, n))
+            ),
+            reverse=True,
+        )
+
+    def _set_status(self, version: int, state: str, code: str = ERROR_OK, msg: str = "") -> None:
+        with self._lock:
+            self._statuses[version] = VersionStatus(version, state, code, msg)
+
+    def scan(self, wait_until_stable: bool = True) -> None:
+        """Looks for versions newer than the served one and swaps in the highest that loads.
+
+        Args:
+          wait_until_stable: load a folder only once its files are unchanged since the last
+            scan (a copy may be in progress). Off for the first scan at startup.
+        """
+        current = self._current
+        for version in self._versions_on_disk():
+            if current is not None and version <= current.version:
+                break
+            path = os.path.join(self.model_dir, str(version))
+            fingerprint = _fingerprint(path)
+            previous = self._seen.get(version, ())
+            self._seen[version] = fingerprint
+            if fingerprint is None:
+                if version not in self._statuses:
+                    self._set_status(version, STATE_START)
+                continue
+            if version in self._failed and self._failed[version] == fingerprint:
+                continue  # failed on these very files; retried only when they change
+            if wait_until_stable and previous != fingerprint:
+                self._set_status(version, STATE_START)
+                continue
+            self._set_status(version, STATE_LOADING)
+            started = time.monotonic()
+            try:
+                model = self._loader(path, version)
+            except Exception as e:
+                message = str(e) if isinstance(e, ModelLoadError) else f"{type(e).__name__}: {e}"
+                _LOG.warning("version %d of %s failed to load: %s", version, path, message)
+                self._failed[version] = fingerprint
+                self._set_status(version, STATE_END, ERROR_UNKNOWN, message)
+                continue
+            self._failed.pop(version, None)
+            # The swap: one reference assignment; requests already holding the old model
+            # finish on it, and it is freed when the last of them is done.
+            self._current = model
+            self._set_status(version, STATE_AVAILABLE)
+            if current is not None:
+                self._set_status(current.version, STATE_END)
+            _LOG.info(
+                "serving version %d of %s (loaded in %.1fs)",
+                version,
+                self.model_dir,
+                time.monotonic() - started,
+            )
+            return
