@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(infer)
     infer.add_argument("--output", required=True, help="where to write the schema (.pbtxt)")
+    from pipeline.serving.cli import add_serve_parsers
+
+    _COMMANDS.update(add_serve_parsers(sub))
     return parser
 
 

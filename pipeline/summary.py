@@ -196,14 +196,13 @@ def render(summary: RunSummary, cfg: Config) -> str:
         lines.append(f"total time   {summary.total_seconds:.0f}s")
     if summary.pushed_to:
         lines.append("")
-        lines.append("next         serve the pushed model over REST with TF Serving's wire format:")
+        lines.append("next         serve it over REST (TF Serving's API) and ask for a fare:")
         lines.append(
-            f"               docker run -p 8501:8501 -v {cfg.serving_model_dir}:/models/{cfg.name}"
-            f" -e MODEL_NAME={cfg.name} tensorflow/serving"
+            f"               taxifare serve --model-dir {cfg.serving_model_dir}"
+            f" --log-dir {os.path.join(cfg.root, 'request_log')}"
         )
         lines.append(
-            f"             or inspect its signatures:  saved_model_cli show --all --dir "
-            f"{summary.pushed_to}"
+            "               taxifare predict --url http://127.0.0.1:8501 --instances trips.json"
         )
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ import binascii
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +93,10 @@ def parse_json_body(body: bytes) -> Any:
     """
     import orjson
 
+    if not body.strip():
+        raise RequestError(
+            f"request body is empty; send a JSON object with {INSTANCES_KEY!r} or {INPUTS_KEY!r}"
+        )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -175,6 +180,11 @@ def _parse_instances(instances: Any, signature: str | None, max_instances: int) 
         return PredictRequest(signature, False, trips, examples)
     for i, instance in enumerate(instances):
         where = f"{INSTANCES_KEY}[{i}]"
+        if _b64_value(instance) is not None:
+            raise RequestError(
+                f"{where}: a {{{B64_KEY!r}: ...}} instance is a serialized tf.Example, which"
+                f" signature {f.SERVING_TF_EXAMPLE_SIGNATURE!r} takes, not {signature!r}"
+            )
         if not isinstance(instance, dict):
             raise RequestError(
                 f"{where}: expected an object of raw trip fields, got {_describe(instance)}"
@@ -192,9 +202,7 @@ def _parse_inputs(inputs: Any, signature: str | None, max_instances: int) -> Pre
         examples_column = inputs[f.SERVING_TF_EXAMPLE_INPUT_KEY]
         label = f"{INPUTS_KEY}.{f.SERVING_TF_EXAMPLE_INPUT_KEY}"
     elif not isinstance(inputs, dict):
-        raise RequestError(
-            f"{INPUTS_KEY!r} must be an object of columns, got {_describe(inputs)}"
-        )
+        raise RequestError(f"{INPUTS_KEY!r} must be an object of columns, got {_describe(inputs)}")
     if signature is None:
         signature = (
             f.SERVING_TF_EXAMPLE_SIGNATURE
@@ -382,13 +390,17 @@ def parse_example_trip(data: bytes, where: str) -> Trip:
     from tensorflow.core.example import example_pb2
 
     example = example_pb2.Example()
+    not_example = f"{where}: the bytes are not a serialized tf.Example"
     try:
-        example.ParseFromString(data)
+        # Protobuf's C++ parser warns, rather than fails, when it stops early.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            consumed = example.MergeFromString(data)
     except DecodeError as e:
-        raise RequestError(f"{where}: the bytes are not a serialized tf.Example ({e})") from None
-    # Protobuf parsing is lenient: random bytes may "parse" into unknown fields only.
-    if _has_unknown_fields(example):
-        raise RequestError(f"{where}: the bytes are not a serialized tf.Example of trip fields")
+        raise RequestError(f"{not_example} ({e})") from None
+    # Parsing is lenient: garbage may stop early or "parse" into unknown fields only.
+    if (consumed is not None and consumed != len(data)) or _has_unknown_fields(example):
+        raise RequestError(not_example)
     trip: Trip = {}
     features = example.features.feature
     for key in features:

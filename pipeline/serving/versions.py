@@ -263,6 +263,7 @@ class VersionManager:
         # Per version: the fingerprint last seen, and the one a load last failed on.
         self._seen: dict[int, tuple | None] = {}
         self._failed: dict[int, tuple | None] = {}
+        self._removed: set[int] = set()  # served versions whose folder went away
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -328,9 +329,25 @@ class VersionManager:
             scan (a copy may be in progress). Off for the first scan at startup.
         """
         current = self._current
-        for version in self._versions_on_disk():
-            if current is not None and version <= current.version:
+        # A removed served folder is a rollback: the highest remaining version that loads
+        # takes over (as in TF Serving); until one does, the removed one keeps serving.
+        removed = current is not None and not os.path.isdir(current.path)
+        if removed and current.version not in self._removed:
+            self._removed.add(current.version)
+            _LOG.warning("the folder of served version %d was removed", current.version)
+        floor = None if current is None or removed else current.version
+        on_disk = self._versions_on_disk()
+        with self._lock:  # forget folders that went away (the served one stays listed)
+            for version in set(self._statuses) - set(on_disk):
+                if current is None or version != current.version:
+                    del self._statuses[version]
+                    self._seen.pop(version, None)
+                    self._failed.pop(version, None)
+        for version in on_disk:
+            if floor is not None and version <= floor:
                 break
+            if removed and version == current.version:
+                continue
             path = os.path.join(self.model_dir, str(version))
             fingerprint = _fingerprint(path)
             previous = self._seen.get(version, ())
@@ -358,9 +375,13 @@ class VersionManager:
             # The swap: one reference assignment; requests already holding the old model
             # finish on it, and it is freed when the last of them is done.
             self._current = model
-            self._set_status(version, STATE_AVAILABLE)
             if current is not None:
-                self._set_status(current.version, STATE_END)
+                if removed:
+                    with self._lock:
+                        self._statuses.pop(current.version, None)
+                else:
+                    self._set_status(current.version, STATE_END)
+            self._set_status(version, STATE_AVAILABLE)
             _LOG.info(
                 "serving version %d of %s (loaded in %.1fs)",
                 version,

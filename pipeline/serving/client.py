@@ -1,0 +1,137 @@
+"""`taxifare predict`: sends trips to a running server and returns the predicted fares.
+
+Trips come from a JSON file (a list of instances, or `{"instances": [...]}`) or from a CSV
+file in the training data's layout; from a CSV row only the model's raw input columns are
+sent (the label and post-trip columns are dropped) and empty cells are left out (missing).
+Values are sent as they are otherwise: the server does the validating.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from typing import Any
+
+from taxifare_modules import features as f
+
+DEFAULT_URL = "http://127.0.0.1:8501"
+DEFAULT_BATCH_SIZE = 256  # instances per request, well under the server's limits
+
+
+class PredictError(Exception):
+    """The server refused a request (`status` is its HTTP status, 0 if unreachable)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InstancesError(ValueError):
+    """The instances file cannot be read as trips."""
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # left for the server to reject, naming the field
+
+
+def csv_row_to_instance(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row (strings) as a JSON instance: raw model fields only, empty cells left out."""
+    instance: dict[str, Any] = {}
+    for key in f.RAW_FEATURE_KEYS:
+        text = (row.get(key) or "").strip()
+        if not text:
+            continue
+        if key in f.FLOAT_FEATURE_KEYS:
+            instance[key] = _number(text)
+        elif key in f.INT_FEATURE_KEYS:
+            value = _number(text)
+            instance[key] = int(value) if isinstance(value, float) and value.is_integer() else value
+        else:
+            instance[key] = text
+    return instance
+
+
+def load_instances(path: str) -> list[Any]:
+    """Reads instances from a `.csv` file or a JSON file (`-` reads JSON from stdin).
+
+    Raises:
+      InstancesError: the file is missing, unreadable or holds no instances.
+    """
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8", newline="") as fh:
+                text = fh.read()
+    except OSError as e:
+        raise InstancesError(f"cannot read {path}: {e.strerror or e}") from None
+    if path.lower().endswith(".csv"):
+        instances: Any = [csv_row_to_instance(r) for r in csv.DictReader(io.StringIO(text))]
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise InstancesError(f"{path} is not valid JSON: {e}") from None
+        instances = data.get("instances") if isinstance(data, dict) else data
+        if not isinstance(instances, list):
+            raise InstancesError(f"{path} must hold a JSON list or {{'instances': [...]}}")
+    if not instances:
+        raise InstancesError(f"{path} holds no instances")
+    return instances
+
+
+def predict_url(url: str, model_name: str, version: int | None = None) -> str:
+    """The TF Serving predict URL of a model (and version)."""
+    versioned = f"/versions/{version}" if version is not None else ""
+    return f"{url.rstrip('/')}/v1/models/{model_name}{versioned}:predict"
+
+
+def predict(
+    url: str,
+    instances: list[Any],
+    model_name: str = "taxifare",
+    version: int | None = None,
+    signature_name: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    timeout: float = 30.0,
+) -> list[float]:
+    """Posts `instances` in requests of `batch_size` and returns one fare per instance.
+
+    Raises:
+      PredictError: the server refused a request or could not be reached.
+    """
+    import httpx
+
+    target = predict_url(url, model_name, version)
+    fares: list[float] = []
+    with httpx.Client(timeout=timeout) as client:
+        for start in range(0, len(instances), batch_size):
+            body: dict[str, Any] = {"instances": instances[start : start + batch_size]}
+            if signature_name:
+                body["signature_name"] = signature_name
+            try:
+                response = client.post(target, json=body)
+            except httpx.HTTPError as e:
+                raise PredictError(f"cannot reach {target}: {e}") from None
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = {}
+            if response.status_code != 200:
+                message = answer.get("error") if isinstance(answer, dict) else None
+                where = (
+                    f" (in the request of instances {start}..{start + len(body['instances']) - 1})"
+                    if len(instances) > batch_size
+                    else ""
+                )
+                raise PredictError(
+                    f"HTTP {response.status_code}: {message or response.text.strip()}{where}",
+                    response.status_code,
+                )
+            fares.extend(answer["predictions"])
+    return fares

@@ -1,0 +1,303 @@
+"""The request log: every served instance with its prediction, as TFRecord of tf.Example.
+
+Each record is one instance in the training layout (the raw trip fields under their training
+names and dtypes; a missing optional field is left out, as in the training examples) plus:
+`predicted_fare`, `model_version`, `request_id`, `request_timestamp_ms` (milliseconds since
+the epoch), `instance_index` (the instance's place in its request) and `signature_name`.
+`tf.data.TFRecordDataset` and TFDV (`generate_statistics_from_tfrecord`) read the files
+directly.
+
+Durability: a batch's records are handed to the operating system (one `write`) before its
+requests are answered, so once a client has its answer, even a hard kill of the server cannot
+lose it; only a power loss can. A file being written ends in `.tfrecord.inprogress` and holds
+an exclusive lock; on rotation (by size or age) or a graceful stop it is fsynced and renamed
+to `.tfrecord`, so a `*.tfrecord` glob only ever sees complete files. A hard kill can leave
+a truncated last record in an `.inprogress` file: `read_request_log` skips it with a warning,
+and the next server start (`recover_request_logs`) cuts it off and renames the file.
+
+File names carry the host, the process id and a sequence number, so several workers (or
+servers) can share one log directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import glob
+import logging
+import os
+import random
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from taxifare_modules import features as f
+
+_LOG = logging.getLogger(__name__)
+
+LOG_SUFFIX = ".tfrecord"
+IN_PROGRESS_SUFFIX = ".inprogress"
+DEFAULT_PREFIX = "requests"
+
+# Features added to the trip's raw fields.
+PREDICTION_KEY = f.PREDICTION_KEY
+MODEL_VERSION_KEY = "model_version"
+REQUEST_ID_KEY = "request_id"
+REQUEST_TIMESTAMP_KEY = "request_timestamp_ms"
+INSTANCE_INDEX_KEY = "instance_index"
+SIGNATURE_NAME_KEY = "signature_name"
+LOG_METADATA_KEYS = (
+    PREDICTION_KEY,
+    MODEL_VERSION_KEY,
+    REQUEST_ID_KEY,
+    REQUEST_TIMESTAMP_KEY,
+    INSTANCE_INDEX_KEY,
+    SIGNATURE_NAME_KEY,
+)
+
+# TFRecord framing: uint64 length, masked crc32c of the length, data, masked crc32c of data.
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
+
+
+def _masked_crc(data: bytes) -> int:
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame_record(data: bytes) -> bytes:
+    """One record in TFRecord framing."""
+    length = struct.pack("<Q", len(data))
+    return length + _FOOTER.pack(_masked_crc(length)) + data + _FOOTER.pack(_masked_crc(data))
+
+
+def _scan_records(path: str) -> Iterator[tuple[bytes | None, int, str]]:
+    """Yields (record, end offset, "") per good record, then (None, good end, problem) if the
+    file ends in a truncated or corrupt record."""
+    with open(path, "rb") as fh:
+        offset = 0
+        while True:
+            header = fh.read(_HEADER.size)
+            if not header:
+                return
+            if len(header) < _HEADER.size:
+                yield None, offset, "truncated record header"
+                return
+            length, length_crc = _HEADER.unpack(header)
+            if _masked_crc(header[:8]) != length_crc:
+                yield None, offset, "corrupt record header"
+                return
+            data = fh.read(length)
+            footer = fh.read(_FOOTER.size)
+            if len(data) < length or len(footer) < _FOOTER.size:
+                yield None, offset, "truncated record"
+                return
+            if _masked_crc(data) != _FOOTER.unpack(footer)[0]:
+                yield None, offset, "corrupt record"
+                return
+            offset += _HEADER.size + length + _FOOTER.size
+            yield data, offset, ""
+
+
+def iter_records(path: str) -> Iterator[bytes]:
+    """The records of one TFRecord file; a truncated or corrupt tail is skipped with a warning."""
+    for record, offset, problem in _scan_records(path):
+        if record is None:
+            _LOG.warning(
+                "%s: skipping a %s at byte %d (the writer was stopped mid-record)",
+                path,
+                problem,
+                offset,
+            )
+            return
+        yield record
+
+
+def request_log_files(log_dir: str, include_in_progress: bool = True) -> list[str]:
+    """The log files under `log_dir`, complete ones (and those being written), by name."""
+    paths = glob.glob(os.path.join(log_dir, f"*{LOG_SUFFIX}"))
+    if include_in_progress:
+        paths += glob.glob(os.path.join(log_dir, f"*{LOG_SUFFIX}{IN_PROGRESS_SUFFIX}"))
+    return sorted(paths)
+
+
+def read_request_log(log_dir: str, include_in_progress: bool = True) -> Iterator[Any]:
+    """Yields every logged instance under `log_dir` as a `tf.train.Example`.
+
+    Args:
+      log_dir: the server's `--log-dir`.
+      include_in_progress: also read the files still being written.
+    """
+    from tensorflow.core.example import example_pb2
+
+    for path in request_log_files(log_dir, include_in_progress):
+        for record in iter_records(path):
+            yield example_pb2.Example.FromString(record)
+
+
+def recover_request_logs(log_dir: str) -> list[str]:
+    """Closes the `.inprogress` files of writers that are gone (hard-killed).
+
+    A truncated last record is cut off (with a warning) and the file is renamed to its final
+    name. Files a live writer holds are left alone, so this is safe to run at any time.
+
+    Returns:
+      The paths of the recovered files.
+    """
+    recovered = []
+    for path in glob.glob(os.path.join(log_dir, f"*{LOG_SUFFIX}{IN_PROGRESS_SUFFIX}")):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # recovered or closed meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer
+            if not os.path.exists(path):
+                continue  # another process recovered it between our open and lock
+            good_end, total = 0, os.fstat(fd).st_size
+            for record, offset, _ in _scan_records(path):
+                if record is not None:
+                    good_end = offset
+            if good_end < total:
+                _LOG.warning(
+                    "%s: cutting off %d bytes of a truncated last record", path, total - good_end
+                )
+                os.ftruncate(fd, good_end)
+            os.fsync(fd)
+            final = path[: -len(IN_PROGRESS_SUFFIX)]
+            os.rename(path, final)
+            recovered.append(final)
+        finally:
+            os.close(fd)
+    return recovered
+
+
+def log_example(
+    trip: dict[str, Any],
+    prediction: float,
+    model_version: int,
+    request_id: str,
+    timestamp_ms: int,
+    instance_index: int,
+    signature_name: str,
+) -> bytes:
+    """One served instance as a serialized tf.Example of the request log."""
+    from pipeline.serving.versions import trip_to_example
+
+    extra = {
+        PREDICTION_KEY: float(prediction),
+        MODEL_VERSION_KEY: int(model_version),
+        REQUEST_ID_KEY: request_id,
+        REQUEST_TIMESTAMP_KEY: int(timestamp_ms),
+        INSTANCE_INDEX_KEY: int(instance_index),
+        SIGNATURE_NAME_KEY: signature_name,
+    }
+    return trip_to_example(trip, extra).SerializeToString()
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+
+
+class RequestLog:
+    """Appends log records to rotating TFRecord files; safe to call from several threads.
+
+    Args:
+      log_dir: the directory (created if missing).
+      rotate_bytes: start a new file before one would grow past this size.
+      rotate_seconds: ... or once the current one is older than this.
+      sample_rate: the fraction of requests `sample()` says to log.
+      prefix: the start of the file names.
+    """
+
+    def __init__(
+        self,
+        log_dir: str,
+        rotate_bytes: int = 64 * 1024 * 1024,
+        rotate_seconds: float = 3600.0,
+        sample_rate: float = 1.0,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        os.makedirs(log_dir, exist_ok=True)
+        self.log_dir = log_dir
+        self.rotate_bytes = rotate_bytes
+        self.rotate_seconds = rotate_seconds
+        self.sample_rate = sample_rate
+        self.prefix = prefix
+        self.records_written = 0
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._path = ""
+        self._opened_at = 0.0
+        self._size = 0
+        self._sequence = 0
+        self._random = random.Random()
+
+    def sample(self) -> bool:
+        """Whether to log the next request, by the sampling rate."""
+        return self.sample_rate >= 1.0 or self._random.random() < self.sample_rate
+
+    def write(self, records: Iterable[bytes]) -> None:
+        """Appends serialized tf.Examples; they are with the OS when this returns."""
+        records = list(records)
+        if not records:
+            return
+        data = b"".join(frame_record(r) for r in records)
+        with self._lock:
+            if self._fd is not None and (
+                self._size + len(data) > self.rotate_bytes or self._too_old()
+            ):
+                self._close_file()
+            if self._fd is None:
+                self._open_file()
+            view = memoryview(data)
+            while view:  # one write unless the OS takes less
+                view = view[os.write(self._fd, view) :]
+            self._size += len(data)
+            self.records_written += len(records)
+
+    def rotate_if_due(self) -> None:
+        """Closes the current file if it is older than `rotate_seconds` (called on a timer)."""
+        with self._lock:
+            if self._fd is not None and self._too_old():
+                self._close_file()
+
+    def close(self) -> None:
+        """Flushes, closes and renames the current file (graceful stop)."""
+        with self._lock:
+            if self._fd is not None:
+                self._close_file()
+
+    def _too_old(self) -> bool:
+        return time.monotonic() - self._opened_at > self.rotate_seconds
+
+    def _open_file(self) -> None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        self._sequence += 1
+        name = f"{self.prefix}-{stamp}-{_host_tag()}-{os.getpid()}-{self._sequence:05d}"
+        path = os.path.join(self.log_dir, name + LOG_SUFFIX + IN_PROGRESS_SUFFIX)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        # Held until the file is closed: recovery leaves locked files alone.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd, self._path, self._size = fd, path, 0
+        self._opened_at = time.monotonic()
+
+    def _close_file(self) -> None:
+        fd, path = self._fd, self._path
+        self._fd = None
+        try:
+            os.fsync(fd)
+            # Renamed while still locked, so recovery cannot pick it up half-way.
+            os.rename(path, path[: -len(IN_PROGRESS_SUFFIX)])
+        finally:
+            os.close(fd)

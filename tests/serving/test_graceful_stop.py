@@ -1,0 +1,147 @@
+"""`taxifare serve` as its own process: a SIGTERM under load loses no answered instance from
+the request log, the files are complete and TFDV reads them; `--workers` runs several."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+import httpx
+import pytest
+
+from pipeline.serving.request_log import IN_PROGRESS_SUFFIX, LOG_SUFFIX, read_request_log
+from tests.serving.helpers import MODEL_NAME, free_port, repo_root, subprocess_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+# The `taxifare` entry point as the lead's CLI wires it: the serving subcommands on a parser.
+_ENTRY = """
+import argparse, sys
+from pipeline.env import configure_environment
+from pipeline.serving.cli import add_serve_parsers
+parser = argparse.ArgumentParser(prog="taxifare")
+commands = add_serve_parsers(parser.add_subparsers(dest="command", required=True))
+args = parser.parse_args(sys.argv[1:])
+configure_environment(verbose=getattr(args, "verbose", False))
+sys.exit(commands[args.command](args))
+"""
+
+
+def _start(model_dir: str, log_dir: str, tmp_path, *extra: str):
+    port = free_port()
+    stderr = open(tmp_path / "server.log", "w")  # closed by the caller
+    process = subprocess.Popen(
+        [sys.executable, "-c", _ENTRY, "serve", "--model-dir", model_dir, "--port", str(port)]
+        + ["--log-dir", log_dir, *extra],
+        cwd=repo_root(),
+        env=subprocess_env(),
+        stdout=stderr,
+        stderr=stderr,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 300, interval=0.5, message="the server did not become healthy")
+    return process, url, stderr
+
+
+def _send_until_stopped(url: str, instances: list, answered: dict, pids: set) -> None:
+    """Sends predict requests (each on a new connection) until the server stops answering."""
+    while True:
+        request_id = uuid.uuid4().hex
+        size = 1 + len(answered) % 3
+        try:
+            with httpx.Client(timeout=30) as client:
+                response = client.post(
+                    f"{url}/v1/models/{MODEL_NAME}:predict",
+                    json={"instances": instances[:size]},
+                    headers={"X-Request-Id": request_id},
+                )
+                if response.status_code != 200:
+                    return
+                answered[request_id] = size
+                if len(answered) % 10 == 0:
+                    stats = client.get(f"{url}/v1/models/{MODEL_NAME}/stats")
+                    pids.add(stats.json()["pid"])
+        except httpx.HTTPError:
+            return
+
+
+def _stop_under_load(process, url: str, instances: list, senders: int = 4):
+    answered: dict[str, int] = {}
+    pids: set[int] = set()
+    threads = [
+        threading.Thread(target=_send_until_stopped, args=(url, instances, answered, pids))
+        for _ in range(senders)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(answered) >= 40, 120, message="too few requests answered")
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for t in threads:
+            t.join(timeout=60)
+    return code, answered, pids
+
+
+def _check_log(log_dir: str, answered: dict[str, int]) -> list:
+    names = os.listdir(log_dir)
+    assert names and all(n.endswith(LOG_SUFFIX) for n in names), names
+    assert not any(n.endswith(IN_PROGRESS_SUFFIX) for n in names)
+    logged: dict[str, int] = {}
+    for example in read_request_log(log_dir):
+        request_id = example.features.feature["request_id"].bytes_list.value[0].decode()
+        logged[request_id] = logged.get(request_id, 0) + 1
+    # Every answered instance is in the log, exactly once.
+    for request_id, size in answered.items():
+        assert logged.get(request_id) == size, request_id
+    return names
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_under_load_loses_nothing_answered(model_dir, instances, tmp_path):
+    log_dir = str(tmp_path / "log")
+    process, url, output = _start(model_dir, log_dir, tmp_path, "--max-wait-ms", "5")
+    with output:
+        code, answered, _ = _stop_under_load(process, url, instances)
+    assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
+    _check_log(log_dir, answered)
+
+    import tensorflow as tf
+    import tensorflow_data_validation as tfdv
+
+    records = sum(1 for _ in read_request_log(log_dir))
+    files = [os.path.join(log_dir, n) for n in sorted(os.listdir(log_dir))]
+    assert sum(1 for _ in tf.data.TFRecordDataset(files)) == records
+    stats = tfdv.generate_statistics_from_tfrecord(data_location=os.path.join(log_dir, "*"))
+    assert stats.datasets[0].num_examples == records
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_two_workers_serve_and_stop_gracefully(model_dir, instances, tmp_path):
+    log_dir = str(tmp_path / "log")
+    process, url, output = _start(model_dir, log_dir, tmp_path, "--workers", "2")
+    with output:
+        # Both workers load the model; wait until a burst of new connections has met both.
+        code, answered, pids = _stop_under_load(process, url, instances, senders=6)
+    assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
+    names = _check_log(log_dir, answered)
+    # Each worker writes its own files (the process id is in the name).
+    for pid in pids:
+        assert any(f"-{pid}-" in n for n in names)
