@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.serving.cli import add_serve_parsers
 
     _COMMANDS.update(add_serve_parsers(sub))
+    from pipeline.vertex.cli import add_vertex_parsers
+
+    _COMMANDS.update(add_vertex_parsers(sub))
     return parser
 
 
@@ -76,7 +79,16 @@ def _check_input(cfg) -> bool:
 def cmd_run(args: argparse.Namespace) -> int:
     """`taxifare run`: the whole pipeline, then the summary."""
     cfg = _load(args)
-    if cfg is None or not _check_input(cfg):
+    if cfg is None:
+        return EXIT_USAGE
+    if cfg.vertex is not None:
+        print(
+            f"taxifare: {args.config} has a vertex section: it runs on Vertex AI, not here."
+            " Use 'taxifare compile' and 'taxifare submit' (or drop the vertex section).",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not _check_input(cfg):
         return EXIT_USAGE
     from pipeline.runner import run_local
     from pipeline.summary import build_summary, render, write_summary

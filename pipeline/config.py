@@ -129,10 +129,17 @@ class OrchestratorConfig(_Strict):
     enable_cache: bool = True
 
 
-def _require_gcs(value: str | None, what: str) -> str | None:
-    """`value` unless it is set and not a gs:// path (what Vertex's containers can reach)."""
-    if value is not None and not (value.startswith(GCS_PREFIX) and len(value) > len(GCS_PREFIX)):
-        raise ValueError(f"{what} must be a gs:// path (the Vertex containers cannot see it)")
+def _is_gcs(value: str) -> bool:
+    return value.startswith(GCS_PREFIX) and len(value) > len(GCS_PREFIX)
+
+
+# Why a path must be on gs:// when the pipeline runs on Vertex.
+_GCS_REASON = "must be a gs:// path: the Vertex containers cannot see this machine's files"
+
+
+def _check_gcs_field(value: str | None) -> str | None:
+    if value is not None and not _is_gcs(value):
+        raise ValueError(_GCS_REASON)
     return value
 
 
@@ -151,9 +158,10 @@ class DataflowConfig(_Strict):
     # The workers' container: it needs the Beam SDK and this package; None: vertex.image.
     sdk_container_image: str | None = None
 
-    _gcs_temp = field_validator("temp_location")(
-        lambda v: _require_gcs(v, "temp_location")  # noqa: B023 (pure function of v)
-    )
+    @field_validator("temp_location")
+    @classmethod
+    def _check_temp_location(cls, value: str | None) -> str | None:
+        return _check_gcs_field(value)
 
 
 class TrainingScaleConfig(_Strict):
@@ -189,14 +197,20 @@ class TrainingScaleConfig(_Strict):
             scale_tiers.check_custom_pools(self.worker_pool_specs)
             return self
         if self.worker_pool_specs:
-            raise ValueError(f"worker_pool_specs: only the custom tier takes them (tier is {self.tier})")
+            raise ValueError(
+                f"worker_pool_specs: only the custom tier takes them (tier is {self.tier})"
+            )
         self.shape()  # raises ValueError naming the field
         return self
 
     def shape(self) -> scale_tiers.TierShape:
         """The machines of a non-custom tier, overrides applied."""
         return scale_tiers.resolve_shape(
-            self.tier, self.machine_type, self.accelerator_type, self.accelerator_count, self.workers
+            self.tier,
+            self.machine_type,
+            self.accelerator_type,
+            self.accelerator_count,
+            self.workers,
         )
 
 
@@ -241,9 +255,10 @@ class VertexConfig(_Strict):
     push: Literal["endpoint", "directory"] = "endpoint"
     endpoint: EndpointConfig = EndpointConfig()
 
-    _gcs_root = field_validator("pipeline_root")(
-        lambda v: _require_gcs(v, "pipeline_root")  # noqa: B023 (pure function of v)
-    )
+    @field_validator("pipeline_root")
+    @classmethod
+    def _check_pipeline_root(cls, value: str) -> str:
+        return _check_gcs_field(value) or value
 
 
 class Config(_Strict):
@@ -271,13 +286,16 @@ class Config(_Strict):
         # write must be on gs://, and that is checked here rather than an hour into a run.
         if self.vertex is None:
             return self
-        _require_gcs(self.data.input, f"data.input ({self.data.input!r})")
-        if self.schema_config.source == "curated":
-            _require_gcs(self.schema_config.path, f"schema.path ({self.schema_config.path!r})")
+        paths = {"data.input": self.data.input}
+        if self.schema_config.source == "curated" and self.schema_config.path is not None:
+            paths["schema.path"] = self.schema_config.path
         if self.vertex.push == "directory":
             if self.serving_root is None:
                 raise ValueError("serving_root: vertex.push is 'directory': set a gs:// folder")
-            _require_gcs(self.serving_root, f"serving_root ({self.serving_root!r})")
+            paths["serving_root"] = self.serving_root
+        for key, value in paths.items():
+            if not _is_gcs(value):
+                raise ValueError(f"{key} ({value!r}) {_GCS_REASON}")
         if self.beam.runner != "DirectRunner":
             raise ValueError(
                 f"beam.runner ({self.beam.runner!r}): on Vertex the runner is"
@@ -343,7 +361,8 @@ def _format_error(error: ValidationError, source: str) -> str:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"  {key}: {message}" if key else f"  {message}")
         else:
-            lines.append(f"  {key or '(top level)'}: {item['msg']} (got {item.get('input')!r})")
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key or '(top level)'}: {message} (got {item.get('input')!r})")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from tfx import v1 as tfx
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.fare_filter import FareFilter
 from pipeline.config import Config
+from pipeline.vertex import component_config as vertex_config
 from taxifare_modules import features as f
 from taxifare_modules import trainer as trainer_module
 
@@ -32,9 +33,15 @@ PUSHER_ID = "Pusher"
 
 
 def curated_schema_file(cfg: Config) -> str:
-    """The curated schema file ImportSchemaGen imports."""
+    """The curated schema file ImportSchemaGen imports.
+
+    On Vertex, ImportSchemaGen runs in the pipeline image: the shipped schema is read there
+    (see vertex.component_config.IMAGE_SCHEMA_FILE), and `schema.path` must be on gs://.
+    """
     if cfg.schema_config.path:
         return cfg.schema_config.path
+    if cfg.vertex is not None:
+        return vertex_config.IMAGE_SCHEMA_FILE
     return str(importlib.resources.files("pipeline") / "schema" / "schema.pbtxt")
 
 
@@ -168,15 +175,21 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
     ).with_id(TRANSFORM_ID)
     transform.add_upstream_node(gate)
 
-    # Trains the Keras model and exports it with the Transform graph inside.
-    trainer = tfx.components.Trainer(
+    # Trains the Keras model and exports it with the Transform graph inside; on Vertex, as a
+    # Vertex AI Training job on the scale tier's machines (GPUs, workers).
+    trainer_class = tfx.components.Trainer
+    custom_config = trainer_custom_config(cfg)
+    if cfg.vertex is not None:
+        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+        custom_config.update(vertex_config.trainer_custom_config(cfg.vertex))
+    trainer = trainer_class(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=cfg.training.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=cfg.training.eval_steps),
-        custom_config=trainer_custom_config(cfg),
+        custom_config=custom_config,
     ).with_id(TRAINER_ID)
 
     # Finds the last blessed model, the baseline the candidate must not be worse than.
@@ -194,14 +207,25 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
         eval_config=eval_config(cfg),
     ).with_id(EVALUATOR_ID)
 
-    # Copies a blessed model to <serving root>/<name>/<version>/, the layout TF Serving reads.
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=cfg.serving_model_dir)
-        ),
-    ).with_id(PUSHER_ID)
+    if cfg.vertex is not None and cfg.vertex.push == "endpoint":
+        # Deploys a blessed model to the autoscaling Vertex AI endpoint.
+        pusher = tfx.extensions.google_cloud_ai_platform.Pusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            custom_config=vertex_config.pusher_custom_config(cfg.vertex, cfg.name),
+        ).with_id(PUSHER_ID)
+    else:
+        # Copies a blessed model to <serving root>/<name>/<version>/, the layout TF Serving
+        # reads (a gs:// folder on Vertex).
+        pusher = tfx.components.Pusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(
+                    base_directory=cfg.serving_model_dir
+                )
+            ),
+        ).with_id(PUSHER_ID)
 
     components = [
         example_gen,
@@ -221,6 +245,15 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
         if until not in ids:
             raise ValueError(f"unknown component id {until!r}; expected one of {ids}")
         components = components[: ids.index(until) + 1]
+    if cfg.vertex is not None:
+        # Vertex keeps its own ML Metadata; the Beam options come from vertex.dataflow.
+        return tfx.dsl.Pipeline(
+            pipeline_name=cfg.name,
+            pipeline_root=cfg.pipeline_root,
+            components=components,
+            enable_cache=cfg.orchestrator.enable_cache,
+            beam_pipeline_args=vertex_config.beam_pipeline_args(cfg.vertex, cfg.beam),
+        )
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.name,
         pipeline_root=cfg.pipeline_root,

@@ -13,6 +13,9 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
+import time
 from typing import Any
 
 import tensorflow as tf
@@ -32,14 +35,49 @@ MODEL_PARAMS_KEY = "model"
 SEED_KEY = "seed"
 IN_MEMORY_KEY = "in_memory"
 
+# Training state is backed up to <model_run_dir>/backup this often (steps), so a replica that
+# restarts (preemption, maintenance) resumes there instead of from step 0.
+BACKUP_EVERY_STEPS = 200
+# How long a non-chief worker waits for the chief's export before TFX checks it exists.
+_CHIEF_EXPORT_TIMEOUT_S = 600
+
+# Vertex AI names its worker pools workerpool0..3 in CLUSTER_SPEC; TensorFlow's TF_CONFIG
+# calls the same roles chief, worker, ps and evaluator.
+_VERTEX_POOL_ROLES = {
+    "workerpool0": "chief",
+    "workerpool1": "worker",
+    "workerpool2": "ps",
+    "workerpool3": "evaluator",
+}
+
+
+def tf_config_from_cluster_spec() -> None:
+    """Sets TF_CONFIG from Vertex's CLUSTER_SPEC when only CLUSTER_SPEC is set."""
+    if os.environ.get("TF_CONFIG") or not os.environ.get("CLUSTER_SPEC"):
+        return
+    spec = json.loads(os.environ["CLUSTER_SPEC"])
+    cluster = {
+        _VERTEX_POOL_ROLES[pool]: addresses
+        for pool, addresses in spec.get("cluster", {}).items()
+        if pool in _VERTEX_POOL_ROLES and addresses
+    }
+    task = spec.get("task", {})
+    task_type = _VERTEX_POOL_ROLES.get(task.get("type"), task.get("type"))
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": cluster, "task": {"type": task_type, "index": task.get("index", 0)}}
+    )
+
 
 def choose_strategy() -> tf.distribute.Strategy:
     """Picks a tf.distribute strategy from the devices and cluster this process sees.
 
-    A TF_CONFIG naming more than one worker gives MultiWorkerMirroredStrategy; several GPUs
-    give MirroredStrategy; one GPU gives OneDeviceStrategy on it; otherwise the default
-    strategy. Several logical CPU devices (tests) also give MirroredStrategy.
+    A TF_CONFIG (or Vertex's CLUSTER_SPEC) naming more than one worker gives
+    MultiWorkerMirroredStrategy; several GPUs give MirroredStrategy; otherwise the default
+    strategy, which places the ops on the one GPU when there is one (and, unlike
+    OneDeviceStrategy, works with BackupAndRestore). Several logical CPU devices (tests) also
+    give MirroredStrategy.
     """
+    tf_config_from_cluster_spec()
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     cluster = tf_config.get("cluster", {})
     workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
@@ -48,8 +86,6 @@ def choose_strategy() -> tf.distribute.Strategy:
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
-    if len(gpus) == 1:
-        return tf.distribute.OneDeviceStrategy(gpus[0].name)
     cpus = tf.config.list_logical_devices("CPU")
     if len(cpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in cpus])
@@ -188,6 +224,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       fn_args: TFX's trainer arguments; `custom_config` holds the batch sizes, seed and the
         model's hyperparameters.
     """
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow sets up its runtime.
+    strategy = choose_strategy()
+    replicas = strategy.num_replicas_in_sync
+    _LOG.info("training with %s on %d replica(s)", type(strategy).__name__, replicas)
+    chief = _is_chief(strategy)
+
     config = fn_args.custom_config or {}
     batch_size = int(config.get(BATCH_SIZE_KEY, 128))
     eval_batch_size = int(config.get(EVAL_BATCH_SIZE_KEY, batch_size))
@@ -200,9 +242,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if seed is not None:
         tf.keras.utils.set_random_seed(int(seed))
 
-    strategy = choose_strategy()
-    replicas = strategy.num_replicas_in_sync
-    _LOG.info("training with %s on %d replica(s)", type(strategy).__name__, replicas)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train_ds = _input_fn(
@@ -224,16 +263,55 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     with strategy.scope():
         model = build_model(params)
 
-    tensorboard = tf.keras.callbacks.TensorBoard(
-        log_dir=os.path.join(fn_args.model_run_dir, "logs"), update_freq="epoch"
-    )
+    # Only the chief writes to the run's directories; other workers write to scratch space
+    # (they must still save: saving a multi-worker model is a collective operation).
+    scratch = None if chief else tempfile.mkdtemp(prefix="taxifare-worker-")
+    run_dir = fn_args.model_run_dir if chief else scratch
+    callbacks = [
+        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), update_freq="epoch"),
+        # Restores the last backup when the job restarts, so a preempted job resumes; the
+        # backup is deleted once training completes.
+        tf.keras.callbacks.BackupAndRestore(
+            backup_dir=os.path.join(fn_args.model_run_dir, "backup"),
+            save_freq=min(BACKUP_EVERY_STEPS, fn_args.train_steps),
+        ),
+    ]
     model.fit(
         train_ds,
         steps_per_epoch=fn_args.train_steps,
         validation_data=eval_ds,
         validation_steps=fn_args.eval_steps,
-        callbacks=[tensorboard],
+        callbacks=callbacks,
         verbose=2,
     )
     signatures = build_signatures(model, tf_transform_output)
-    tf.saved_model.save(model, fn_args.serving_model_dir, signatures=signatures)
+    export_dir = fn_args.serving_model_dir if chief else os.path.join(scratch, "model")
+    tf.saved_model.save(model, export_dir, signatures=signatures)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        _wait_for_chief_export(fn_args.serving_model_dir)
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """False only on a non-chief worker of a multi-worker cluster."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    resolver = strategy.cluster_resolver
+    if resolver.task_type in (None, "chief"):
+        return True
+    # Without a chief in the cluster, worker 0 is the chief.
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def _wait_for_chief_export(serving_model_dir: str) -> None:
+    """Waits until the chief's SavedModel exists: TFX fails a run_fn that leaves none."""
+    deadline = time.monotonic() + _CHIEF_EXPORT_TIMEOUT_S
+    marker = os.path.join(serving_model_dir, "saved_model.pb")
+    while not tf.io.gfile.exists(marker):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the chief wrote no model to {serving_model_dir}")
+        time.sleep(5)

@@ -82,8 +82,9 @@ def check_machine(machine_type: str, accelerator_type: str | None, where: str) -
         )
     if not machine_type.startswith(families):
         raise ValueError(
-            f"{where}{accelerator_type} attaches to {'/'.join(f + '*' for f in families)}"
-            f" machine types, not {machine_type!r}: set machine_type too"
+            f"{where}accelerator_type {accelerator_type} attaches to"
+            f" {'/'.join(f + '*' for f in families)} machine types, not machine_type"
+            f" {machine_type!r}: set machine_type too"
         )
 
 

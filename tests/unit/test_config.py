@@ -128,3 +128,147 @@ def test_cli_empty_input_folder_is_a_clear_message(tmp_path):
     result = _cli("run", "--set", f"data.input={tmp_path}/absent", "--set", f"root={tmp_path}/r")
     assert result.returncode == 2
     assert "folder not found" in result.stderr
+
+
+VERTEX = REPO / "configs" / "vertex.yaml"
+
+
+def test_vertex_config_loads_and_moves_the_pipeline_root_to_gcs():
+    cfg = load_config(VERTEX)
+    assert cfg.vertex is not None
+    assert cfg.vertex.project == "my-gcp-project"
+    assert cfg.vertex.region == "us-central1"
+    assert cfg.pipeline_root == "gs://my-gcp-project-taxifare/pipeline"
+    assert cfg.vertex.training.tier == "basic-gpu"
+    # The local configs stay local.
+    assert load_config(LOCAL).vertex is None
+    assert load_config(REPO / "configs" / "smoke.yaml").vertex is None
+
+
+@pytest.mark.parametrize("key", ["project", "region", "pipeline_root", "image"])
+def test_vertex_section_without_a_required_key_is_named(tmp_path, key):
+    values = {
+        "project": "my-project",
+        "region": "us-central1",
+        "pipeline_root": "gs://b/p",
+        "image": "us-docker.pkg.dev/p/r/i:1",
+    }
+    del values[key]
+    path = tmp_path / "vertex.yaml"
+    lines = "".join(f"  {k}: {v}\n" for k, v in values.items())
+    path.write_text(f"data:\n  input: gs://b/data\nvertex:\n{lines}")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert f"vertex.{key}: required key is missing" in str(e.value)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("vertex.pipeline_root=build/taxifare/pipeline", "vertex.pipeline_root: "),
+        ("vertex.pipeline_root=/abs/pipeline", "vertex.pipeline_root: "),
+        ("vertex.dataflow.temp_location=/tmp/df", "vertex.dataflow.temp_location: "),
+        ("data.input=tfx-sample", "data.input ('tfx-sample')"),
+        ("data.input=data/trips", "data.input ('data/trips')"),
+        ("schema.path=pipeline/schema/schema.pbtxt", "schema.path ("),
+        ("serving_root=build/serving", "serving_root ("),
+    ],
+)
+def test_vertex_paths_must_be_on_gcs(override, named):
+    overrides = [override]
+    if override.startswith("serving_root"):
+        overrides.append("vertex.push=directory")
+    with pytest.raises(ConfigError) as e:
+        load_config(VERTEX, overrides)
+    assert named in str(e.value)
+    assert "gs://" in str(e.value)
+    assert str(VERTEX) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["vertex.project=My Project"], "vertex.project"),
+        (["vertex.region=central"], "vertex.region"),
+        (["vertex.push=directory"], "serving_root: vertex.push is 'directory'"),
+        (["beam.runner=DataflowRunner"], "on Vertex the runner is vertex.dataflow.runner"),
+        (["vertex.endpoint.min_replicas=3", "vertex.endpoint.max_replicas=2"], "max_replicas"),
+        (["vertex.training.tier=tpu"], "vertex.training.tier"),
+        (["vertex.training.tier=basic", "vertex.training.accelerator_count=1"], "one CPU VM"),
+        (["vertex.training.accelerator_count=2"], "basic-gpu has one GPU"),
+        (
+            ["vertex.training.tier=multi-gpu", "vertex.training.accelerator_count=1"],
+            "multi-gpu has several GPUs",
+        ),
+        (["vertex.training.workers=2"], "only the multi-worker tier has workers"),
+        (["vertex.training.accelerator_type=NVIDIA_TESLA_K80"], "not offered by Vertex"),
+        (["vertex.training.accelerator_type=NVIDIA_L4"], "set machine_type too"),
+        (["vertex.training.tier=basic", "vertex.training.machine_type=g2-standard-8"], "GPUs"),
+        (["vertex.training.tier=custom"], "needs at least one worker pool"),
+        (
+            ["vertex.training.tier=custom", "vertex.training.machine_type=n1-standard-4"],
+            "machine_type: the custom tier takes its machines from worker_pool_specs only",
+        ),
+        (
+            [
+                "vertex.training.tier=custom",
+                "vertex.training.worker_pool_specs=[{machineSpec: {machineType: n1-standard-4}}]",
+            ],
+            "worker_pool_specs[0]: unknown key(s) ['machineSpec']",
+        ),
+        (
+            [
+                "vertex.training.tier=custom",
+                "vertex.training.worker_pool_specs="
+                "[{machine_spec: {machine_type: n1-standard-4}, replica_count: 2}]",
+            ],
+            "the first pool is the chief",
+        ),
+        (
+            ["vertex.training.worker_pool_specs=[{machine_spec: {machine_type: n1-standard-4}}]"],
+            "only the custom tier takes them",
+        ),
+    ],
+)
+def test_vertex_mistakes_are_named_at_load_time(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(VERTEX, overrides)
+    assert message in str(e.value)
+    assert str(VERTEX) in str(e.value)
+
+
+def test_vertex_tier_overrides_that_exist_are_accepted():
+    cfg = load_config(
+        VERTEX,
+        [
+            "vertex.training.tier=multi-gpu",
+            "vertex.training.machine_type=g2-standard-24",
+            "vertex.training.accelerator_type=NVIDIA_L4",
+            "vertex.training.accelerator_count=2",
+        ],
+    )
+    shape = cfg.vertex.training.shape()
+    assert (shape.machine_type, shape.accelerator_type, shape.accelerator_count) == (
+        "g2-standard-24",
+        "NVIDIA_L4",
+        2,
+    )
+    cfg = load_config(
+        VERTEX,
+        [
+            "vertex.training.tier=multi-worker",
+            "vertex.training.workers=4",
+            "vertex.training.accelerator_type=NVIDIA_TESLA_T4",
+        ],
+    )
+    shape = cfg.vertex.training.shape()
+    assert (shape.workers, shape.accelerator_type, shape.accelerator_count) == (
+        4,
+        "NVIDIA_TESLA_T4",
+        1,
+    )
+    cfg = load_config(
+        VERTEX, ["vertex.push=directory", "serving_root=gs://my-gcp-project-taxifare/serving"]
+    )
+    assert cfg.serving_model_dir == "gs://my-gcp-project-taxifare/serving/taxifare"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,52 @@ def test_eval_config_gates_on_the_overall_slice_only(cfg):
     assert [tuple(s.feature_keys) for s in per_slice.slicing_specs] == [()]
     assert per_slice.threshold.value_threshold.upper_bound.value == cfg.evaluation.max_rmse
     assert per_slice.threshold.change_threshold.absolute.value == cfg.evaluation.max_rmse_increase
+
+
+VERTEX = Path(__file__).resolve().parents[2] / "configs" / "vertex.yaml"
+
+
+def test_local_pipeline_uses_the_local_components_and_mlmd(cfg):
+    from tfx import v1 as tfx
+
+    pipeline = dag.create_pipeline(cfg, tfx_sample_dir())
+    by_id = {c.id: c for c in pipeline.components}
+    assert type(by_id[dag.TRAINER_ID]) is tfx.components.Trainer
+    assert type(by_id[dag.PUSHER_ID]) is tfx.components.Pusher
+    assert pipeline.metadata_connection_config.sqlite.filename_uri == cfg.metadata_path
+    assert pipeline.beam_pipeline_args == cfg.beam.to_args()
+    assert pipeline.pipeline_info.pipeline_root == "/tmp/taxifare-unit/pipeline"
+
+
+def test_vertex_config_picks_the_vertex_components_without_another_dag():
+    from tfx import v1 as tfx
+
+    from pipeline.vertex import component_config
+
+    vertex_cfg = load_config(VERTEX)
+    pipeline = dag.create_pipeline(vertex_cfg, vertex_cfg.data.input)
+    by_id = {c.id: c for c in pipeline.components}
+    local_ids = [c.id for c in dag.create_pipeline(load_config(LOCAL), tfx_sample_dir()).components]
+    assert [c.id for c in pipeline.components] == local_ids
+    gcp = tfx.extensions.google_cloud_ai_platform
+    assert type(by_id[dag.TRAINER_ID]) is gcp.Trainer
+    assert type(by_id[dag.PUSHER_ID]) is gcp.Pusher
+    assert pipeline.pipeline_info.pipeline_root == "gs://my-gcp-project-taxifare/pipeline"
+    assert (
+        by_id[dag.EXAMPLE_GEN_ID].exec_properties["input_base"]
+        == "gs://my-gcp-project-taxifare/data"
+    )
+    assert by_id[dag.SCHEMA_GEN_ID].exec_properties["schema_file"] == (
+        component_config.IMAGE_SCHEMA_FILE
+    )
+    assert "--runner=DataflowRunner" in pipeline.beam_pipeline_args
+    # run_fn's keys and the Vertex training job travel together in custom_config.
+    custom = json.loads(by_id[dag.TRAINER_ID].exec_properties["custom_config"])
+    assert custom[trainer_module.BATCH_SIZE_KEY] == vertex_cfg.training.batch_size
+    assert custom[gcp.ENABLE_VERTEX_KEY] is True
+    assert custom[gcp.VERTEX_REGION_KEY] == "us-central1"
+    assert custom[gcp.TRAINING_ARGS_KEY]["job_spec"]["worker_pool_specs"][0]["machine_spec"] == {
+        "machine_type": "n1-standard-8",
+        "accelerator_type": "NVIDIA_TESLA_T4",
+        "accelerator_count": 1,
+    }

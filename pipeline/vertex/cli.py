@@ -1,0 +1,196 @@
+"""`taxifare compile` and `taxifare submit`: the pipeline on Vertex AI Pipelines.
+
+Exit codes: 0 success; 1 the compile or the submission failed; 2 usage or config error
+(including missing Google Cloud credentials: nothing was sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports this module at start-up: keep it light
+    from pipeline.config import Config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+DEFAULT_CONFIG = "configs/vertex.yaml"
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    # The same --config/--set/--verbose as the local commands, with the Vertex config default.
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help="YAML config with a `vertex` section (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set vertex.training.tier=multi-gpu (repeatable)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow and TFX logs")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"taxifare: {message}", file=sys.stderr)
+    return code
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    """The config, or None after printing why it cannot be used."""
+    from pipeline.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        _fail(str(e), EXIT_USAGE)
+        return None
+    if cfg.vertex is None:
+        _fail(
+            f"{args.config} has no `vertex` section (project, region, pipeline_root, image);"
+            f" start from {DEFAULT_CONFIG}",
+            EXIT_USAGE,
+        )
+        return None
+    return cfg
+
+
+def default_output(cfg: Config) -> Path:
+    """Where `compile` writes the job spec unless told: build/<name>_pipeline.json."""
+    return Path("build") / f"{cfg.name}_pipeline.json"
+
+
+def _compile(cfg: Config, output: Path) -> int:
+    from pipeline.vertex.compiler import compile_pipeline
+    from pipeline.vertex.component_config import worker_pool_specs
+
+    try:
+        spec = compile_pipeline(cfg, output)
+    except OSError as e:
+        return _fail(f"cannot write the pipeline spec to {output}: {e}", EXIT_FAILED)
+    steps = len(spec["pipelineSpec"]["root"]["dag"]["tasks"])
+    pools = worker_pool_specs(cfg.vertex)
+    machines = ", ".join(
+        f"{p['replica_count']} x {p['machine_spec']['machine_type']}"
+        + (
+            f" + {p['machine_spec']['accelerator_count']} {p['machine_spec']['accelerator_type']}"
+            if p["machine_spec"].get("accelerator_type")
+            else ""
+        )
+        for p in pools
+    )
+    print(
+        f"taxifare: compiled pipeline '{cfg.name}' ({steps} steps) to {output}\n"
+        f"  image: {cfg.vertex.image}\n"
+        f"  beam: {cfg.vertex.dataflow.runner}; trainer tier {cfg.vertex.training.tier}: {machines}"
+    )
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """`taxifare compile`: writes the Vertex AI pipeline job spec (JSON)."""
+    cfg = _load(args)
+    if cfg is None:
+        return EXIT_USAGE
+    return _compile(cfg, Path(args.output) if args.output else default_output(cfg))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """`taxifare submit`: compiles, builds the PipelineJob and submits it (or prints it)."""
+    cfg = _load(args)
+    if cfg is None:
+        return EXIT_USAGE
+    if args.template:
+        template = Path(args.template)
+        if not template.is_file():
+            return _fail(f"compiled pipeline not found: {template}", EXIT_USAGE)
+    else:
+        template = Path(args.output) if args.output else default_output(cfg)
+        code = _compile(cfg, template)
+        if code != EXIT_OK:
+            return code
+
+    from pipeline.vertex import submit
+
+    if args.dry_run:
+        from google.auth.credentials import AnonymousCredentials
+
+        # No request is sent: anonymous credentials let aiplatform build its client offline.
+        job = submit.build_pipeline_job(cfg, template, AnonymousCredentials())
+        request = submit.create_request(job, cfg.vertex.service_account)
+        print(
+            f"taxifare: dry run, nothing sent. The request: POST {submit.request_url(job)}",
+            file=sys.stderr,
+        )
+        print(json.dumps(request, indent=2, sort_keys=True))
+        return EXIT_OK
+
+    try:
+        credentials = submit.find_credentials()
+    except submit.MissingCredentialsError as e:
+        return _fail(str(e), EXIT_USAGE)
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    job = submit.build_pipeline_job(cfg, template, credentials)
+    try:
+        job.submit(service_account=cfg.vertex.service_account)
+    except (GoogleAPIError, GoogleAuthError) as e:
+        return _fail(f"Vertex AI did not accept the pipeline job: {e}", EXIT_FAILED)
+    print(f"taxifare: submitted {job.resource_name}\n  watch: {job._dashboard_uri()}")
+    if not args.wait:
+        return EXIT_OK
+    try:
+        job.wait()
+    except RuntimeError as e:  # aiplatform raises it when the job ends failed or cancelled
+        return _fail(f"the pipeline job did not succeed: {e}", EXIT_FAILED)
+    print(f"taxifare: pipeline job {job.resource_name} succeeded")
+    return EXIT_OK
+
+
+def add_vertex_parsers(
+    subparsers: argparse._SubParsersAction,
+) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Registers `compile` and `submit` on the CLI's subparsers.
+
+    Returns:
+      The command functions by subcommand name, for the CLI's dispatch table.
+    """
+    compile_parser = subparsers.add_parser(
+        "compile", help="compile the pipeline into a Vertex AI Pipelines job spec (JSON)"
+    )
+    _add_config_args(compile_parser)
+    compile_parser.add_argument(
+        "--output", help="the JSON file to write (default: build/<name>_pipeline.json)"
+    )
+
+    submit_parser = subparsers.add_parser(
+        "submit", help="compile and submit the pipeline to Vertex AI Pipelines"
+    )
+    _add_config_args(submit_parser)
+    spec_source = submit_parser.add_mutually_exclusive_group()
+    spec_source.add_argument(
+        "--output", help="where to write the compiled spec (default: build/<name>_pipeline.json)"
+    )
+    spec_source.add_argument(
+        "--template", help="submit this compiled spec as is instead of compiling the config"
+    )
+    submit_parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the job and print the request it would send; send nothing",
+    )
+    submit_parser.add_argument(
+        "--wait", action="store_true", help="wait until the pipeline job ends"
+    )
+    return {"compile": cmd_compile, "submit": cmd_submit}

@@ -1,0 +1,121 @@
+"""What the Vertex flavour of each component receives, built from the typed config.
+
+`pipeline.dag.create_pipeline` calls these when the config has a `vertex` section: the
+Trainer's Vertex AI Training job, the Pusher's endpoint deployment, the Beam options of the
+Dataflow jobs, and where the curated schema is inside the pipeline image.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tfx import v1 as tfx
+
+from pipeline.config import BeamConfig, VertexConfig
+from pipeline.vertex import scale_tiers
+
+# Where the pipeline image holds the curated schema: the Dockerfile links this path to the
+# schema shipped inside the installed package (and fails the build if it is missing). The
+# compiled spec must name a path that exists in the container, not one on this machine.
+IMAGE_SCHEMA_FILE = "/opt/taxifare/schema.pbtxt"
+
+# Vertex's prebuilt TensorFlow Serving images (CPU). 2.15 is the newest Vertex offers: a
+# SavedModel exported by TF 2.16 loads in it unless it uses an op added in 2.16 (then set
+# vertex.endpoint.serving_image to a newer serving image).
+_SERVING_IMAGE = "{}-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+
+_GCP = tfx.extensions.google_cloud_ai_platform
+
+
+def serving_image(vertex: VertexConfig) -> str:
+    """The endpoint's serving container: the config's, or the prebuilt one near the region."""
+    if vertex.endpoint.serving_image:
+        return vertex.endpoint.serving_image
+    multi_region = vertex.region.split("-")[0]
+    return _SERVING_IMAGE.format(multi_region if multi_region in ("europe", "asia") else "us")
+
+
+def worker_pool_specs(vertex: VertexConfig) -> list[dict[str, Any]]:
+    """The Trainer's Vertex worker pools for the configured scale tier."""
+    training = vertex.training
+    if training.tier == scale_tiers.CUSTOM:
+        return scale_tiers.worker_pool_specs(
+            training.tier, vertex.image, custom_pools=training.worker_pool_specs
+        )
+    return scale_tiers.worker_pool_specs(training.tier, vertex.image, shape=training.shape())
+
+
+def training_job_args(vertex: VertexConfig) -> dict[str, Any]:
+    """The Vertex CustomJob the Trainer starts (TFX's TRAINING_ARGS_KEY value)."""
+    pools = worker_pool_specs(vertex)
+    job_spec: dict[str, Any] = {"worker_pool_specs": pools}
+    if vertex.service_account:
+        job_spec["service_account"] = vertex.service_account
+    if scale_tiers.replica_total(pools) > 1:
+        # A worker that restarts (maintenance, preemption) breaks the others' collectives:
+        # restart them all so they resume together from the backup in the model run dir.
+        job_spec["scheduling"] = {"restart_job_on_worker_restart": True}
+    return {"project": vertex.project, "job_spec": job_spec}
+
+
+def trainer_custom_config(vertex: VertexConfig) -> dict[str, Any]:
+    """The Vertex keys of the Trainer's custom_config (added to run_fn's own keys)."""
+    return {
+        _GCP.ENABLE_VERTEX_KEY: True,
+        _GCP.VERTEX_REGION_KEY: vertex.region,
+        _GCP.TRAINING_ARGS_KEY: training_job_args(vertex),
+    }
+
+
+def endpoint_name(vertex: VertexConfig, pipeline_name: str) -> str:
+    """The display name of the endpoint the Pusher deploys to."""
+    return vertex.endpoint.name or pipeline_name
+
+
+def pusher_custom_config(vertex: VertexConfig, pipeline_name: str) -> dict[str, Any]:
+    """The GCP Pusher's custom_config: deploy to the autoscaling endpoint."""
+    endpoint = vertex.endpoint
+    return {
+        _GCP.ENABLE_VERTEX_KEY: True,
+        _GCP.VERTEX_REGION_KEY: vertex.region,
+        _GCP.VERTEX_CONTAINER_IMAGE_URI_KEY: serving_image(vertex),
+        # Forwarded to aiplatform.Model.deploy; min < max replicas makes it autoscale.
+        _GCP.SERVING_ARGS_KEY: {
+            "project_id": vertex.project,
+            "endpoint_name": endpoint_name(vertex, pipeline_name),
+            "machine_type": endpoint.machine_type,
+            "min_replica_count": endpoint.min_replicas,
+            "max_replica_count": endpoint.max_replicas,
+        },
+    }
+
+
+def dataflow_temp_location(vertex: VertexConfig) -> str:
+    """Dataflow's scratch space: the config's, or beside the pipeline root."""
+    return vertex.dataflow.temp_location or os.path.join(vertex.pipeline_root, "dataflow-tmp")
+
+
+def beam_pipeline_args(vertex: VertexConfig, beam: BeamConfig) -> list[str]:
+    """The Beam options of every Beam component of a Vertex run.
+
+    With Dataflow, `beam.extra_args` are appended (e.g. "--disk_size_gb=100"); with the
+    DirectRunner, Beam runs inside each component's container with the `beam` options.
+    """
+    dataflow = vertex.dataflow
+    if dataflow.runner == "DirectRunner":
+        return beam.to_args()
+    args = [
+        "--runner=DataflowRunner",
+        f"--project={vertex.project}",
+        f"--region={dataflow.region or vertex.region}",
+        f"--temp_location={dataflow_temp_location(vertex)}",
+        f"--machine_type={dataflow.machine_type}",
+        f"--max_num_workers={dataflow.max_workers}",
+        f"--sdk_container_image={dataflow.sdk_container_image or vertex.image}",
+        # The image already has Beam and this package: stage nothing, install nothing.
+        "--sdk_location=container",
+    ]
+    if vertex.service_account:
+        args.append(f"--service_account_email={vertex.service_account}")
+    return args + list(beam.extra_args)
