@@ -1,6 +1,10 @@
 """``python -m bench``: run our pipeline and TFX's reference example, write BENCHMARKS.md.
 
-Exits 0 when both runs complete, whether or not the targets are met (a benchmark
+After the runs, the model our pipeline pushed is served and benchmarked (``bench.serving``);
+``--skip-serving`` leaves that out, and ``--serving-only --model-dir DIR`` benchmarks only
+the serving of an existing model directory, without running the pipelines.
+
+Exits 0 when every run completes, whether or not the targets are met (a benchmark
 reports; it does not gate). Exits 1 when a run itself fails, showing its stderr tail.
 """
 
@@ -14,7 +18,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import baselines, examples_io, machine, ours, reference, report
+from bench import baselines, examples_io, machine, ours, reference, report, serving
 from bench.measure import Measurement, run_measured
 from bench.results import BenchResults, OursRun, ReferenceRun
 
@@ -36,6 +40,19 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--skip-reference", action="store_true", help="run only our pipeline (quick check)"
     )
     parser.add_argument(
+        "--skip-serving", action="store_true", help="do not benchmark serving the pushed model"
+    )
+    parser.add_argument(
+        "--serving-only",
+        action="store_true",
+        help="benchmark only serving the model in --model-dir; run no pipeline",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="with --serving-only: a versioned model directory (<serving root>/taxifare)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=REPO_ROOT / "BENCHMARKS.md",
@@ -55,7 +72,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         default=DEFAULT_TIMEOUT_SECONDS,
         help="kill a run after this many seconds (default: %(default)g)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.serving_only and args.model_dir is None:
+        parser.error("--serving-only needs --model-dir")
+    if args.model_dir is not None and not args.serving_only:
+        parser.error("--model-dir goes with --serving-only")
+    if args.serving_only and args.skip_serving:
+        parser.error("--serving-only and --skip-serving exclude each other")
+    return args
 
 
 def _check(run: Measurement, completed: tuple[int, ...] = (0,)) -> None:
@@ -143,6 +167,33 @@ def _score_baselines(summary: ours.RunSummary) -> tuple[int, int, list[baselines
     return len(train), len(evaluation), scores
 
 
+def _run_serving(
+    model_dir: Path, example: reference.ReferenceExample, workspace: Path
+) -> serving.ServingRun:
+    """Benchmarks serving ``model_dir``; its servers' files go under ``workspace``."""
+    print(f"bench: benchmarking serving of {_display_path(model_dir)} ...", flush=True)
+    try:
+        return serving.run(
+            model_dir,
+            example.data_csv,
+            workspace,
+            cwd=REPO_ROOT,
+            progress=lambda line: print(f"bench: {line}", flush=True),
+        )
+    except serving.ServingError as err:
+        raise RunFailedError(f"the serving benchmark failed: {err}") from err
+
+
+def _pushed_model_dir(summary: ours.RunSummary) -> Path | None:
+    """The versioned model directory our run pushed to (parent of ``pushed_to``), if any."""
+    if summary.pushed_to is None:
+        return None
+    pushed = Path(summary.pushed_to)
+    if not pushed.is_absolute():
+        pushed = REPO_ROOT / pushed
+    return pushed.parent
+
+
 def _display_python() -> str:
     """This interpreter as a reader would type it: relative to the repository if inside."""
     try:
@@ -178,13 +229,59 @@ def _commands(args: argparse.Namespace, argv: list[str]) -> list[str]:
         "",
         "# Ours, run by the benchmark from the repository root with a fresh root:",
         f"{python} -m pipeline run --config {shlex.quote(args.config)} --set root=$TMP_ROOT",
+        *_serve_commands(python, "$TMP_ROOT/serving/taxifare"),
     ]
+
+
+def _serve_commands(python: str, model_dir: str) -> list[str]:
+    """Shell lines that start a server like the serving benchmark does."""
+    return [
+        "",
+        "# Serving benchmark: each server it starts (free port, fresh log directory):",
+        f"{python} -m pipeline serve --model-dir {model_dir} --host {serving.HOST} "
+        "--port $PORT --log-dir $TMP_LOG",
+    ]
+
+
+def _main_serving_only(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--serving-only``: benchmarks serving an existing model directory."""
+    started = datetime.now(timezone.utc)
+    workspace = Path(tempfile.mkdtemp(prefix="taxifare-bench-serving-"))
+    try:
+        example = reference.find_reference()
+        run = _run_serving(args.model_dir.resolve(), example, workspace)
+    except (RunFailedError, FileNotFoundError, ValueError) as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"bench: kept the servers' files in {workspace}", file=sys.stderr)
+        else:
+            shutil.rmtree(workspace, ignore_errors=True)
+    commands = [
+        "# This report, from the repository root:",
+        shlex.join([_display_python(), "-m", "bench", *argv]),
+        *_serve_commands(_display_python(), shlex.quote(str(args.model_dir))),
+    ]
+    args.output.write_text(
+        report.render_serving_markdown(
+            f"{started:%Y-%m-%d %H:%M}",
+            report.machine_lines(machine.describe()),
+            run,
+            commands,
+        )
+    )
+    print("\n".join(report.serving_summary(run)))
+    print(f"bench: wrote {_display_path(args.output)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parse_args(argv)
+    if args.serving_only:
+        return _main_serving_only(args, argv)
     started = datetime.now(timezone.utc)
     workspace = Path(tempfile.mkdtemp(prefix="taxifare-bench-"))
     try:
@@ -192,6 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         our_run, summary = _run_ours(args, workspace)
         reference_run = None if args.skip_reference else _run_reference(args, workspace, example)
         train_rows, eval_rows, scores = _score_baselines(summary)
+        serving_run, serving_note = None, ""
+        model_dir = _pushed_model_dir(summary)
+        if args.skip_serving:
+            serving_note = "skipped with --skip-serving"
+        elif model_dir is None:
+            serving_note = "our run pushed no model (it was not blessed)"
+        else:
+            serving_run = _run_serving(model_dir, example, workspace / "serving")
     except RunFailedError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         if not args.keep:
@@ -213,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         reference=reference_run,
         ours=OursRun(our_run, summary, train_rows, eval_rows, scores),
         config=args.config,
+        serving=serving_run,
+        serving_note=serving_note,
     )
     args.output.write_text(report.render_markdown(results, _commands(args, argv)))
     print(report.render_summary(results))

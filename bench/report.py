@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from bench import reference, targets
+from bench import reference, serving, targets
+from bench.machine import Machine
 from bench.measure import SAMPLE_INTERVAL_SECONDS, Measurement
 from bench.results import BenchResults
+from bench.serving import ServingRun
 
 MIB = 1024**2
 
@@ -126,14 +128,7 @@ def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
         "Our pipeline is compared with the Chicago taxi example that ships inside TFX "
         f"(`{reference.PIPELINE_SCRIPT}`), run unmodified on its own sample data.",
         "",
-        "## Machine",
-        "",
-        f"- CPU: {machine.cpu_model}, {machine.logical_cores} logical cores "
-        f"({machine.usable_cores} usable by the benchmark)",
-        f"- Memory: {machine.memory_bytes / 1024**3:.1f} GiB",
-        f"- OS: {machine.os}",
-        f"- Python {machine.python}; "
-        + ", ".join(f"{name} {version}" for name, version in machine.packages.items()),
+        *machine_lines(machine),
         "",
         "## Targets",
         "",
@@ -201,6 +196,7 @@ def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
     lines += [*_table(("Predictor", "RMSE", "MAE", rmse_target), error_rows), ""]
     lines += [f"- {score.name}: {score.detail}." for score in ours.baselines]
     lines += ["", _against_best_baseline(results)] if ours.baselines else []
+    lines += ["", *serving_section(results.serving, results.serving_note)]
     lines += ["", *_method_notes(results), "", "## Commands", "", "```sh", *commands, "```", ""]
     return "\n".join(lines)
 
@@ -251,6 +247,159 @@ def _method_notes(results: BenchResults) -> list[str]:
     ]
 
 
+def _ms(value: float) -> str:
+    """Milliseconds with two decimals."""
+    return f"{value:,.2f} ms"
+
+
+def _cpu(ms: float | None) -> str:
+    """CPU milliseconds per request, or a dash when not applicable."""
+    return "-" if ms is None else _ms(ms)
+
+
+def serving_section(run: ServingRun | None, note: str = "") -> list[str]:
+    """The "Serving" section: figures, targets, and how they were measured."""
+    lines = ["## Serving", ""]
+    if run is None:
+        return [*lines, f"Not measured: {note or 'skipped'}."]
+    rows = [
+        (
+            series.label,
+            f"{series.requests:,}",
+            f"{series.errors:,}",
+            _ms(series.p50_ms),
+            _ms(series.p99_ms),
+            f"{series.requests_per_s:,.0f}",
+            _cpu(series.server_cpu_ms),
+            _cpu(series.client_cpu_ms),
+        )
+        for series in run.series
+    ]
+    lines += [
+        f"Version {run.version} of the pushed model (`<serving root>/{run.model_dir.name}`), "
+        f"one instance per call or request, cycling through {run.trips:,} real trips.",
+        "",
+        *_table(
+            (
+                "Series",
+                "Requests",
+                "Errors",
+                "p50",
+                "p99",
+                "Requests/s",
+                "Server CPU / request",
+                "Client CPU / request",
+            ),
+            rows,
+        ),
+        "",
+        *_table(
+            ("Figure", "Target", "Measured", "Result"),
+            ((c.name, c.target, c.value, f"**{c.verdict.value}**") for c in run.checks()),
+        ),
+        "",
+        f"The server took {run.stop_seconds:.1f} s to exit after SIGTERM "
+        f"(exit code {run.stop_exit_code}).",
+        "",
+        *serving_method_notes(),
+    ]
+    return lines
+
+
+def serving_method_notes() -> list[str]:
+    """How the serving figures are measured."""
+    return [
+        "How measured:",
+        "",
+        f"- **Instances**: the first {serving.TRIPS:,} rows of the TFX example's "
+        f"`{reference.DATA_FILE.as_posix()}` that the server's request validation accepts, "
+        "reduced to the model's raw input fields under their feature names, empty optional "
+        "fields left out (JSON objects, as a client sends them). The in-process calls get the "
+        'same trips as shape-[1] tensors, a missing field set to its sentinel (NaN, -1, "").',
+        "- **In process**: `tf.saved_model.load` on the highest version folder, then the "
+        f"`serving_default` signature called {serving.IN_PROCESS_CALLS} times, one trip per "
+        f"call, after {serving.IN_PROCESS_WARM_UP_CALLS} warm-up calls; each call is timed "
+        "from the call to the predicted fare as numpy, inputs built beforehand.",
+        "- **HTTP**: `python -m pipeline serve --model-dir <dir> --host 127.0.0.1 "
+        "--port <free port> --log-dir <tmp>` with its defaults otherwise, started once "
+        "`GET /v1/models/taxifare` lists a version AVAILABLE; load from "
+        "`pipeline.serving.loadtest.run_load` (httpx, keep-alive connections) in the "
+        "benchmark process on the same machine, latency per request from send to full "
+        f"answer. {serving.HTTP_WARM_UP_REQUESTS} warm-up requests, then "
+        f"{serving.SINGLE_CLIENT_REQUESTS} at concurrency 1 and "
+        f"{serving.CONCURRENT_REQUESTS:,} at concurrency {serving.CONCURRENT_CLIENTS}. "
+        "Client and server share the machine's cores.",
+        "- **CPU / request**: user plus system CPU time (psutil) over a series divided by its "
+        "requests: the server process (and any workers) on one side, the benchmark process "
+        "that sends the requests (or makes the in-process calls) on the other. When their "
+        "sum per request approaches the wall time per request times the cores, the machine, "
+        "not the server's design, bounds the throughput.",
+        f"- **Request log**: a fresh server with an empty `--log-dir` takes exactly "
+        f"{serving.LOG_RUN_REQUESTS:,} requests at concurrency {serving.LOG_RUN_CLIENTS} and "
+        "nothing else, is stopped with SIGTERM, and once it has exited the instances in its "
+        "log are counted with `pipeline.serving.request_log.read_request_log`; every file "
+        "must have been finished (no `.inprogress` left) and the exit code must be 0.",
+        f"- Targets: HTTP p50 at concurrency 1 at most {targets.MAX_HTTP_OVERHEAD_MS:g} ms "
+        "above the in-process p50; requests/s at concurrency "
+        f"{serving.CONCURRENT_CLIENTS} at least {targets.MIN_CONCURRENCY_SPEEDUP:g}x that at "
+        "concurrency 1; zero errors and every instance logged in the request-log run.",
+    ]
+
+
+def serving_summary(run: ServingRun | None, note: str = "") -> list[str]:
+    """Terminal lines for the serving benchmark."""
+    if run is None:
+        return [f"serving: not measured, {note or 'skipped'}"]
+    lines = [
+        f"{series.label:>48}: p50 {series.p50_ms:7.2f} ms, p99 {series.p99_ms:7.2f} ms, "
+        f"{series.requests_per_s:8,.0f} req/s, {series.errors} errors, CPU per request: "
+        f"server {_cpu(series.server_cpu_ms)}, client {_cpu(series.client_cpu_ms)}"
+        for series in run.series
+    ]
+    lines.append(f"{'Instances in the request log':>48}: {run.logged_instances:,}")
+    lines += [
+        f"[{c.verdict.value:>4}] {c.name}: {c.value} (target {c.target})" for c in run.checks()
+    ]
+    return lines
+
+
+def render_serving_markdown(
+    started_text: str, machine_lines: Sequence[str], run: ServingRun, commands: Sequence[str]
+) -> str:
+    """A report of the serving benchmark alone (``--serving-only``)."""
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"Generated by `python -m bench --serving-only` on {started_text} UTC.",
+        "",
+        *machine_lines,
+        "",
+        *serving_section(run),
+        "",
+        "## Commands",
+        "",
+        "```sh",
+        *commands,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def machine_lines(machine: Machine) -> list[str]:
+    """The "Machine" section."""
+    return [
+        "## Machine",
+        "",
+        f"- CPU: {machine.cpu_model}, {machine.logical_cores} logical cores "
+        f"({machine.usable_cores} usable by the benchmark)",
+        f"- Memory: {machine.memory_bytes / 1024**3:.1f} GiB",
+        f"- OS: {machine.os}",
+        f"- Python {machine.python}; "
+        + ", ".join(f"{name} {version}" for name, version in machine.packages.items()),
+    ]
+
+
 def render_summary(results: BenchResults) -> str:
     """A few lines for the terminal."""
     lines = []
@@ -272,5 +421,6 @@ def render_summary(results: BenchResults) -> str:
     lines += [
         f"[{c.verdict.value:>4}] {c.name}: {c.value} (target {c.target})" for c in results.checks()
     ]
+    lines += serving_summary(results.serving, results.serving_note)
     lines += [f"warning: {warning}" for warning in busy_warnings(results)]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from bench.machine import Machine
 from bench.measure import Measurement
 from bench.ours import RunSummary
 from bench.reference import ReferenceExample
+from bench.serving import ServingRun
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class BenchResults:
         reference: The reference run, or None when skipped.
         ours: Our run.
         config: The pipeline config our run used, as given.
+        serving: The serving benchmark, or None when it was not run.
+        serving_note: Why the serving benchmark was not run, when it was not.
     """
 
     started: datetime
@@ -66,6 +69,8 @@ class BenchResults:
     reference: ReferenceRun | None
     ours: OursRun
     config: str
+    serving: ServingRun | None = None
+    serving_note: str = ""
 
     def checks(self) -> list[targets.Check]:
         """Judges every figure that has a target."""

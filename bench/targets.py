@@ -83,3 +83,57 @@ def eval_rmse(rmse: float) -> Check:
         f"${rmse:.2f}",
         _verdict(rmse < MAX_EVAL_RMSE_DOLLARS),
     )
+
+
+MAX_HTTP_OVERHEAD_MS = 2.0
+"""HTTP p50 at concurrency 1 may exceed the in-process p50 by at most this."""
+
+MIN_CONCURRENCY_SPEEDUP = 3.0
+"""Requests/s at concurrency 16 must be at least this multiple of concurrency 1's."""
+
+
+def http_overhead(http_p50_ms: float, in_process_p50_ms: float) -> Check:
+    """Judges the HTTP p50 at concurrency 1 against the in-process p50."""
+    overhead = http_p50_ms - in_process_p50_ms
+    return Check(
+        "HTTP p50 overhead, concurrency 1",
+        f"<= {MAX_HTTP_OVERHEAD_MS:g} ms over in process",
+        f"{overhead:+.2f} ms ({http_p50_ms:.2f} vs {in_process_p50_ms:.2f} ms)",
+        _verdict(overhead <= MAX_HTTP_OVERHEAD_MS),
+    )
+
+
+def concurrency_speedup(concurrent_rps: float, single_rps: float) -> Check:
+    """Judges the throughput gained from 16 concurrent clients."""
+    ratio = concurrent_rps / single_rps if single_rps > 0 else 0.0
+    return Check(
+        "Requests/s, concurrency 16 vs 1",
+        f">= {MIN_CONCURRENCY_SPEEDUP:g}x",
+        f"{ratio:.2f}x ({concurrent_rps:,.0f} vs {single_rps:,.0f} req/s)",
+        _verdict(ratio >= MIN_CONCURRENCY_SPEEDUP),
+    )
+
+
+def log_run_errors(errors: int, requests: int) -> Check:
+    """Judges the errors of the request-log run: there must be none."""
+    return Check(
+        f"Errors in {requests:,} requests, concurrency 32",
+        "0",
+        f"{errors:,}",
+        _verdict(errors == 0),
+    )
+
+
+def logged_instances(logged: int, expected: int, unfinished_files: int, exit_code: int) -> Check:
+    """Judges the request log after a graceful stop: every instance, all files finished."""
+    notes = []
+    if unfinished_files:
+        notes.append(f"{unfinished_files} file(s) left unfinished")
+    if exit_code != 0:
+        notes.append(f"server exited with {exit_code}")
+    return Check(
+        "Instances in the request log after SIGTERM",
+        f"exactly {expected:,}",
+        f"{logged:,}" + (f" ({'; '.join(notes)})" if notes else ""),
+        _verdict(logged == expected and not unfinished_files and exit_code == 0),
+    )
