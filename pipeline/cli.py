@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a component failed; 2 usage or config error (nothing ran);
 3 the data has anomalies against the schema (the gate stopped the run, nothing pushed);
-4 the model was trained but not blessed (nothing pushed).
+4 the model was trained but not blessed (nothing pushed); 5 (`skew`, `drift`) skew or
+drift found.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.vertex.cli import add_vertex_parsers
 
     _COMMANDS.update(add_vertex_parsers(sub))
+    from pipeline.monitoring.cli import add_monitoring_parsers
+
+    _COMMANDS.update(add_monitoring_parsers(sub))
     return parser
 
 

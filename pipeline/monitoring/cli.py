@@ -1,0 +1,186 @@
+"""`taxifare skew` and `taxifare drift`: the checks on demand.
+
+Exit codes: 0 nothing found; 5 skew (or drift) found, `verdict.json` and `report.html` say
+where; 2 usage error (bad flags, missing or empty inputs, statistics of another schema, a
+threshold out of range); 1 the check itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from taxifare_modules import features as f
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_FOUND = 5
+
+SKEW_KEYS = f.RAW_FEATURE_KEYS
+# The label is left out on purpose: its long tail stretches the 10 equal-width histogram
+# buckets so much that two random halves of the real sample are 0.3 apart by JSD.
+DRIFT_KEYS = f.RAW_FEATURE_KEYS
+
+
+def add_monitoring_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Registers `skew` and `drift` on the `taxifare` subparsers.
+
+    Args:
+      subparsers: what `ArgumentParser.add_subparsers()` returned.
+
+    Returns:
+      The command functions by subcommand name; each returns the exit code.
+    """
+    skew = subparsers.add_parser(
+        "skew",
+        help="compare a request log with the training data (training/serving skew)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    skew.add_argument("--serving-logs", required=True, help="the request log directory")
+    source = skew.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--pipeline-root",
+        "--root",
+        dest="pipeline_root",
+        help="a pipeline root: its newest train-split statistics and schema (MLMD)",
+    )
+    source.add_argument(
+        "--training-stats", help="TFDV statistics of the training data (binary or text)"
+    )
+    _common(skew)
+    drift = subparsers.add_parser(
+        "drift",
+        help="compare two spans of training data (data drift)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drift.add_argument("--baseline", required=True, help="data (CSV/TFRecord) or statistics")
+    drift.add_argument("--current", required=True, help="data (CSV/TFRecord) or statistics")
+    _common(drift)
+    return {"skew": cmd_skew, "drift": cmd_drift}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schema", help="schema (.pbtxt); default: the run's, else the curated")
+    parser.add_argument(
+        "--config", help="YAML with a `monitoring:` section of thresholds (default: built-in)"
+    )
+    parser.add_argument("--out", required=True, help="where verdict.json and report.html go")
+    parser.add_argument("--verbose", action="store_true", help="show TFDV and Beam logs")
+
+
+def _curated_schema_file() -> str:
+    # The shipped schema, as pipeline.dag.curated_schema_file resolves it without a config
+    # (importing the DAG would load all of TFX for a path).
+    return str(importlib.resources.files("pipeline") / "schema" / "schema.pbtxt")
+
+
+def _load_schema(path: str) -> Any:
+    import tensorflow_data_validation as tfdv
+
+    from pipeline.monitoring.stats import InputError
+
+    try:
+        return tfdv.load_schema_text(path)
+    except Exception as e:  # noqa: BLE001 - any read/parse failure is a usage error
+        raise InputError(f"cannot read schema {path}: {e}") from e
+
+
+def _thresholds(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
+    from pipeline.monitoring.thresholds import default_thresholds, load_thresholds
+
+    return load_thresholds(args.config, keys) if args.config else default_thresholds(keys)
+
+
+def _finish(verdict: dict[str, Any], out_dir: str) -> int:
+    from pipeline.monitoring.report import write_outputs
+
+    json_path, html_path = write_outputs(verdict, out_dir)
+    failed = verdict["failed_features"]
+    if verdict["found"]:
+        print(
+            f"{verdict['check']} found in {len(failed)} of {verdict['features_checked']} "
+            f"features: {', '.join(failed) or '(dataset)'}"
+        )
+    else:
+        print(f"no {verdict['check']}: {verdict['features_checked']} features checked")
+    print(f"verdict: {json_path}\nreport: {html_path}")
+    return EXIT_FOUND if verdict["found"] else EXIT_OK
+
+
+def run_skew(args: argparse.Namespace) -> dict[str, Any]:
+    """The skew check; returns the verdict. Raises InputError/ThresholdError on bad input."""
+    from pipeline.monitoring import stats
+    from pipeline.monitoring.compare import SKEW, Side, compare
+
+    thresholds = _thresholds(args, SKEW_KEYS)
+    schema_file = args.schema
+    if args.pipeline_root:
+        stats_file, run_schema = stats.from_pipeline_root(args.pipeline_root)
+        schema_file = schema_file or run_schema
+    else:
+        stats_file = args.training_stats
+    training = Side(stats.load_statistics_file(stats_file), f"statistics {stats_file}")
+    schema = _load_schema(schema_file or _curated_schema_file())
+    with tempfile.TemporaryDirectory(prefix="taxifare-skew-") as workdir:
+        serving = Side(
+            stats.serving_statistics(args.serving_logs, workdir),
+            f"request log {args.serving_logs}",
+        )
+    return compare(SKEW, training, serving, schema, thresholds, SKEW_KEYS)
+
+
+def run_drift(args: argparse.Namespace) -> dict[str, Any]:
+    """The drift check; returns the verdict. Raises InputError/ThresholdError on bad input."""
+    from pipeline.monitoring import stats
+    from pipeline.monitoring.compare import DRIFT, Side, compare
+
+    thresholds = _thresholds(args, DRIFT_KEYS)
+    schema = _load_schema(args.schema or _curated_schema_file())
+    with tempfile.TemporaryDirectory(prefix="taxifare-drift-") as workdir:
+        baseline = Side(*stats.data_or_stats(args.baseline, DRIFT_KEYS, workdir))
+        current = Side(*stats.data_or_stats(args.current, DRIFT_KEYS, workdir))
+    return compare(DRIFT, baseline, current, schema, thresholds, DRIFT_KEYS)
+
+
+def _run(run: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
+    from pipeline.monitoring.stats import InputError
+    from pipeline.monitoring.thresholds import ThresholdError
+
+    try:
+        verdict = run(args)
+    except (InputError, ThresholdError) as e:
+        print(f"taxifare: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return _finish(verdict, args.out)
+
+
+def cmd_skew(args: argparse.Namespace) -> int:
+    """`taxifare skew`: serving traffic against the training data."""
+    return _run(run_skew, args)
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """`taxifare drift`: the current span of data against a baseline span."""
+    return _run(run_drift, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs `skew` or `drift` standalone (the `taxifare` CLI registers the same parsers)."""
+    from pipeline.env import configure_environment
+
+    parser = argparse.ArgumentParser(prog="taxifare")
+    commands = add_monitoring_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    configure_environment(verbose=args.verbose)
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Fixtures of the monitoring tests: real training statistics, real served traffic."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from pipeline.serving.client import csv_row_to_instance
+from taxifare_modules import features as f
+from tests.serving.conftest import model_dir, small_model  # noqa: F401 - shared fixtures
+from tests.serving.helpers import MODEL_NAME, InProcessServer
+
+# Enough logged instances for the JSD of 10-bucket histograms to settle (see thresholds.py).
+N_SERVED = 1200
+PER_REQUEST = 50
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def training_stats_file(sample_csv, tmp_path_factory) -> str:
+    """StatisticsGen's layout: `<artifact>/Split-train/FeatureStats.pb` of the real sample."""
+    import tensorflow_data_validation as tfdv
+
+    artifact = tmp_path_factory.mktemp("statistics") / "Split-train"
+    artifact.mkdir()
+    stats = tfdv.generate_statistics_from_csv(sample_csv)
+    path = artifact / "FeatureStats.pb"
+    path.write_bytes(stats.SerializeToString())
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def served_rows(sample_rows) -> list[dict[str, str]]:
+    """A random draw of real trips (the sample the training statistics describe)."""
+    return random.Random(7).sample(sample_rows, N_SERVED)
+
+
+def serve(model_dir: str, log_dir: str, instances: list[dict]) -> None:  # noqa: F811
+    """Sends `instances` through a real server on loopback that logs to `log_dir`."""
+    from pipeline.serving.config import ServeConfig
+
+    server = InProcessServer(
+        ServeConfig(model_dir=model_dir, log_dir=log_dir, max_instances=PER_REQUEST)
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for start in range(0, len(instances), PER_REQUEST):
+                body = {"instances": instances[start : start + PER_REQUEST]}
+                response = client.post(f"/v1/models/{MODEL_NAME}:predict", json=body)
+                assert response.status_code == 200, response.text
+    finally:
+        server.stop()  # graceful: the log file is closed and renamed
+
+
+def write_log(log_dir: str, trips: list[dict]) -> None:
+    """Writes `trips` with the server's own request-log writer (no model call)."""
+    from pipeline.serving.request_log import RequestLog, log_example
+
+    log = RequestLog(log_dir)
+    log.write(
+        log_example(trip, 10.0, 1, f"req-{i // PER_REQUEST}", 1_700_000_000_000, i, "test")
+        for i, trip in enumerate(trips)
+    )
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def clean_log(model_dir, served_rows, tmp_path_factory) -> str:  # noqa: F811
+    """Real trips sent through the real server."""
+    log_dir = str(tmp_path_factory.mktemp("clean_log"))
+    serve(model_dir, log_dir, [csv_row_to_instance(r) for r in served_rows])
+    return log_dir
+
+
+@pytest.fixture(scope="session")
+def hours_shifted_log(model_dir, served_rows, tmp_path_factory) -> str:  # noqa: F811
+    """Real trips with their start hours moved by 8, sent through the real server."""
+    instances = [csv_row_to_instance(r) for r in served_rows]
+    for instance in instances:
+        instance[f.HOUR_KEY] = (instance[f.HOUR_KEY] + 8) % 24
+    log_dir = str(tmp_path_factory.mktemp("shifted_log"))
+    serve(model_dir, log_dir, instances)
+    return log_dir
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, installed when missing (the report test needs it)."""
+    if not os.path.exists(CHROMIUM):
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+            if result.returncode != 0:
+                pytest.fail(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM)
+    return CHROMIUM

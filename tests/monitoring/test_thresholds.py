@@ -1,0 +1,66 @@
+"""Thresholds: documented defaults and strict YAML overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.monitoring import thresholds as th
+from pipeline.monitoring.cli import main
+from taxifare_modules import features as f
+
+
+def test_defaults_pick_comparator_by_feature_kind():
+    t = th.default_thresholds()
+    assert t.comparator(f.PAYMENT_TYPE_KEY) == th.L_INFINITY
+    assert t.comparator(f.HOUR_KEY) == th.JENSEN_SHANNON
+    assert t.distance[f.COMPANY_KEY] == th.DEFAULT_CATEGORICAL
+    assert t.distance[f.HOUR_KEY] == th.DEFAULT_NUMERIC
+    assert t.distance[f.PICKUP_LATITUDE_KEY] == th.DEFAULT_COORDINATE
+    assert set(t.presence) == set(f.RAW_FEATURE_KEYS)
+
+
+def test_yaml_overrides(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "monitoring:\n"
+        "  defaults: {numeric: 0.3}\n"
+        f"  features:\n    {f.PAYMENT_TYPE_KEY}: 0.05\n"
+        f"    {f.COMPANY_KEY}: {{distance: 0.2, presence: 0.5}}\n"
+        "other_section: {ignored: true}\n"
+    )
+    t = th.load_thresholds(str(path))
+    assert t.distance[f.PAYMENT_TYPE_KEY] == 0.05
+    assert t.distance[f.COMPANY_KEY] == 0.2 and t.presence[f.COMPANY_KEY] == 0.5
+    assert t.distance[f.HOUR_KEY] == 0.3
+    assert t.source == str(path)
+
+
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        (f"monitoring:\n  features:\n    {f.HOUR_KEY}: 1.5\n", f"features.{f.HOUR_KEY}"),
+        ("monitoring:\n  defaults: {categorical: 0}\n", "defaults.categorical"),
+        ("monitoring:\n  defaults: {numeric: -0.1}\n", "defaults.numeric"),
+        ("monitoring:\n  defaults: {bogus: 0.1}\n", "defaults.bogus"),
+        ("monitoring:\n  features: {no_such_feature: 0.1}\n", "features.no_such_feature"),
+        ("monitoring:\n  thresholds: {}\n", "monitoring.thresholds"),
+    ],
+)
+def test_bad_threshold_names_key_and_file(tmp_path, body, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(th.ThresholdError) as e:
+        th.load_thresholds(str(path))
+    assert key in str(e.value) and str(path) in str(e.value)
+
+
+def test_cli_threshold_out_of_range_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"monitoring:\n  features:\n    {f.HOUR_KEY}: 2\n")
+    code = main(
+        ["skew", "--serving-logs", str(tmp_path), "--training-stats", "x.pb"]
+        + ["--config", str(path), "--out", str(tmp_path / "out")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"monitoring.features.{f.HOUR_KEY}" in err and str(path) in err and "(0, 1]" in err
