@@ -11,26 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.cli_args import add_config_args
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ANOMALIES = 3
 EXIT_NOT_BLESSED = 4
-
-
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", default="configs/local.yaml", help="YAML config (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config field, e.g. --set training.train_steps=100 (repeatable)",
-    )
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow, Beam and TFX logs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,11 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole pipeline locally")
-    _add_config_args(run)
+    add_config_args(run)
     infer = sub.add_parser(
         "infer-schema", help="infer a schema from the configured data and write it for review"
     )
-    _add_config_args(infer)
+    add_config_args(infer)
     infer.add_argument("--output", required=True, help="where to write the schema (.pbtxt)")
     from pipeline.serving.cli import add_serve_parsers
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.cli_args import add_config_args
+
 if TYPE_CHECKING:  # the CLI imports this module at start-up: keep it light
     from pipeline.config import Config
 
@@ -25,20 +27,7 @@ DEFAULT_CONFIG = "configs/vertex.yaml"
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     # The same --config/--set/--verbose as the local commands, with the Vertex config default.
-    parser.add_argument(
-        "--config",
-        default=DEFAULT_CONFIG,
-        help="YAML config with a `vertex` section (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config field, e.g. --set vertex.training.tier=multi-gpu (repeatable)",
-    )
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow and TFX logs")
+    add_config_args(parser, DEFAULT_CONFIG, "vertex.training.tier=multi-gpu")
 
 
 def _fail(message: str, code: int) -> int:
