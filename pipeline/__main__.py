@@ -1,5 +1,6 @@
 """`python -m pipeline` is the `taxifare` command."""
 
-from pipeline.cli import main
+from pipeline.cli import entry
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    entry()

@@ -9,6 +9,7 @@ drift found.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pipeline.cli_args import add_config_args
@@ -159,10 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.env import configure_environment
 
     configure_environment(verbose=getattr(args, "verbose", False))
-    code = _COMMANDS[args.command](args)
-    # Free TensorFlow's functions while the interpreter is whole; left to interpreter
-    # shutdown, their finalizers print spurious tracebacks.
-    import gc
+    return _COMMANDS[args.command](args)
 
-    gc.collect()
-    return code
+
+def entry() -> None:
+    """The console script: runs main, then exits without interpreter teardown.
+
+    TensorFlow's function finalizers print spurious tracebacks when the interpreter tears
+    down its modules; everything the command writes is flushed before leaving.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
