@@ -13,6 +13,7 @@ from taxifare_modules import features as f
 from taxifare_modules.model import ModelParams, build_model
 from taxifare_modules.preprocessing import preprocessing_fn
 from taxifare_modules.trainer import build_signatures
+from tests.trips import csv_row_to_instance
 
 
 @dataclasses.dataclass
@@ -33,18 +34,6 @@ def raw_feature_spec() -> dict:
         **{k: tf.io.VarLenFeature(tf.string) for k in f.STRING_FEATURE_KEYS},
         f.LABEL_KEY: tf.io.VarLenFeature(tf.float32),
     }
-
-
-def csv_row_to_instance(row: dict[str, str]) -> dict[str, list]:
-    """A CSV row as a TFT instance dict: lists, empty when the field is missing."""
-    out: dict[str, list] = {}
-    for key in f.FLOAT_FEATURE_KEYS + (f.LABEL_KEY,):
-        out[key] = [float(row[key])] if row[key] else []
-    for key in f.INT_FEATURE_KEYS:
-        out[key] = [int(float(row[key]))] if row[key] else []
-    for key in f.STRING_FEATURE_KEYS:
-        out[key] = [row[key].encode()] if row[key] else []
-    return out
 
 
 def export_small_model(rows: list[dict[str, str]], workdir: Path, epochs: int = 4) -> SmallModel:

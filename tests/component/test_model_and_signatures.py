@@ -17,37 +17,9 @@ import tensorflow as tf
 
 from taxifare_modules import features as f
 from tests.model_factory import export_small_model
+from tests.trips import instance_to_example, instances_to_named_tensors
 
 N_TRIPS = 400
-
-
-def _to_example(trip: dict[str, list]) -> bytes:
-    feature = {}
-    for key, values in trip.items():
-        if key == f.LABEL_KEY or not values:
-            continue  # missing fields are left out of the example
-        if key in f.FLOAT_FEATURE_KEYS:
-            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-        elif key in f.INT_FEATURE_KEYS:
-            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-        else:
-            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def _to_named_tensors(trips: list[dict[str, list]]) -> dict[str, tf.Tensor]:
-    columns = {}
-    for key in f.FLOAT_FEATURE_KEYS:
-        columns[key] = tf.constant(
-            [t[key][0] if t[key] else f.MISSING_FLOAT for t in trips], tf.float32
-        )
-    for key in f.INT_FEATURE_KEYS:
-        columns[key] = tf.constant(
-            [t[key][0] if t[key] else f.MISSING_INT for t in trips], tf.int64
-        )
-    for key in f.STRING_FEATURE_KEYS:
-        columns[key] = tf.constant([t[key][0] if t[key] else b"" for t in trips], tf.string)
-    return columns
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +56,9 @@ def test_both_signatures_and_the_training_path_give_the_same_fare(trained):
     trips, _, export_dir, direct = trained
     loaded = tf.saved_model.load(export_dir)
     by_example = loaded.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE](
-        examples=tf.constant([_to_example(t) for t in trips])
+        examples=tf.constant([instance_to_example(t) for t in trips])
     )[f.PREDICTION_KEY].numpy()
-    by_name = loaded.signatures[f.SERVING_DEFAULT_SIGNATURE](**_to_named_tensors(trips))[
+    by_name = loaded.signatures[f.SERVING_DEFAULT_SIGNATURE](**instances_to_named_tensors(trips))[
         f.PREDICTION_KEY
     ].numpy()
     assert by_example.shape == by_name.shape == (len(trips),)
@@ -101,11 +73,11 @@ def test_missing_sentinels_differ_from_a_real_value(trained):
     loaded = tf.saved_model.load(export_dir)
     trip = next(t for t in trips if t[f.DROPOFF_LATITUDE_KEY])
     fn = loaded.signatures[f.SERVING_DEFAULT_SIGNATURE]
-    full = fn(**_to_named_tensors([trip]))[f.PREDICTION_KEY].numpy()[0]
+    full = fn(**instances_to_named_tensors([trip]))[f.PREDICTION_KEY].numpy()[0]
     missing = dict(trip, **{f.DROPOFF_LATITUDE_KEY: [], f.DROPOFF_LONGITUDE_KEY: []})
-    by_name = fn(**_to_named_tensors([missing]))[f.PREDICTION_KEY].numpy()[0]
+    by_name = fn(**instances_to_named_tensors([missing]))[f.PREDICTION_KEY].numpy()[0]
     by_example = loaded.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE](
-        examples=tf.constant([_to_example(missing)])
+        examples=tf.constant([instance_to_example(missing)])
     )[f.PREDICTION_KEY].numpy()[0]
     assert math.isfinite(by_name) and by_name != pytest.approx(full, abs=1e-6)
     assert by_name == pytest.approx(by_example, abs=1e-4)

@@ -100,7 +100,6 @@ def test_outputs_every_feature_the_model_reads(transformed):
 def test_distance_is_haversine_of_complete_trips_and_zero_when_an_end_is_missing(transformed):
     d0 = _haversine(41.88, -87.63, 41.90, -87.62)
     d2 = _haversine(41.79, -87.60, 41.98, -87.90)
-    assert 1.0 < d0 < 2.0 and 20.0 < d2 < 22.0  # sanity of the hand computation
     expected = _zscore([math.log1p(d0), 0.0, math.log1p(d2)])
     got = [row[f.DISTANCE_XF] for row in transformed]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -28,7 +28,8 @@ def _fit_transform(rows: list[dict[str, str]], workdir: Path) -> tuple[str, str]
     import tensorflow_transform.beam as tft_beam
 
     from taxifare_modules.preprocessing import preprocessing_fn
-    from tests.model_factory import csv_row_to_instance, raw_feature_spec
+    from tests.model_factory import raw_feature_spec
+    from tests.trips import csv_row_to_instance
 
     trips = [csv_row_to_instance(r) for r in rows]
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec())
@@ -57,35 +58,9 @@ def _fit_transform(rows: list[dict[str, str]], workdir: Path) -> tuple[str, str]
 
 def _serving_inputs(trips: list[dict[str, list]]) -> tuple[list[bytes], dict[str, Any]]:
     """The same trips as serialized tf.Examples and as named tensors (missing = sentinel)."""
-    import tensorflow as tf
+    from tests.trips import instance_to_example, instances_to_named_tensors
 
-    from taxifare_modules import features as f
-
-    examples = []
-    for trip in trips:
-        feature = {}
-        for key in f.RAW_FEATURE_KEYS:
-            values = trip[key]
-            if not values:
-                continue  # a missing field is left out of the example
-            if key in f.FLOAT_FEATURE_KEYS:
-                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-            elif key in f.INT_FEATURE_KEYS:
-                feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-            else:
-                feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        examples.append(example.SerializeToString())
-    missing = {
-        **{k: (f.MISSING_FLOAT, tf.float32) for k in f.FLOAT_FEATURE_KEYS},
-        **{k: (f.MISSING_INT, tf.int64) for k in f.INT_FEATURE_KEYS},
-        **{k: (f.MISSING_STRING.encode(), tf.string) for k in f.STRING_FEATURE_KEYS},
-    }
-    named = {
-        key: tf.constant([t[key][0] if t[key] else default for t in trips], dtype)
-        for key, (default, dtype) in missing.items()
-    }
-    return examples, named
+    return [instance_to_example(t) for t in trips], instances_to_named_tensors(trips)
 
 
 def main(workdir: Path, csv_path: str, n_rows: int) -> dict[str, Any]:
@@ -107,7 +82,7 @@ def main(workdir: Path, csv_path: str, n_rows: int) -> dict[str, Any]:
 
     from taxifare_modules import features as f
     from taxifare_modules import trainer
-    from tests.model_factory import csv_row_to_instance
+    from tests.trips import csv_row_to_instance
 
     strategy = trainer.choose_strategy()
     with open(csv_path, newline="") as fh:
