@@ -165,18 +165,9 @@ def _parse_instances(instances: Any, signature: str | None, max_instances: int) 
         )
     trips: list[Trip] = []
     if signature == f.SERVING_TF_EXAMPLE_SIGNATURE:
-        examples = []
-        for i, instance in enumerate(instances):
-            where = f"{INSTANCES_KEY}[{i}]"
-            value = _b64_value(instance)
-            if value is None:
-                raise RequestError(
-                    f"{where}: expected {{{B64_KEY!r}: <base64 serialized tf.Example>}} for"
-                    f" signature {signature!r}, got {_describe(instance)}"
-                )
-            data, trip = _parse_b64_example(value, where)
-            examples.append(data)
-            trips.append(trip)
+        examples, trips = _parse_b64_items(
+            instances, INSTANCES_KEY, f" for signature {signature!r}"
+        )
         return PredictRequest(signature, False, trips, examples)
     for i, instance in enumerate(instances):
         where = f"{INSTANCES_KEY}[{i}]"
@@ -191,6 +182,24 @@ def _parse_instances(instances: Any, signature: str | None, max_instances: int) 
             )
         trips.append(_parse_trip(instance, where, lambda key, w=where: f"{w}.{key}"))
     return PredictRequest(signature, False, trips)
+
+
+def _parse_b64_items(items: list, label: str, context: str) -> tuple[list[bytes], list[Trip]]:
+    """Decodes `{"b64": ...}` items (row or column form) into examples and their trips."""
+    examples: list[bytes] = []
+    trips: list[Trip] = []
+    for i, item in enumerate(items):
+        where = f"{label}[{i}]"
+        value = _b64_value(item)
+        if value is None:
+            raise RequestError(
+                f"{where}: expected {{{B64_KEY!r}: <base64 serialized tf.Example>}}{context},"
+                f" got {_describe(item)}"
+            )
+        data, trip = _parse_b64_example(value, where)
+        examples.append(data)
+        trips.append(trip)
+    return examples, trips
 
 
 def _parse_inputs(inputs: Any, signature: str | None, max_instances: int) -> PredictRequest:
@@ -218,18 +227,7 @@ def _parse_inputs(inputs: Any, signature: str | None, max_instances: int) -> Pre
         if not isinstance(examples_column, list):
             raise RequestError(f"{label} must be a list, got {_describe(examples_column)}")
         _check_count(len(examples_column), label, max_instances)
-        examples, trips = [], []
-        for i, item in enumerate(examples_column):
-            where = f"{label}[{i}]"
-            value = _b64_value(item)
-            if value is None:
-                raise RequestError(
-                    f"{where}: expected {{{B64_KEY!r}: <base64 serialized tf.Example>}},"
-                    f" got {_describe(item)}"
-                )
-            data, trip = _parse_b64_example(value, where)
-            examples.append(data)
-            trips.append(trip)
+        examples, trips = _parse_b64_items(examples_column, label, "")
         return PredictRequest(signature, True, trips, examples)
     if not isinstance(inputs, dict):
         raise RequestError(
