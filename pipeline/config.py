@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.monitoring.thresholds import ThresholdError, Thresholds, parse_thresholds
 from pipeline.vertex import scale_tiers
 
 # The value of `data.input` that means "the real Chicago sample shipped inside tfx".
@@ -127,6 +128,52 @@ class OrchestratorConfig(_Strict):
 
     runner: Literal["beam", "local"] = "beam"
     enable_cache: bool = True
+
+
+OnDetect = Literal["report", "stop"]
+
+
+class DriftCheckConfig(_Strict):
+    """Drift: each run's span of training data against the previous span's."""
+
+    # report: record the verdict and report, and train anyway; stop: fail the run before
+    # Transform (nothing trained or pushed, the pushed model stays).
+    on_detect: OnDetect = "report"
+
+
+class SkewCheckConfig(_Strict):
+    """Skew: what the served model sees (the request log) against the training data."""
+
+    # The request log directory of `taxifare serve --log-dir` (gs:// on Vertex); None: no
+    # skew check in the pipeline.
+    serving_logs: str | None = None
+    # report or stop, as for drift.
+    on_detect: OnDetect = "report"
+
+
+class MonitoringConfig(_Strict):
+    """Drift and skew checks of a run, and their thresholds (see monitoring/thresholds.py)."""
+
+    drift: DriftCheckConfig = DriftCheckConfig()
+    skew: SkewCheckConfig = SkewCheckConfig()
+    # Threshold defaults by feature kind: categorical, numeric, coordinate, presence.
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    # Per-feature thresholds: `feature: distance` or `feature: {distance: .., presence: ..}`.
+    features: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> MonitoringConfig:
+        try:
+            self.thresholds()
+        except ThresholdError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    def thresholds(self) -> Thresholds:
+        """The per-feature thresholds of both checks."""
+        return parse_thresholds(
+            {"defaults": self.defaults, "features": self.features}, source="config monitoring"
+        )
 
 
 def _is_gcs(value: str) -> bool:
@@ -275,6 +322,7 @@ class Config(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     beam: BeamConfig = BeamConfig()
     orchestrator: OrchestratorConfig = OrchestratorConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     # Vertex AI Pipelines; None: the pipeline runs on this machine only.
     vertex: VertexConfig | None = None
 
@@ -293,6 +341,8 @@ class Config(_Strict):
             if self.serving_root is None:
                 raise ValueError("serving_root: vertex.push is 'directory': set a gs:// folder")
             paths["serving_root"] = self.serving_root
+        if self.monitoring.skew.serving_logs is not None:
+            paths["monitoring.skew.serving_logs"] = self.monitoring.skew.serving_logs
         for key, value in paths.items():
             if not _is_gcs(value):
                 raise ValueError(f"{key} ({value!r}) {_GCS_REASON}")
@@ -359,7 +409,8 @@ def _format_error(error: ValidationError, source: str) -> str:
         elif item["type"] == "value_error" and isinstance(item.get("input"), dict):
             # A check across a section: its message names the keys; the section is noise.
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"  {key}: {message}" if key else f"  {message}")
+            named = key and not message.startswith(f"{key}.")
+            lines.append(f"  {key}: {message}" if named else f"  {message}")
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"  {key or '(top level)'}: {message} (got {item.get('input')!r})")

@@ -96,12 +96,80 @@ def _build(
     return Thresholds(distance=distance, presence=presences, source=source)
 
 
-def _check_value(value: Any, key: str, path: str) -> float:
+def _check_value(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ThresholdError(f"{path}: {key} must be a number in (0, 1], got {value!r}")
+        raise ThresholdError(f"{key} must be a number in (0, 1], got {value!r}")
     if not (0.0 < float(value) <= 1.0) or math.isnan(value):
-        raise ThresholdError(f"{path}: {key} = {value} is outside its range (0, 1]")
+        raise ThresholdError(f"{key} = {value} is outside its range (0, 1]")
     return float(value)
+
+
+# Keys of the `monitoring:` section that belong to the pipeline's own config (what a run does
+# when it finds drift or skew, where the request log is); pipeline/config.py checks them.
+PIPELINE_KEYS = ("drift", "skew")
+
+
+def thresholds_to_json(thresholds: Thresholds) -> str:
+    """The thresholds as a JSON string (how the pipeline hands them to its components)."""
+    import json
+
+    return json.dumps(
+        {
+            "distance": thresholds.distance,
+            "presence": thresholds.presence,
+            "source": thresholds.source,
+        },
+        sort_keys=True,
+    )
+
+
+def thresholds_from_json(text: str) -> Thresholds:
+    """The inverse of thresholds_to_json."""
+    import json
+
+    data = json.loads(text)
+    return Thresholds(distance=data["distance"], presence=data["presence"], source=data["source"])
+
+
+def parse_thresholds(
+    section: dict[str, Any], keys: tuple[str, ...] = f.RAW_FEATURE_KEYS, source: str = "defaults"
+) -> Thresholds:
+    """Validates a `monitoring:` section (already read) and builds the thresholds.
+
+    Keys in PIPELINE_KEYS are left to the pipeline's config. Error messages name the key
+    (`monitoring.features.company`) but not the file: the caller adds that.
+
+    Raises:
+      ThresholdError: unknown key or feature, or a value outside (0, 1].
+    """
+    if not isinstance(section, dict):
+        raise ThresholdError(f"{_SECTION} must be a mapping")
+    unknown = set(section) - {"defaults", "features", *PIPELINE_KEYS}
+    if unknown:
+        raise ThresholdError(f"unknown key {_SECTION}.{sorted(unknown)[0]}")
+    defaults_in = section.get("defaults") or {}
+    features_in = section.get("features") or {}
+    if not isinstance(defaults_in, dict) or not isinstance(features_in, dict):
+        raise ThresholdError(f"{_SECTION}.defaults and .features must be mappings")
+    defaults: dict[str, float] = {}
+    for name, value in defaults_in.items():
+        key = f"{_SECTION}.defaults.{name}"
+        if name not in _DEFAULT_KEYS:
+            raise ThresholdError(f"unknown key {key} (expected one of {_DEFAULT_KEYS})")
+        defaults[name] = _check_value(value, key)
+    per_feature: dict[str, Any] = {}
+    for name, value in features_in.items():
+        key = f"{_SECTION}.features.{name}"
+        if name not in keys:
+            raise ThresholdError(f"unknown feature {key}")
+        if isinstance(value, dict):
+            extra = set(value) - {"distance", "presence"}
+            if extra:
+                raise ThresholdError(f"unknown key {key}.{sorted(extra)[0]}")
+            per_feature[name] = {k: _check_value(v, f"{key}.{k}") for k, v in value.items()}
+        else:
+            per_feature[name] = _check_value(value, key)
+    return _build(keys, defaults, per_feature, source)
 
 
 def load_thresholds(path: str, keys: tuple[str, ...] = f.RAW_FEATURE_KEYS) -> Thresholds:
@@ -115,7 +183,8 @@ def load_thresholds(path: str, keys: tuple[str, ...] = f.RAW_FEATURE_KEYS) -> Th
             payment_type: 0.05            # the distance threshold
             company: {distance: 0.2, presence: 0.3}
 
-    Other top-level keys are ignored, so the section can live in the pipeline's config.
+    Other top-level keys are ignored, and so are the pipeline's own `monitoring.drift` and
+    `monitoring.skew`, so a pipeline config (configs/*.yaml) serves as a thresholds file.
 
     Raises:
       ThresholdError: unreadable file, unknown key or feature, or a value outside (0, 1].
@@ -127,32 +196,9 @@ def load_thresholds(path: str, keys: tuple[str, ...] = f.RAW_FEATURE_KEYS) -> Th
             data = yaml.safe_load(fh) or {}
     except (OSError, yaml.YAMLError) as e:
         raise ThresholdError(f"{path}: cannot read thresholds: {e}") from e
-    if not isinstance(data, dict) or not isinstance(data.get(_SECTION, {}), dict):
+    if not isinstance(data, dict):
         raise ThresholdError(f"{path}: {_SECTION} must be a mapping")
-    section = data.get(_SECTION) or {}
-    unknown = set(section) - {"defaults", "features"}
-    if unknown:
-        raise ThresholdError(f"{path}: unknown key {_SECTION}.{sorted(unknown)[0]}")
-    defaults_in = section.get("defaults") or {}
-    features_in = section.get("features") or {}
-    if not isinstance(defaults_in, dict) or not isinstance(features_in, dict):
-        raise ThresholdError(f"{path}: {_SECTION}.defaults and .features must be mappings")
-    defaults: dict[str, float] = {}
-    for name, value in defaults_in.items():
-        key = f"{_SECTION}.defaults.{name}"
-        if name not in _DEFAULT_KEYS:
-            raise ThresholdError(f"{path}: unknown key {key} (expected one of {_DEFAULT_KEYS})")
-        defaults[name] = _check_value(value, key, path)
-    per_feature: dict[str, Any] = {}
-    for name, value in features_in.items():
-        key = f"{_SECTION}.features.{name}"
-        if name not in keys:
-            raise ThresholdError(f"{path}: unknown feature {key}")
-        if isinstance(value, dict):
-            extra = set(value) - {"distance", "presence"}
-            if extra:
-                raise ThresholdError(f"{path}: unknown key {key}.{sorted(extra)[0]}")
-            per_feature[name] = {k: _check_value(v, f"{key}.{k}", path) for k, v in value.items()}
-        else:
-            per_feature[name] = _check_value(value, key, path)
-    return _build(keys, defaults, per_feature, path)
+    try:
+        return parse_thresholds(data.get(_SECTION) or {}, keys, path)
+    except ThresholdError as e:
+        raise ThresholdError(f"{path}: {e}") from None

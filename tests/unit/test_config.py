@@ -130,6 +130,67 @@ def test_cli_empty_input_folder_is_a_clear_message(tmp_path):
     assert "folder not found" in result.stderr
 
 
+def test_monitoring_section_defaults_to_report_without_skew():
+    cfg = load_config(LOCAL)
+    assert cfg.monitoring.drift.on_detect == "report"
+    assert cfg.monitoring.skew.on_detect == "report"
+    assert cfg.monitoring.skew.serving_logs is None
+    assert cfg.monitoring.thresholds().distance["trip_start_hour"] == 0.05
+
+
+def test_monitoring_section_overrides(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "monitoring:\n"
+        "  drift: {on_detect: stop}\n"
+        "  skew: {serving_logs: requests/, on_detect: stop}\n"
+        "  defaults: {numeric: 0.3}\n"
+        "  features: {company: {distance: 0.2, presence: 0.4}}\n"
+    )
+    cfg = load_config(path)
+    assert cfg.monitoring.drift.on_detect == "stop"
+    assert cfg.monitoring.skew.serving_logs == "requests/"
+    t = cfg.monitoring.thresholds()
+    assert t.distance["trip_start_hour"] == 0.3
+    assert (t.distance["company"], t.presence["company"]) == (0.2, 0.4)
+    # The same file is a thresholds file for `taxifare skew --config`.
+    from pipeline.monitoring.thresholds import load_thresholds
+
+    assert load_thresholds(str(path)).distance == t.distance
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("monitoring.drift.on_detect=halt", "monitoring.drift.on_detect"),
+        ("monitoring.skew.on_detect=true", "monitoring.skew.on_detect"),
+        ("monitoring.skew.serving_log=requests/", "monitoring.skew.serving_log: unknown key"),
+        ("monitoring.features.trip_start_hour=2", "monitoring.features.trip_start_hour = 2"),
+        ("monitoring.features.fare=0.1", "unknown feature monitoring.features.fare"),
+        ("monitoring.defaults.numeric=0", "monitoring.defaults.numeric = 0"),
+        ("monitoring.defaults.bogus=0.1", "unknown key monitoring.defaults.bogus"),
+    ],
+)
+def test_bad_monitoring_values_are_named(override, named):
+    with pytest.raises(ConfigError) as e:
+        load_config(LOCAL, [override])
+    assert named in str(e.value)
+    assert str(LOCAL) in str(e.value)
+
+
+def test_cli_missing_serving_log_dir_exits_2(tmp_path):
+    result = _cli(
+        "run",
+        "--set",
+        f"monitoring.skew.serving_logs={tmp_path}/absent",
+        "--set",
+        f"root={tmp_path}/r",
+    )
+    assert result.returncode == 2
+    assert "monitoring.skew.serving_logs" in result.stderr and "absent" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 VERTEX = REPO / "configs" / "vertex.yaml"
 
 
@@ -173,6 +234,7 @@ def test_vertex_section_without_a_required_key_is_named(tmp_path, key):
         ("data.input=data/trips", "data.input ('data/trips')"),
         ("schema.path=pipeline/schema/schema.pbtxt", "schema.path ("),
         ("serving_root=build/serving", "serving_root ("),
+        ("monitoring.skew.serving_logs=requests/", "monitoring.skew.serving_logs ("),
     ],
 )
 def test_vertex_paths_must_be_on_gcs(override, named):
