@@ -48,7 +48,8 @@ def add_monitoring_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Name
         "--pipeline-root",
         "--root",
         dest="pipeline_root",
-        help="a pipeline root: its newest train-split statistics and schema (MLMD)",
+        help="a pipeline root: the training statistics and schema of the model version that"
+        " served the logged requests, found through its lineage in MLMD",
     )
     source.add_argument(
         "--training-stats", help="TFDV statistics of the training data (binary or text)"
@@ -115,25 +116,65 @@ def _finish(verdict: dict[str, Any], out_dir: str) -> int:
 
 
 def run_skew(args: argparse.Namespace) -> dict[str, Any]:
-    """The skew check; returns the verdict. Raises InputError/ThresholdError on bad input."""
+    """The skew check; returns the verdict. Raises InputError/ThresholdError on bad input.
+
+    With `--pipeline-root`, the training side is the one of the model that served the
+    requests: the log's model version, looked up in the pipeline's MLMD (see lineage.py).
+    When the log holds several versions, the newest is checked, on the requests it answered
+    (a second pass over the log), and the verdict says which versions were found.
+    """
     from pipeline.monitoring import stats
     from pipeline.monitoring.compare import SKEW, Side, compare
 
     thresholds = _thresholds(args, SKEW_KEYS)
-    schema_file = args.schema
-    if args.pipeline_root:
-        stats_file, run_schema = stats.from_pipeline_root(args.pipeline_root)
-        schema_file = schema_file or run_schema
-    else:
-        stats_file = args.training_stats
+    notes: list[str] = []
+    extra: dict[str, Any] = {}
+    stats_file, schema_file = args.training_stats, args.schema
+    if stats_file:  # read before the pass over the log: a bad file fails fast
+        stats.load_statistics_file(stats_file)
+    with tempfile.TemporaryDirectory(prefix="taxifare-skew-") as workdir:
+        serving_stats = stats.serving_statistics(
+            args.serving_logs, workdir, with_versions=bool(args.pipeline_root)
+        )
+        serving_source = f"request log {args.serving_logs}"
+        if args.pipeline_root:
+            from pipeline.monitoring import lineage
+
+            versions = stats.model_versions(serving_stats)
+            if not versions:
+                raise stats.InputError(
+                    f"request log {args.serving_logs} records no model version (not written"
+                    " by `taxifare serve`?); pass --training-stats instead of --pipeline-root"
+                )
+            version = max(versions)
+            store = lineage.open_pipeline_store(args.pipeline_root)
+            trained = lineage.training_inputs(store, version, args.pipeline_root)
+            extra = {
+                "model_version": version,
+                "log_model_versions": {str(v): n for v, n in sorted(versions.items())},
+                "model_uri": trained.model_uri,
+            }
+            if len(versions) > 1:
+                listed = ", ".join(f"{v} ({n:,} instances)" for v, n in sorted(versions.items()))
+                notes.append(
+                    f"the request log holds {len(versions)} model versions: {listed}; checked"
+                    f" the newest, {version}, on the {versions[version]:,} instances it answered"
+                )
+                print(f"taxifare: {notes[-1]}", file=sys.stderr)
+                serving_stats = stats.version_statistics(args.serving_logs, workdir, version)
+                serving_source += f" (model version {version} only)"
+            else:
+                serving_source += f" (model version {version})"
+            stats_file = trained.statistics_file
+            schema_file = args.schema or trained.schema_file
+        serving = Side(serving_stats, serving_source)
     training = Side(stats.load_statistics_file(stats_file), f"statistics {stats_file}")
     schema = _load_schema(schema_file or _curated_schema_file())
-    with tempfile.TemporaryDirectory(prefix="taxifare-skew-") as workdir:
-        serving = Side(
-            stats.serving_statistics(args.serving_logs, workdir),
-            f"request log {args.serving_logs}",
-        )
-    return compare(SKEW, training, serving, schema, thresholds, SKEW_KEYS)
+    verdict = compare(SKEW, training, serving, schema, thresholds, SKEW_KEYS)
+    verdict.update(extra)
+    if notes:
+        verdict["notes"] = notes
+    return verdict
 
 
 def run_drift(args: argparse.Namespace) -> dict[str, Any]:

@@ -173,6 +173,8 @@ def render_html(verdict: dict[str, Any]) -> str:
         f"<p><b>{verdict['features_checked']}</b> features checked, <b>{len(failed)}</b> "
         f"failed{': ' + esc(', '.join(failed)) if failed else ''}.</p>"
     )
+    for note in verdict.get("notes", []):
+        out.append(f"<p>Note: {esc(note)}</p>")
     for anomaly in verdict["dataset_anomalies"]:
         out.append(f"<p class='bad'>Dataset: {esc(anomaly['description'])}</p>")
     out.append(

@@ -11,14 +11,13 @@ from typing import Any
 
 from taxifare_modules import features as f
 
+# The request log's record of which model answered (pipeline/serving/request_log.py).
+MODEL_VERSION_KEY = "model_version"
+
 _LOG = logging.getLogger(__name__)
 
 _STATS_FILE = "FeatureStats.pb"
 _TRAIN_SPLIT = "Split-train"
-_SCHEMA_FILE = "schema.pbtxt"
-_METADATA_FILE = "metadata.sqlite"
-_STATS_TYPE = "ExampleStatistics"
-_SCHEMA_TYPE = "Schema"
 # TFRecord framing: uint64 length, uint32 crc of the length, data, uint32 crc of the data.
 _HEADER = struct.Struct("<QI")
 _FOOTER_SIZE = 4
@@ -28,12 +27,42 @@ class InputError(ValueError):
     """An input that cannot be used (missing, empty, unreadable or of another schema)."""
 
 
-def _stats_options(keys: tuple[str, ...]) -> Any:
+def _stats_options(keys: tuple[str, ...], with_versions: bool = False) -> Any:
     import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
 
     # Only the model's raw fields: the log's bookkeeping (predicted_fare, request_id, ...)
     # is not part of the comparison.
-    return tfdv.StatsOptions(feature_allowlist=list(keys))
+    if not with_versions:
+        return tfdv.StatsOptions(feature_allowlist=list(keys))
+    # ... except the model version, counted per value in the same pass (a categorical
+    # integer gets value frequencies), so finding which models served costs no extra read.
+    schema = schema_pb2.Schema()
+    feature = schema.feature.add(name=MODEL_VERSION_KEY, type=schema_pb2.INT)
+    feature.int_domain.is_categorical = True
+    return tfdv.StatsOptions(feature_allowlist=[*keys, MODEL_VERSION_KEY], schema=schema)
+
+
+def model_versions(stats: Any) -> dict[int, int]:
+    """Model version -> number of logged instances, from request-log statistics.
+
+    Only statistics computed with `with_versions=True` hold the counts; {} otherwise.
+    """
+    for feature in stats.datasets[0].features:
+        name = feature.path.step[0] if feature.path.step else feature.name
+        if name != MODEL_VERSION_KEY:
+            continue
+        values = feature.string_stats.top_values or [
+            b for b in feature.string_stats.rank_histogram.buckets
+        ]
+        counts: dict[int, int] = {}
+        for v in values:
+            label = getattr(v, "value", None) or getattr(v, "label", "")
+            count = getattr(v, "frequency", None) or getattr(v, "sample_count", 0)
+            if label.lstrip("-").isdigit():
+                counts[int(label)] = int(count)
+        return counts
+    return {}
 
 
 def _good_length(path: str) -> int:
@@ -67,8 +96,16 @@ def request_log_inputs(log_dir: str, workdir: str) -> list[str]:
     Raises:
       InputError: the directory does not exist or holds no records.
     """
-    from pipeline.serving.request_log import request_log_files
+    from pipeline.serving.request_log import LOG_SUFFIX, request_log_files
 
+    if log_dir.startswith("gs://"):
+        # A bucket has no files being written: complete files only, read by TFDV directly.
+        import tensorflow as tf
+
+        pattern = f"{log_dir.rstrip('/')}/*{LOG_SUFFIX}"
+        if not tf.io.gfile.glob(pattern):
+            raise InputError(f"request log directory {log_dir} holds no logged requests")
+        return [pattern]
     if not os.path.isdir(log_dir):
         raise InputError(f"request log directory {log_dir} does not exist")
     paths = request_log_files(log_dir, include_in_progress=True)
@@ -96,23 +133,71 @@ def request_log_inputs(log_dir: str, workdir: str) -> list[str]:
     return usable
 
 
-def _tfrecord_stats(paths: list[str], keys: tuple[str, ...], workdir: str) -> Any:
+def _tfrecord_stats(
+    paths: list[str],
+    keys: tuple[str, ...],
+    workdir: str,
+    with_versions: bool = False,
+    pipeline_options: Any = None,
+) -> Any:
     import tensorflow_data_validation as tfdv
 
-    # One glob over a directory of links: TFDV reads a single file pattern. The names keep
-    # their endings, from which the reader tells gzipped files (ExampleGen's) from plain ones.
-    link_dir = tempfile.mkdtemp(dir=workdir, prefix="inputs-")
-    for i, path in enumerate(paths):
-        link = os.path.join(link_dir, f"{i:05d}-{os.path.basename(path)}")
-        os.symlink(os.path.abspath(path), link)
+    if len(paths) == 1:
+        pattern = paths[0]
+    else:
+        # One glob over a directory of links: TFDV reads a single file pattern. The names
+        # keep their endings, from which the reader tells gzipped files from plain ones.
+        link_dir = tempfile.mkdtemp(dir=workdir, prefix="inputs-")
+        for i, path in enumerate(paths):
+            link = os.path.join(link_dir, f"{i:05d}-{os.path.basename(path)}")
+            os.symlink(os.path.abspath(path), link)
+        pattern = os.path.join(link_dir, "*")
     return tfdv.generate_statistics_from_tfrecord(
-        data_location=os.path.join(link_dir, "*"), stats_options=_stats_options(keys)
+        data_location=pattern,
+        stats_options=_stats_options(keys, with_versions),
+        pipeline_options=pipeline_options,
     )
 
 
-def serving_statistics(log_dir: str, workdir: str) -> Any:
-    """Statistics (Beam) of the model's raw fields in a request log."""
-    return _tfrecord_stats(request_log_inputs(log_dir, workdir), f.RAW_FEATURE_KEYS, workdir)
+def serving_statistics(
+    log_dir: str, workdir: str, with_versions: bool = False, pipeline_options: Any = None
+) -> Any:
+    """Statistics (one Beam pass) of the model's raw fields in a request log.
+
+    Args:
+      log_dir: the request log directory (local, or gs:// for complete files only).
+      workdir: a scratch directory.
+      with_versions: also count the instances per model version (see model_versions).
+      pipeline_options: Beam options of the pass; None: TFDV's default (DirectRunner).
+    """
+    return _tfrecord_stats(
+        request_log_inputs(log_dir, workdir),
+        f.RAW_FEATURE_KEYS,
+        workdir,
+        with_versions=with_versions,
+        pipeline_options=pipeline_options,
+    )
+
+
+def version_statistics(log_dir: str, workdir: str, version: int) -> Any:
+    """Statistics of the instances one model version answered (a second pass over the log)."""
+    from tensorflow.core.example import example_pb2
+
+    from pipeline.serving.request_log import frame_record, iter_records
+
+    path = os.path.join(workdir, f"version-{version}.tfrecord")
+    kept = 0
+    with open(path, "wb") as out:
+        for source in request_log_inputs(log_dir, workdir):
+            for record in iter_records(source):
+                example = example_pb2.Example.FromString(record)
+                values = example.features.feature[MODEL_VERSION_KEY].int64_list.value
+                if values and values[0] == version:
+                    out.write(frame_record(record))
+                    kept += 1
+    if not kept:
+        raise InputError(f"request log {log_dir} has no instances answered by version {version}")
+    return _tfrecord_stats([path], f.RAW_FEATURE_KEYS, workdir)
 
 
 def load_statistics_file(path: str) -> Any:
@@ -141,7 +226,8 @@ def load_statistics_file(path: str) -> Any:
     return stats
 
 
-def _stats_file_in(path: str) -> str | None:
+def stats_file_in(path: str) -> str | None:
+    """The statistics file of a StatisticsGen artifact (its train split) or folder, if any."""
     for candidate in (
         os.path.join(path, _STATS_FILE),
         os.path.join(path, _TRAIN_SPLIT, _STATS_FILE),
@@ -161,7 +247,7 @@ def data_or_stats(location: str, keys: tuple[str, ...], workdir: str) -> tuple[A
       InputError: nothing usable at `location`.
     """
     if os.path.isdir(location):
-        stats_file = _stats_file_in(location)
+        stats_file = stats_file_in(location)
         if stats_file:
             return load_statistics_file(stats_file), f"statistics {stats_file}"
         csvs = sorted(glob.glob(os.path.join(location, "*.csv")))
@@ -191,36 +277,19 @@ def _csv_stats(pattern: str, keys: tuple[str, ...]) -> Any:
     )
 
 
-def from_pipeline_root(root: str) -> tuple[str, str | None]:
-    """The newest train-split statistics and schema artifacts a run recorded in MLMD.
+def request_log_fingerprint(log_dir: str) -> str:
+    """A short digest of a local request log's files and sizes ("" for gs:// or none).
 
-    Returns:
-      (statistics file, schema file or None when no schema artifact is recorded).
-
-    Raises:
-      InputError: no metadata store, or no statistics in it.
+    The pipeline passes it to SkewCheck so that TFX's cache re-runs the check when the log
+    has grown, and reuses the last verdict when it has not.
     """
-    from pipeline.mlmd_run import open_store
+    import hashlib
 
-    sqlite = os.path.join(root, _METADATA_FILE)
-    if not os.path.isfile(sqlite):
-        raise InputError(f"no pipeline metadata at {sqlite} (is --pipeline-root a run's root?)")
-    store = open_store(sqlite)
-    stats_file = None
-    for artifact in _newest_first(store.get_artifacts_by_type(_STATS_TYPE)):
-        stats_file = _stats_file_in(artifact.uri)
-        if stats_file:
-            break
-    if stats_file is None:
-        raise InputError(f"{sqlite} records no StatisticsGen statistics with a train split")
-    schema_file = None
-    for artifact in _newest_first(store.get_artifacts_by_type(_SCHEMA_TYPE)):
-        candidate = os.path.join(artifact.uri, _SCHEMA_FILE)
-        if os.path.isfile(candidate):
-            schema_file = candidate
-            break
-    return stats_file, schema_file
+    from pipeline.serving.request_log import request_log_files
 
-
-def _newest_first(artifacts: list[Any]) -> list[Any]:
-    return sorted(artifacts, key=lambda a: (a.create_time_since_epoch, a.id), reverse=True)
+    if log_dir.startswith("gs://") or not os.path.isdir(log_dir):
+        return ""
+    digest = hashlib.sha256()
+    for path in request_log_files(log_dir, include_in_progress=True):
+        digest.update(f"{os.path.basename(path)}:{os.path.getsize(path)}\n".encode())
+    return digest.hexdigest()[:16]
