@@ -2,8 +2,8 @@
 
 Exit codes: 0 success; 1 a component failed; 2 usage or config error (nothing ran);
 3 the data has anomalies against the schema (the gate stopped the run, nothing pushed);
-4 the model was trained but not blessed (nothing pushed); 5 (`skew`, `drift`) skew or
-drift found.
+4 the model was trained but not blessed (nothing pushed); 5 skew or drift found (`skew`,
+`drift`; and `run` when `monitoring.*.on_detect` is `stop`: nothing trained or pushed).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ANOMALIES = 3
 EXIT_NOT_BLESSED = 4
+EXIT_DRIFT_OR_SKEW = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,14 @@ def _check_input(cfg) -> bool:
     except DataSourceError as e:
         print(f"taxifare: {e}", file=sys.stderr)
         return False
+    logs = cfg.monitoring.skew.serving_logs
+    if logs is not None and not logs.startswith("gs://") and not os.path.isdir(logs):
+        print(
+            f"taxifare: monitoring.skew.serving_logs: request log folder not found: {logs}"
+            " (the --log-dir of `taxifare serve`; null for no skew check)",
+            file=sys.stderr,
+        )
+        return False
     return True
 
 
@@ -105,6 +114,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_ANOMALIES
+        if summary.monitoring_stopped:
+            print(render(summary, cfg))
+            found = [c for c in (summary.drift, summary.skew) if c is not None and c.stopped]
+            print(
+                "\ntaxifare: "
+                + "; ".join(
+                    f"{c.check} found in {', '.join(c.failed_features) or 'the dataset'}"
+                    f" (monitoring.{c.check}.on_detect: stop)"
+                    for c in found
+                )
+                + ": the run stopped before Transform. Nothing was trained or pushed; the"
+                " pushed model is unchanged.",
+                file=sys.stderr,
+            )
+            return EXIT_DRIFT_OR_SKEW
         where = summary.failed_node or "the pipeline"
         # Beam wraps a component's error in its own traceback text; the last line is the cause.
         lines = [line for line in str(outcome.error).strip().splitlines() if line.strip()]

@@ -9,7 +9,16 @@ from tfx import v1 as tfx
 
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.fare_filter import FareFilter
+from pipeline.components.monitoring import (
+    DriftCheck,
+    DriftVerdict,
+    LatestOrNothingStrategy,
+    MonitoringGate,
+    SkewCheck,
+)
 from pipeline.config import Config
+from pipeline.monitoring.stats import request_log_fingerprint
+from pipeline.monitoring.thresholds import thresholds_to_json
 from pipeline.vertex import component_config as vertex_config
 from taxifare_modules import features as f
 from taxifare_modules import trainer as trainer_module
@@ -25,6 +34,10 @@ STATISTICS_GEN_ID = "StatisticsGen"
 SCHEMA_GEN_ID = "SchemaGen"
 EXAMPLE_VALIDATOR_ID = "ExampleValidator"
 ANOMALY_GATE_ID = "AnomalyGate"
+DRIFT_RESOLVER_ID = "LatestDriftVerdictResolver"
+DRIFT_CHECK_ID = "DriftCheck"
+SKEW_CHECK_ID = "SkewCheck"
+MONITORING_GATE_ID = "MonitoringGate"
 TRANSFORM_ID = "Transform"
 TRAINER_ID = "Trainer"
 MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
@@ -165,6 +178,51 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
     # Stops the run, with the list of anomalies, when there are any.
     gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"]).with_id(ANOMALY_GATE_ID)
 
+    thresholds = thresholds_to_json(cfg.monitoring.thresholds())
+    # Finds the latest drift verdict: it holds the statistics of the span checked before.
+    drift_resolver = tfx.dsl.Resolver(
+        strategy_class=(
+            tfx.dsl.experimental.LatestArtifactStrategy
+            if cfg.vertex is not None
+            else LatestOrNothingStrategy
+        ),
+        previous=tfx.dsl.Channel(type=DriftVerdict),
+    ).with_id(DRIFT_RESOLVER_ID)
+
+    # Compares this span's training statistics with the previous span's (data drift).
+    drift_check = DriftCheck(
+        examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        previous=drift_resolver.outputs["previous"],
+        thresholds=thresholds,
+    ).with_id(DRIFT_CHECK_ID)
+
+    monitoring = [drift_resolver, drift_check]
+    skew_verdict = None
+    serving_logs = cfg.monitoring.skew.serving_logs
+    if serving_logs is not None:
+        # Compares the served model's request log with this run's training statistics.
+        skew_check = SkewCheck(
+            statistics=statistics_gen.outputs["statistics"],
+            schema=schema_gen.outputs["schema"],
+            serving_logs=serving_logs,
+            log_fingerprint=request_log_fingerprint(serving_logs),
+            thresholds=thresholds,
+        ).with_id(SKEW_CHECK_ID)
+        monitoring.append(skew_check)
+        skew_verdict = skew_check.outputs["verdict"]
+
+    # Stops the run before Transform when a check found drift or skew and its on_detect is
+    # `stop`; with `report` the verdicts are recorded and the run goes on.
+    monitoring_gate = MonitoringGate(
+        drift=drift_check.outputs["verdict"],
+        skew=skew_verdict,
+        stop_on_drift=int(cfg.monitoring.drift.on_detect == "stop"),
+        stop_on_skew=int(cfg.monitoring.skew.on_detect == "stop"),
+    ).with_id(MONITORING_GATE_ID)
+    monitoring.append(monitoring_gate)
+
     # Fits and applies the one feature graph used in training and in serving.
     transform = tfx.components.Transform(
         examples=examples,
@@ -174,6 +232,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
         disable_statistics=True,
     ).with_id(TRANSFORM_ID)
     transform.add_upstream_node(gate)
+    transform.add_upstream_node(monitoring_gate)
 
     # Trains the Keras model and exports it with the Transform graph inside; on Vertex, as a
     # Vertex AI Training job on the scale tier's machines (GPUs, workers).
@@ -234,6 +293,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
         schema_gen,
         example_validator,
         gate,
+        *monitoring,
         transform,
         trainer,
         model_resolver,

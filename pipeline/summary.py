@@ -10,6 +10,7 @@ from tfx.types import artifact_utils
 
 from pipeline import dag
 from pipeline.anomalies import Anomaly, read_anomalies
+from pipeline.components import monitoring as mon
 from pipeline.components.fare_filter import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
 from pipeline.config import Config
 from pipeline.mlmd_run import NodeExecution, custom_value
@@ -17,6 +18,21 @@ from pipeline.mlmd_run import NodeExecution, custom_value
 _RMSE = "root_mean_squared_error"
 _MAE = "mean_absolute_error"
 _COUNT = "example_count"
+
+
+@dataclasses.dataclass
+class CheckSummary:
+    """What a drift or skew check of the run found, and what the run did about it."""
+
+    check: str  # drift / skew
+    verdict: str  # drift_found, no_drift, not_compared, ...
+    found: bool
+    failed_features: list[str]
+    report: str | None  # report.html; None when nothing was compared
+    verdict_file: str
+    note: str  # e.g. which spans were compared, or why nothing was
+    on_detect: str  # report / stop (from the config)
+    stopped: bool  # the gate stopped the run on this finding
 
 
 @dataclasses.dataclass
@@ -41,6 +57,10 @@ class RunSummary:
     batch_size: int | None = None
     total_seconds: float | None = None
     failed_node: str | None = None
+    drift: CheckSummary | None = None
+    skew: CheckSummary | None = None
+    # The MonitoringGate stopped the run (drift or skew found, on_detect: stop).
+    monitoring_stopped: bool = False
 
     def to_json(self) -> dict:
         """A JSON-able dict of the summary."""
@@ -104,6 +124,51 @@ def _blessing_reasons(evaluation_uri: str) -> list[str]:
     return reasons
 
 
+def _check(node: NodeExecution | None, on_detect: str, summary: RunSummary) -> CheckSummary | None:
+    verdict = _first(node, "verdict")
+    if verdict is None:
+        return None
+    found = bool(custom_value(verdict, mon.FOUND_PROPERTY))
+    failed = str(custom_value(verdict, mon.FAILED_FEATURES_PROPERTY) or "")
+    return CheckSummary(
+        check=str(custom_value(verdict, mon.CHECK_PROPERTY)),
+        verdict=str(custom_value(verdict, mon.VERDICT_PROPERTY)),
+        found=found,
+        failed_features=[name for name in failed.split(",") if name],
+        report=str(custom_value(verdict, mon.REPORT_PROPERTY) or "") or None,
+        verdict_file=os.path.join(verdict.uri, "verdict.json"),
+        note=str(custom_value(verdict, mon.NOTE_PROPERTY) or ""),
+        on_detect=on_detect,
+        stopped=found and on_detect == "stop" and summary.monitoring_stopped,
+    )
+
+
+def render_check(
+    check: CheckSummary | None, name: str, not_run: str, run_stopped: bool = False
+) -> list[str]:
+    """The summary lines of one monitoring check."""
+    label = f"{name:<13}"
+    if check is None:
+        return [f"{label}{not_run}"]
+    note = f" ({check.note})" if check.note else ""
+    if not check.found:
+        word = "nothing compared" if check.verdict == mon.NOT_COMPARED else f"no {name}"
+        lines = [f"{label}{word}{note}"]
+    else:
+        failed = ", ".join(check.failed_features) or "the dataset"
+        if check.stopped:
+            action = "the run STOPPED before Transform"
+        else:
+            action = "reported only" + ("" if run_stopped else ", the run went on")
+        lines = [
+            f"{label}{name.upper()} FOUND in {failed}{note}; {action}"
+            f" (monitoring.{name}.on_detect: {check.on_detect})"
+        ]
+    if check.report:
+        lines.append(f"{'':13}report: {check.report}")
+    return lines
+
+
 def build_summary(cfg: Config, nodes: dict[str, NodeExecution], total_seconds: float) -> RunSummary:
     """Collects the summary of a run from its executions and their artifacts."""
     summary = RunSummary(
@@ -145,6 +210,10 @@ def build_summary(cfg: Config, nodes: dict[str, NodeExecution], total_seconds: f
     if blessing is not None:
         summary.blessed = bool(custom_value(blessing, "blessed"))
 
+    summary.monitoring_stopped = summary.components.get(dag.MONITORING_GATE_ID) == "FAILED"
+    summary.drift = _check(nodes.get(dag.DRIFT_CHECK_ID), cfg.monitoring.drift.on_detect, summary)
+    summary.skew = _check(nodes.get(dag.SKEW_CHECK_ID), cfg.monitoring.skew.on_detect, summary)
+
     pushed = _first(nodes.get(dag.PUSHER_ID), "pushed_model")
     if pushed is not None and custom_value(pushed, "pushed"):
         summary.pushed_to = str(custom_value(pushed, "pushed_destination"))
@@ -165,6 +234,18 @@ def render(summary: RunSummary, cfg: Config) -> str:
             f" (fare <= {cfg.data.min_fare:g} or > {cfg.data.max_fare:g})"
         )
     lines.append(f"anomalies    {len(summary.anomalies)}")
+    stopped = summary.monitoring_stopped
+    lines += render_check(
+        summary.drift, "drift", "not checked (the run stopped before it)", stopped
+    )
+    lines += render_check(
+        summary.skew,
+        "skew",
+        "not checked (monitoring.skew.serving_logs is not set)"
+        if cfg.monitoring.skew.serving_logs is None
+        else "not checked (the run stopped before it)",
+        stopped,
+    )
     if summary.eval_rmse is not None:
         base = (
             f" (last blessed model: RMSE ${summary.baseline_rmse:.2f})"

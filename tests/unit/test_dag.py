@@ -33,6 +33,9 @@ def test_pipeline_has_every_component_with_explicit_ids(cfg):
         dag.SCHEMA_GEN_ID,
         dag.EXAMPLE_VALIDATOR_ID,
         dag.ANOMALY_GATE_ID,
+        dag.DRIFT_RESOLVER_ID,
+        dag.DRIFT_CHECK_ID,
+        dag.MONITORING_GATE_ID,
         dag.TRANSFORM_ID,
         dag.TRAINER_ID,
         dag.MODEL_RESOLVER_ID,
@@ -40,8 +43,10 @@ def test_pipeline_has_every_component_with_explicit_ids(cfg):
         dag.PUSHER_ID,
     }
     by_id = {c.id: c for c in pipeline.components}
-    # Transform waits for the gate, so anomalies stop everything downstream.
+    # Transform waits for both gates, so anomalies (and drift or skew, in `stop` mode) stop
+    # everything downstream.
     assert by_id[dag.ANOMALY_GATE_ID] in by_id[dag.TRANSFORM_ID].upstream_nodes
+    assert by_id[dag.MONITORING_GATE_ID] in by_id[dag.TRANSFORM_ID].upstream_nodes
     assert type(by_id[dag.SCHEMA_GEN_ID]).__name__ == "ImportSchemaGen"
     assert pipeline.enable_cache is True
 
@@ -151,3 +156,42 @@ def test_vertex_config_picks_the_vertex_components_without_another_dag():
         "accelerator_type": "NVIDIA_TESLA_T4",
         "accelerator_count": 1,
     }
+
+
+def test_skew_check_and_stop_modes_follow_the_monitoring_config(cfg, tmp_path):
+    from pipeline.monitoring.thresholds import thresholds_from_json
+
+    by_id = {c.id: c for c in dag.create_pipeline(cfg, tfx_sample_dir()).components}
+    assert dag.SKEW_CHECK_ID not in by_id
+    gate = by_id[dag.MONITORING_GATE_ID]
+    assert (gate.exec_properties["stop_on_drift"], gate.exec_properties["stop_on_skew"]) == (0, 0)
+    # The drift check reads the span from ExampleGen and the previous verdict from a resolver.
+    drift = by_id[dag.DRIFT_CHECK_ID]
+    assert by_id[dag.EXAMPLE_GEN_ID] in drift.upstream_nodes
+    assert by_id[dag.DRIFT_RESOLVER_ID] in drift.upstream_nodes
+
+    logs = tmp_path / "requests"
+    logs.mkdir()
+    stopping = load_config(
+        LOCAL,
+        [
+            "root=/tmp/taxifare-unit",
+            f"monitoring.skew.serving_logs={logs}",
+            "monitoring.skew.on_detect=stop",
+            "monitoring.features.company=0.3",
+        ],
+    )
+    by_id = {c.id: c for c in dag.create_pipeline(stopping, tfx_sample_dir()).components}
+    skew = by_id[dag.SKEW_CHECK_ID]
+    assert skew.exec_properties["serving_logs"] == str(logs)
+    assert thresholds_from_json(skew.exec_properties["thresholds"]).distance["company"] == 0.3
+    gate = by_id[dag.MONITORING_GATE_ID]
+    assert skew in gate.upstream_nodes
+    assert (gate.exec_properties["stop_on_drift"], gate.exec_properties["stop_on_skew"]) == (0, 1)
+    # The log's fingerprint changes when requests are logged, so the cache re-checks.
+    before = skew.exec_properties["log_fingerprint"]
+    (logs / "requests-1.tfrecord").write_bytes(b"x")
+    after = dag.create_pipeline(stopping, tfx_sample_dir())
+    assert {c.id: c for c in after.components}[dag.SKEW_CHECK_ID].exec_properties[
+        "log_fingerprint"
+    ] != before

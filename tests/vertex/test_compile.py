@@ -199,9 +199,23 @@ def test_every_component_runs_the_pipeline_image(compiled):
     _, job = compiled["basic"]
     executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
     containers = [e["container"] for e in executors.values() if "container" in e]
-    # Every component but the resolver (a metadata query Vertex runs itself) is a container.
-    assert len(containers) == len(executors) - 2
+    # Every component but the resolvers (metadata queries Vertex runs itself: two for the
+    # latest blessed model, one for the latest drift verdict) is a container.
+    resolvers = [e for e in executors.values() if "resolver" in e]
+    assert len(resolvers) == 3
+    assert len(containers) == len(executors) - len(resolvers)
     assert {c["image"] for c in containers} == {IMAGE}
+
+
+def test_skew_check_reads_a_gcs_log_with_the_dataflow_options(tmp_path):
+    cfg = load_config(VERTEX, ["monitoring.skew.serving_logs=gs://b/requests"])
+    path = tmp_path / "skew.json"
+    compile_pipeline(cfg, path)
+    job = json.loads(path.read_text())
+    assert {dag.DRIFT_CHECK_ID, dag.SKEW_CHECK_ID, dag.MONITORING_GATE_ID} <= set(_tasks(job))
+    assert _params(job, dag.SKEW_CHECK_ID)["serving_logs"] == "gs://b/requests"
+    args = _executor(job, dag.SKEW_CHECK_ID)["args"]
+    assert args[-len(DATAFLOW_ARGS) :] == DATAFLOW_ARGS
 
 
 def test_beam_components_get_the_dataflow_options(compiled):

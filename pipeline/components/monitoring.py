@@ -1,0 +1,285 @@
+# This module must not use `from __future__ import annotations`: TFX reads the annotations.
+"""DriftCheck, SkewCheck and MonitoringGate: drift and skew as pipeline steps.
+
+DriftCheck compares the train split of this run's span with the previous span's. Its verdict
+artifact keeps a copy of the statistics it judged (and of the baseline it used), so the next
+run finds the previous span's statistics through the latest DriftVerdict alone: a Resolver
+with LatestArtifactStrategy, which every orchestrator here supports (Vertex only that one).
+
+SkewCheck compares the request log of the served model with this run's training statistics.
+
+Both always succeed when the check could be made, recording the verdict (JSON), the HTML
+report and custom properties in MLMD; MonitoringGate then stops the run when a check found
+something and the config says `stop`. The split mirrors ExampleValidator and AnomalyGate:
+a failed execution records no output artifacts, so the verdict must come from a step that
+succeeds.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import apache_beam as beam
+from tfx import v1 as tfx
+from tfx.dsl.input_resolution.strategies import latest_artifact_strategy
+from tfx.types.artifact import Artifact
+
+from pipeline.monitoring.report import REPORT_FILE, VERDICT_FILE, write_outputs
+
+# Custom properties of a verdict artifact (read by the run summary).
+CHECK_PROPERTY = "check"
+VERDICT_PROPERTY = "verdict"
+FOUND_PROPERTY = "found"
+FAILED_FEATURES_PROPERTY = "failed_features"
+REPORT_PROPERTY = "report"
+NOTE_PROPERTY = "note"
+SPAN_PROPERTY = "span"
+BASELINE_SPAN_PROPERTY = "baseline_span"
+
+# The verdict when there was nothing to compare (first span, empty request log).
+NOT_COMPARED = "not_compared"
+# Inside a DriftVerdict: the statistics judged, and the baseline they were judged against.
+STATISTICS_DIR = "statistics"
+BASELINE_DIR = "baseline_statistics"
+
+_STATS_FILE = "FeatureStats.pb"
+_SCHEMA_FILE = "schema.pbtxt"
+_TRAIN_SPLIT = "Split-train"
+
+
+class DriftVerdict(Artifact):
+    """The drift check of one run: verdict.json, report.html and the statistics it judged."""
+
+    # `<namespace>.<Name>`: the Vertex compiler's rule for custom artifact types.
+    TYPE_NAME = "taxifare.DriftVerdict"
+
+
+class SkewVerdict(Artifact):
+    """The skew check of one run: verdict.json and report.html."""
+
+    TYPE_NAME = "taxifare.SkewVerdict"
+
+
+class LatestOrNothingStrategy(latest_artifact_strategy.LatestArtifactStrategy):
+    """The latest artifact, or nothing (not an input-resolution error) before the first one.
+
+    TFX's LatestArtifactStrategy fails its Resolver node when no artifact exists yet, which
+    the first run of a pipeline always meets; the local orchestrators take this one. The
+    Vertex compiler accepts only LatestArtifactStrategy itself (see dag.py).
+    """
+
+    def resolve_artifacts(self, store: Any, input_dict: dict[str, list[Any]]) -> dict:
+        del store
+        return self._resolve(input_dict)
+
+
+def artifact_span(artifact: Artifact) -> int:
+    """An Examples artifact's span (ExampleGen records it as a custom property)."""
+    if artifact.has_custom_property(SPAN_PROPERTY):
+        return int(artifact.get_int_custom_property(SPAN_PROPERTY))
+    return int(artifact.span or 0)
+
+
+class DriftOrSkewFoundError(RuntimeError):
+    """A check found drift or skew and the config says stop; the message says where."""
+
+
+def _train_stats_file(statistics_uri: str) -> str:
+    return os.path.join(statistics_uri, _TRAIN_SPLIT, _STATS_FILE)
+
+
+def _record(artifact: Artifact, verdict: dict[str, Any]) -> None:
+    """Writes verdict.json (and report.html when compared) and sets the custom properties."""
+    if verdict["verdict"] == NOT_COMPARED:
+        os.makedirs(artifact.uri, exist_ok=True)
+        with open(os.path.join(artifact.uri, VERDICT_FILE), "w") as fh:
+            json.dump(verdict, fh, indent=2)
+            fh.write("\n")
+        report = ""
+    else:
+        _, report = write_outputs(verdict, artifact.uri)
+    artifact.set_string_custom_property(CHECK_PROPERTY, verdict["check"])
+    artifact.set_string_custom_property(VERDICT_PROPERTY, verdict["verdict"])
+    artifact.set_int_custom_property(FOUND_PROPERTY, int(verdict["found"]))
+    artifact.set_string_custom_property(
+        FAILED_FEATURES_PROPERTY, ",".join(verdict.get("failed_features", []))
+    )
+    artifact.set_string_custom_property(REPORT_PROPERTY, report)
+    artifact.set_string_custom_property(NOTE_PROPERTY, "; ".join(verdict.get("notes", [])))
+
+
+def not_compared(check: str, note: str) -> dict[str, Any]:
+    """The verdict of a check that had nothing to compare; `note` says why."""
+    return {
+        "check": check,
+        "verdict": NOT_COMPARED,
+        "found": False,
+        "failed_features": [],
+        "notes": [note],
+    }
+
+
+def _schema(schema_uri: str) -> Any:
+    import tensorflow_data_validation as tfdv
+
+    return tfdv.load_schema_text(os.path.join(schema_uri, _SCHEMA_FILE))
+
+
+def choose_baseline(
+    span: int, previous_span: int | None, previous_has_baseline: bool, baseline_span: int | None
+) -> tuple[str | None, str]:
+    """Which statistics of the latest earlier DriftVerdict are the previous span's.
+
+    Returns:
+      (STATISTICS_DIR or BASELINE_DIR, or None when there is no earlier span; a note).
+    """
+    if previous_span is None:
+        return None, f"span {span} is the first span this pipeline checked: no earlier span"
+    if previous_span < span:
+        return STATISTICS_DIR, f"span {span} compared with span {previous_span}"
+    if previous_span == span and previous_has_baseline:
+        return BASELINE_DIR, f"span {span} compared with span {baseline_span}"
+    if previous_span == span:
+        return None, f"span {span} is the first span this pipeline checked: no earlier span"
+    return None, (
+        f"span {span} is older than the last span checked ({previous_span}): no earlier span"
+        " to compare with"
+    )
+
+
+@tfx.dsl.components.component
+def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
+    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
+    verdict: tfx.dsl.components.OutputArtifact[DriftVerdict],
+    thresholds: tfx.dsl.components.Parameter[str],
+    previous: tfx.dsl.components.InputArtifact[DriftVerdict] = None,
+) -> None:
+    """Compares this span's training statistics with the previous span's."""
+    from pipeline.monitoring.cli import DRIFT_KEYS
+    from pipeline.monitoring.compare import DRIFT, Side, compare
+    from pipeline.monitoring.stats import load_statistics_file
+    from pipeline.monitoring.thresholds import thresholds_from_json
+
+    # ExampleGen's artifact carries the span (what FareFilter writes does not).
+    span = artifact_span(examples)
+    current_file = _train_stats_file(statistics.uri)
+    previous_span = None
+    previous_baseline = False
+    baseline_span = None
+    if previous is not None and previous.has_custom_property(SPAN_PROPERTY):
+        previous_span = previous.get_int_custom_property(SPAN_PROPERTY)
+        if previous.has_custom_property(BASELINE_SPAN_PROPERTY):
+            baseline_span = previous.get_int_custom_property(BASELINE_SPAN_PROPERTY)
+            previous_baseline = os.path.isfile(
+                os.path.join(previous.uri, BASELINE_DIR, _STATS_FILE)
+            )
+    chosen, note = choose_baseline(span, previous_span, previous_baseline, baseline_span)
+    # This span's statistics travel with the verdict: the next span's baseline.
+    os.makedirs(os.path.join(verdict.uri, STATISTICS_DIR), exist_ok=True)
+    shutil.copyfile(current_file, os.path.join(verdict.uri, STATISTICS_DIR, _STATS_FILE))
+    verdict.set_int_custom_property(SPAN_PROPERTY, span)
+    if chosen is None:
+        _record(verdict, not_compared(DRIFT, note))
+        return
+    baseline_file = os.path.join(previous.uri, chosen, _STATS_FILE)
+    used_span = previous_span if chosen == STATISTICS_DIR else baseline_span
+    os.makedirs(os.path.join(verdict.uri, BASELINE_DIR), exist_ok=True)
+    shutil.copyfile(baseline_file, os.path.join(verdict.uri, BASELINE_DIR, _STATS_FILE))
+    verdict.set_int_custom_property(BASELINE_SPAN_PROPERTY, used_span)
+    result = compare(
+        DRIFT,
+        Side(load_statistics_file(baseline_file), f"span {used_span} ({baseline_file})"),
+        Side(load_statistics_file(current_file), f"span {span} ({current_file})"),
+        _schema(schema.uri),
+        thresholds_from_json(thresholds),
+        DRIFT_KEYS,
+    )
+    result["notes"] = [note]
+    _record(verdict, result)
+
+
+@tfx.dsl.components.component(use_beam=True)
+def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
+    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
+    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
+    verdict: tfx.dsl.components.OutputArtifact[SkewVerdict],
+    serving_logs: tfx.dsl.components.Parameter[str],
+    log_fingerprint: tfx.dsl.components.Parameter[str],
+    thresholds: tfx.dsl.components.Parameter[str],
+    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
+) -> None:
+    """Compares the request log with this run's training statistics.
+
+    `log_fingerprint` (the log's files and sizes when the run started) is there for the
+    cache: a run re-checks when the log changed, and reuses the verdict when it did not.
+    """
+    del log_fingerprint
+    from pipeline.monitoring.cli import SKEW_KEYS
+    from pipeline.monitoring.compare import SKEW, Side, compare
+    from pipeline.monitoring.stats import (
+        InputError,
+        load_statistics_file,
+        request_log_inputs,
+        serving_statistics,
+    )
+    from pipeline.monitoring.thresholds import thresholds_from_json
+
+    training_file = _train_stats_file(statistics.uri)
+    with tempfile.TemporaryDirectory(prefix="taxifare-skew-") as workdir:
+        if not serving_logs.startswith("gs://") and not os.path.isdir(serving_logs):
+            raise InputError(f"monitoring.skew.serving_logs: {serving_logs} does not exist")
+        try:
+            request_log_inputs(serving_logs, workdir)
+        except InputError as e:
+            # A log with no requests yet (no model serving yet) is nothing to compare.
+            _record(verdict, not_compared(SKEW, f"{e}: nothing to compare yet"))
+            return
+        options = beam_pipeline.options if beam_pipeline is not None else None
+        serving = serving_statistics(serving_logs, workdir, pipeline_options=options)
+    result = compare(
+        SKEW,
+        Side(load_statistics_file(training_file), f"this run's training data ({training_file})"),
+        Side(serving, f"request log {serving_logs}"),
+        _schema(schema.uri),
+        thresholds_from_json(thresholds),
+        SKEW_KEYS,
+    )
+    _record(verdict, result)
+
+
+def _finding(artifact: Artifact) -> str | None:
+    """'drift in a, b (report: ...)' when the verdict found something, else None."""
+    if not artifact.get_int_custom_property(FOUND_PROPERTY):
+        return None
+    check = artifact.get_string_custom_property(CHECK_PROPERTY)
+    failed = artifact.get_string_custom_property(FAILED_FEATURES_PROPERTY) or "(dataset)"
+    report = artifact.get_string_custom_property(REPORT_PROPERTY) or os.path.join(
+        artifact.uri, REPORT_FILE
+    )
+    return f"{check} in {failed.replace(',', ', ')} (report: {report})"
+
+
+@tfx.dsl.components.component
+def MonitoringGate(  # noqa: N802 (a TFX component is named like a class)
+    drift: tfx.dsl.components.InputArtifact[DriftVerdict],
+    stop_on_drift: tfx.dsl.components.Parameter[int],
+    stop_on_skew: tfx.dsl.components.Parameter[int],
+    skew: tfx.dsl.components.InputArtifact[SkewVerdict] = None,
+) -> None:
+    """Fails, naming what was found and where the reports are, when a `stop` check found it."""
+    stops = []
+    for artifact, stop in ((drift, stop_on_drift), (skew, stop_on_skew)):
+        if artifact is None or not stop:
+            continue
+        finding = _finding(artifact)
+        if finding:
+            stops.append(finding)
+    if stops:
+        raise DriftOrSkewFoundError(
+            "found " + "; ".join(stops) + "; stopping before Transform (monitoring.*.on_detect"
+            " is stop): nothing is trained or pushed"
+        )
