@@ -7,6 +7,10 @@ import dataclasses
 import tensorflow as tf
 
 from taxifare_modules import features as f
+from taxifare_modules.tracing import skip_autograph_of_libraries
+
+# Before anything is traced: Keras and TFT internals run unconverted (see tracing.py).
+skip_autograph_of_libraries()
 
 
 @dataclasses.dataclass(frozen=True)

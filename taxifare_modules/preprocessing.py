@@ -13,6 +13,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from taxifare_modules import features as f
+from taxifare_modules.tracing import skip_autograph_of_libraries
+
+# Before anything is traced: Keras and TFT internals run unconverted (see tracing.py).
+skip_autograph_of_libraries()
 
 
 def _to_dense(x: tf.Tensor | tf.SparseTensor, default: float | int | str) -> tf.Tensor:

@@ -12,7 +12,7 @@ import tensorflow as tf
 from taxifare_modules import features as f
 from taxifare_modules.model import ModelParams, build_model
 from taxifare_modules.preprocessing import preprocessing_fn
-from taxifare_modules.trainer import build_signatures
+from taxifare_modules.trainer import export_model
 from tests.trips import csv_row_to_instance
 
 
@@ -97,6 +97,6 @@ def export_small_model(rows: list[dict[str, str]], workdir: Path, epochs: int = 
     model = build_model(ModelParams(hidden_units=(16,), embedding_dim=4, learning_rate=0.01))
     history = model.fit(features, labels, batch_size=64, epochs=epochs, verbose=0)
     export_dir = str(workdir / "model")
-    tf.saved_model.save(model, export_dir, signatures=build_signatures(model, tf_transform_output))
+    export_model(model, tf_transform_output, export_dir)
     direct = model.predict(features, verbose=0).reshape(-1)
     return SmallModel(export_dir, trips, list(history.history["loss"]), direct)
