@@ -17,7 +17,6 @@ raw feature names, empty optional fields left out.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
 import signal
@@ -411,16 +410,14 @@ def _load(
     from pipeline.serving.loadtest import run_load
 
     server_before, client_before = server.cpu_seconds(), _own_cpu_seconds()
-    figures = asyncio.run(
-        run_load(
-            server.url,
-            instances,
-            concurrency=concurrency,
-            total_requests=total,
-            model_name=MODEL_NAME,
-            instances_per_request=1,
-            timeout=REQUEST_TIMEOUT_SECONDS,
-        )
+    figures = run_load(
+        server.url,
+        instances,
+        concurrency=concurrency,
+        total_requests=total,
+        model_name=MODEL_NAME,
+        instances_per_request=1,
+        timeout=REQUEST_TIMEOUT_SECONDS,
     )
     return Latency.from_load(
         label,

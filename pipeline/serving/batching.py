@@ -1,10 +1,15 @@
 """Server-side batching: concurrent requests are merged into one model call.
 
-A request waits at most `max_wait_ms` for others to join it, a batch holds at most
-`max_batch_size` instances (a larger request runs alone, unsplit), and at most
-`batch_threads` model calls run at once. While they are busy, new requests queue up and go
-together in the next call, which is why throughput grows with concurrency. Only requests
-with the same key (model version and signature) share a call.
+At most `batch_threads` model calls run at once. A request that finds a call slot free runs
+at once, alone: an idle model never makes anyone wait for company. While every slot is busy,
+new requests queue up, and when a call finishes the queued ones go together in the next
+call, which is why throughput grows with concurrency while a lone request pays nothing for
+it. A batch holds at most `max_batch_size` instances (a larger request runs alone, unsplit),
+and only requests with the same key (model version and signature) share a call.
+
+`max_wait_ms` (0 by default) is an optional extra: when positive, a batch that could start
+waits until its oldest request has waited that long, unless the batch is already full,
+trading latency for larger batches.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
-import threading
+import functools
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -50,15 +55,18 @@ class _Item:
     payload: Any
     size: int
     future: asyncio.Future
+    queued_at: float
 
 
 class MicroBatcher:
     """Merges concurrent submissions into batched calls of `run_batch` in worker threads.
 
+    All its state lives on the event loop's thread; only `run_batch` runs elsewhere.
+
     Args:
       run_batch: runs one batch; called in a worker thread.
       max_batch_size: the most instances per call.
-      max_wait_ms: how long the first request of a batch waits for company.
+      max_wait_ms: how long a batch that could start waits for company (0: not at all).
       batch_threads: how many calls may run at once.
     """
 
@@ -66,44 +74,40 @@ class MicroBatcher:
         self,
         run_batch: RunBatch,
         max_batch_size: int = 64,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         batch_threads: int = 1,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
+        self._batch_threads = batch_threads
         self._pending: collections.deque[_Item] = collections.deque()
         self._pending_size = 0
-        self._wakeup: asyncio.Event | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._batch_threads = batch_threads
+        self._free_slots = batch_threads
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._loop_task: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
+        self._idle: asyncio.Event | None = None
         self._stopping = False
-        self._stats_lock = threading.Lock()
         self.stats = BatchStats()
 
     async def start(self) -> None:
-        """Starts the batching loop on the running event loop."""
-        self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(self._batch_threads)
+        """Starts batching on the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             self._batch_threads, thread_name_prefix="model-call"
         )
-        self._loop_task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        """Runs what is queued, waits for the calls in flight, then stops."""
+        """Runs what is queued (without waiting for company), waits for the calls, stops."""
         self._stopping = True
-        if self._wakeup is not None:
-            self._wakeup.set()
-        if self._loop_task is not None:
-            await self._loop_task
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if self._loop is None:
+            return
+        self._dispatch()
+        await self._idle.wait()
+        self._executor.shutdown(wait=True)
 
     async def submit(self, key: Hashable, payload: Any, size: int) -> Any:
         """Queues a request of `size` instances and returns its result when its batch ran.
@@ -112,82 +116,84 @@ class MicroBatcher:
           RuntimeError: the batcher is stopping.
           Exception: whatever `run_batch` returned or raised for this payload.
         """
-        if self._stopping or self._wakeup is None:
+        if self._stopping or self._loop is None:
             raise RuntimeError("the server is shutting down")
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Item(key, payload, size, future))
+        future = self._loop.create_future()
+        self._pending.append(_Item(key, payload, size, future, self._loop.time()))
         self._pending_size += size
-        self._wakeup.set()
+        self._idle.clear()
+        self._dispatch()
         return await future
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending:
-                if self._stopping:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            # Give the first request up to max_wait to be joined, unless the batch is full.
-            deadline = loop.time() + self.max_wait
-            while self._pending_size < self.max_batch_size and not self._stopping:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            # Waiting for a free slot lets more requests queue up for this batch.
-            await self._slots.acquire()
+    def _dispatch(self) -> None:
+        """Starts calls while a slot is free and requests are queued."""
+        while self._free_slots > 0 and self._pending:
+            if self.max_wait > 0 and not self._stopping:
+                if self._pending_size < self.max_batch_size:
+                    deadline = self._pending[0].queued_at + self.max_wait
+                    if self._loop.time() < deadline:
+                        if self._timer is None:
+                            self._timer = self._loop.call_at(deadline, self._on_timer)
+                        return
             batch = self._take_batch()
-            task = asyncio.create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._free_slots -= 1
+            call = self._loop.run_in_executor(
+                self._executor, self._call, batch[0].key, [item.payload for item in batch]
+            )
+            call.add_done_callback(functools.partial(self._finish, batch))
+        if self._free_slots == self._batch_threads and not self._pending:
+            self._idle.set()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
 
     def _take_batch(self) -> list[_Item]:
         """The oldest request and the queued ones of the same key that fit beside it."""
         first = self._pending.popleft()
-        batch, size, kept = [first], first.size, collections.deque()
-        while self._pending:
-            item = self._pending.popleft()
-            if item.key == first.key and size + item.size <= self.max_batch_size:
-                batch.append(item)
-                size += item.size
-            else:
-                kept.append(item)
-        self._pending = kept
+        batch, size = [first], first.size
+        if self._pending:
+            kept: collections.deque[_Item] = collections.deque()
+            while self._pending:
+                item = self._pending.popleft()
+                if item.key == first.key and size + item.size <= self.max_batch_size:
+                    batch.append(item)
+                    size += item.size
+                else:
+                    kept.append(item)
+            self._pending = kept
         self._pending_size -= size
         return batch
 
-    async def _run(self, batch: list[_Item]) -> None:
+    def _call(self, key: Hashable, payloads: list[Any]) -> list[Any]:
+        """Runs in a worker thread: `run_batch`, with any failure given to every caller."""
         try:
-            loop = asyncio.get_running_loop()
-            payloads = [item.payload for item in batch]
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_batch, batch[0].key, payloads
-                )
-                if len(results) != len(batch):
-                    raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
-            except Exception as e:
-                results = [e] * len(batch)
-            size = sum(item.size for item in batch)
-            with self._stats_lock:
-                stats = self.stats
-                stats.requests += len(batch)
-                stats.instances += size
-                stats.model_calls += 1
-                stats.largest_batch = max(stats.largest_batch, size)
-                stats.batch_sizes[size] = stats.batch_sizes.get(size, 0) + 1
-            for item, result in zip(batch, results, strict=True):
-                if item.future.done():  # the client went away
-                    continue
-                if isinstance(result, Exception):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
-        finally:
-            self._slots.release()
+            results = self._run_batch(key, payloads)
+            if len(results) != len(payloads):
+                raise RuntimeError(f"{len(results)} results for a batch of {len(payloads)}")
+        except Exception as e:
+            results = [e] * len(payloads)
+        return results
+
+    def _finish(self, batch: list[_Item], call: asyncio.Future) -> None:
+        """Back on the event loop: answers the batch's callers, then starts the next call."""
+        self._free_slots += 1
+        try:
+            results = call.result()
+        except BaseException as e:  # e.g. cancelled: the callers must still hear of it
+            results = [e if isinstance(e, Exception) else RuntimeError(repr(e))] * len(batch)
+        size = sum(item.size for item in batch)
+        stats = self.stats
+        stats.requests += len(batch)
+        stats.instances += size
+        stats.model_calls += 1
+        stats.largest_batch = max(stats.largest_batch, size)
+        stats.batch_sizes[size] = stats.batch_sizes.get(size, 0) + 1
+        for item, result in zip(batch, results, strict=True):
+            if item.future.done():  # the client went away
+                continue
+            if isinstance(result, Exception):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+        self._dispatch()

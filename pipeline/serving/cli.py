@@ -88,14 +88,18 @@ def _add_serve_parser(subparsers) -> None:
     parser.add_argument(
         "--max-batch-size",
         type=int,
-        default=64,
+        default=serve_config.DEFAULT_MAX_BATCH_SIZE,
         help="most instances merged into one model call (default: %(default)s)",
     )
     parser.add_argument(
         "--max-wait-ms",
         type=float,
-        default=2.0,
-        help="how long a request waits for others to share its model call (default: %(default)s)",
+        default=serve_config.DEFAULT_MAX_WAIT_MS,
+        help=(
+            "how long a batch that could start waits for more requests to share its model call;"
+            " 0 runs at once, and requests arriving during a call share the next one"
+            " (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--batch-threads",

@@ -12,6 +12,8 @@ DEFAULT_MAX_BODY_BYTES = 1_572_864  # 1.5 MiB
 DEFAULT_MAX_INSTANCES = 1_000
 DEFAULT_LOG_ROTATE_BYTES = 64 * 1024 * 1024
 DEFAULT_LOG_ROTATE_SECONDS = 3_600.0
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_WAIT_MS = 0.0  # an idle model runs a request at once
 
 
 class ConfigError(ValueError):
@@ -35,7 +37,8 @@ class ServeConfig:
       max_body_bytes: larger request bodies are refused with 413.
       max_instances: more instances in one request are refused with 400.
       max_batch_size: the most instances merged into one model call.
-      max_wait_ms: how long a request may wait for others to share its model call.
+      max_wait_ms: how long a batch that could start waits for others to share its model
+        call (0: not at all; requests that arrive while a call runs share the next one).
       batch_threads: how many model calls may run at once.
       poll_seconds: how often the model directory is scanned for new versions.
     """
@@ -50,8 +53,8 @@ class ServeConfig:
     log_rotate_seconds: float = DEFAULT_LOG_ROTATE_SECONDS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_instances: int = DEFAULT_MAX_INSTANCES
-    max_batch_size: int = 64
-    max_wait_ms: float = 2.0
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS
     batch_threads: int = 1
     poll_seconds: float = 1.0
 

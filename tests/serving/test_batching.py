@@ -77,3 +77,62 @@ def test_submit_after_stop_is_refused():
             await batcher.submit("a", 1, 1)
 
     asyncio.run(scenario())
+
+
+class GatedRecorder:
+    """A run_batch whose calls each block until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.entered = threading.Semaphore(0)
+        self.gate = threading.Event()
+
+    def __call__(self, key, payloads):
+        self.calls.append(list(payloads))
+        self.entered.release()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return [p * 2 for p in payloads]
+
+
+def test_an_idle_model_runs_a_request_at_once_and_requests_queued_meanwhile_go_together():
+    async def scenario():
+        recorder = GatedRecorder()
+        batcher = MicroBatcher(recorder, max_batch_size=64)  # no max_wait: the default
+        await batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit("a", 1, 1))
+            # The call starts with the lone request: nobody waits for company.
+            assert await asyncio.to_thread(recorder.entered.acquire, timeout=60)
+            assert recorder.calls == [[1]]
+            rest = [asyncio.ensure_future(batcher.submit("a", p, 1)) for p in (2, 3, 4, 5)]
+            await asyncio.sleep(0)  # they are queued behind the running call
+            assert recorder.calls == [[1]]
+            recorder.gate.set()
+            results = await asyncio.gather(first, *rest)
+        finally:
+            recorder.gate.set()
+            await batcher.stop()
+        assert results == [2, 4, 6, 8, 10]
+        assert recorder.calls == [[1], [2, 3, 4, 5]]
+        assert batcher.stats.model_calls == 2 and batcher.stats.largest_batch == 4
+
+    asyncio.run(scenario())
+
+
+def test_max_wait_holds_a_batch_for_company_unless_full_and_stop_runs_what_waits():
+    async def scenario():
+        recorder = Recorder(delay=0)
+        # A wait far longer than the test: only a full batch or the stop can start a call.
+        batcher = MicroBatcher(recorder, max_batch_size=3, max_wait_ms=600_000)
+        await batcher.start()
+        full = await asyncio.wait_for(
+            asyncio.gather(*(batcher.submit("a", p, 1) for p in (1, 2, 3))), 60
+        )
+        waiting = asyncio.ensure_future(batcher.submit("a", 4, 1))
+        await asyncio.sleep(0)
+        assert recorder.calls == [("a", [1, 2, 3])]
+        await asyncio.wait_for(batcher.stop(), 60)
+        return full, await waiting
+
+    full, last = asyncio.run(scenario())
+    assert full == [2, 4, 6] and last == 8

@@ -69,6 +69,38 @@ def test_log_example_has_the_training_layout_and_the_served_fields():
     assert feature["request_timestamp_ms"].int64_list.value[0] == 1_700_000_000_000
 
 
+def test_log_examples_encode_what_the_tf_example_proto_would():
+    from pipeline.serving.request_log import log_examples
+    from pipeline.serving.versions import trip_to_example
+
+    full = dict(
+        TRIP,
+        **{
+            f.DROPOFF_LATITUDE_KEY: -0.0,
+            f.DROPOFF_LONGITUDE_KEY: 0.0,
+            f.PICKUP_AREA_KEY: 0,
+            f.DROPOFF_AREA_KEY: 2**63 - 1,
+            f.COMPANY_KEY: "Zürich Taxi ✓",
+        },
+    )
+    trips = [TRIP, full, dict(TRIP, **{f.TIMESTAMP_KEY: 0, f.PICKUP_LATITUDE_KEY: 1e-30})]
+    fares = [12.5, 3.4e38, 0.1]
+    records = log_examples(trips, fares, 7, "req-x" * 30, 1_700_000_000_123, "serving_tf_example")
+    for index, (trip, fare, record) in enumerate(zip(trips, fares, records, strict=True)):
+        extra = {
+            f.PREDICTION_KEY: fare,
+            "model_version": 7,
+            "request_id": "req-x" * 30,
+            "request_timestamp_ms": 1_700_000_000_123,
+            "instance_index": index,
+            "signature_name": "serving_tf_example",
+        }
+        assert _parsed([record]) == [trip_to_example(trip, extra)]
+    # -0.0 keeps its sign (it is not confused with 0.0 by any caching).
+    feature = _parsed(records[1:2])[0].features.feature
+    assert str(feature[f.DROPOFF_LATITUDE_KEY].float_list.value[0]) == "-0.0"
+
+
 def test_rotation_by_size_keeps_every_record_and_close_completes_the_file(tmp_path):
     log = RequestLog(str(tmp_path), rotate_bytes=1_000)
     for i in range(40):

@@ -8,7 +8,6 @@ afterwards), hot swap of versions under load, batching, the request log and `pre
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import math
@@ -324,7 +323,7 @@ def test_wrong_method_and_unknown_urls_are_json_errors(client):
 def test_concurrent_requests_share_model_calls(server, instances):
     before = server.state.batcher.stats.to_json()
     total = 96
-    result = asyncio.run(run_load(server.url, instances, concurrency=16, total_requests=total))
+    result = run_load(server.url, instances, concurrency=16, total_requests=total)
     after = httpx.get(f"{server.url}/v1/models/{MODEL_NAME}/stats").json()["batching"]
     assert result["errors"] == 0 and result["requests_per_s"] > 0
     assert result["p50_ms"] <= result["p99_ms"]
