@@ -2,7 +2,9 @@
 
 After the runs, the model our pipeline pushed is served and benchmarked (``bench.serving``);
 ``--skip-serving`` leaves that out, and ``--serving-only --model-dir DIR`` benchmarks only
-the serving of an existing model directory, without running the pipelines.
+the serving of an existing model directory, without running the pipelines. Then the skew
+check is timed on 100,000 logged requests next to TFDV's statistics pass (``bench.monitoring``);
+``--skip-monitoring`` leaves that out and ``--monitoring-only`` runs only that.
 
 Exits 0 when every run completes, whether or not the targets are met (a benchmark
 reports; it does not gate). Exits 1 when a run itself fails, showing its stderr tail.
@@ -18,7 +20,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import baselines, examples_io, machine, ours, reference, report, serving
+from bench import baselines, examples_io, machine, monitoring, ours, reference, report, serving
 from bench.measure import Measurement, run_measured
 from bench.results import BenchResults, OursRun, ReferenceRun
 
@@ -46,6 +48,16 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--serving-only",
         action="store_true",
         help="benchmark only serving the model in --model-dir; run no pipeline",
+    )
+    parser.add_argument(
+        "--skip-monitoring",
+        action="store_true",
+        help="do not benchmark the skew check on 100,000 logged requests",
+    )
+    parser.add_argument(
+        "--monitoring-only",
+        action="store_true",
+        help="benchmark only the skew check against TFDV's statistics pass; run no pipeline",
     )
     parser.add_argument(
         "--model-dir",
@@ -79,6 +91,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--model-dir goes with --serving-only")
     if args.serving_only and args.skip_serving:
         parser.error("--serving-only and --skip-serving exclude each other")
+    if args.monitoring_only and (args.serving_only or args.skip_monitoring):
+        parser.error("--monitoring-only excludes --serving-only and --skip-monitoring")
     return args
 
 
@@ -276,12 +290,50 @@ def _main_serving_only(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _run_monitoring(data_csv: Path, workspace: Path) -> monitoring.MonitoringRun:
+    """Times the skew check on 100,000 logged requests next to TFDV's statistics pass."""
+    print("bench: benchmarking the skew check ...", flush=True)
+    workspace.mkdir(parents=True, exist_ok=True)
+    try:
+        return monitoring.run(
+            data_csv, workspace, progress=lambda line: print(f"bench: {line}", flush=True)
+        )
+    except monitoring.MonitoringBenchError as err:
+        raise RunFailedError(f"the monitoring benchmark failed: {err}") from err
+
+
+def _main_monitoring_only(args: argparse.Namespace) -> int:
+    """``--monitoring-only``: the skew check against TFDV's statistics pass, nothing else."""
+    started = datetime.now(timezone.utc)
+    workspace = Path(tempfile.mkdtemp(prefix="taxifare-bench-monitoring-"))
+    try:
+        run = _run_monitoring(reference.find_reference().data_csv, workspace)
+    except (RunFailedError, FileNotFoundError, ValueError) as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"bench: kept the log and reports in {workspace}", file=sys.stderr)
+        else:
+            shutil.rmtree(workspace, ignore_errors=True)
+    args.output.write_text(
+        monitoring.render_markdown(
+            f"{started:%Y-%m-%d %H:%M}", report.machine_lines(machine.describe()), run
+        )
+    )
+    print("\n".join(monitoring.summary_lines(run)))
+    print(f"bench: wrote {_display_path(args.output)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parse_args(argv)
     if args.serving_only:
         return _main_serving_only(args, argv)
+    if args.monitoring_only:
+        return _main_monitoring_only(args)
     started = datetime.now(timezone.utc)
     workspace = Path(tempfile.mkdtemp(prefix="taxifare-bench-"))
     try:
@@ -297,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             serving_note = "our run pushed no model (it was not blessed)"
         else:
             serving_run = _run_serving(model_dir, example, workspace / "serving")
+        monitoring_run, monitoring_note = None, "skipped with --skip-monitoring"
+        if not args.skip_monitoring:
+            monitoring_run = _run_monitoring(example.data_csv, workspace / "monitoring")
     except RunFailedError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         if not args.keep:
@@ -321,8 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         serving=serving_run,
         serving_note=serving_note,
     )
-    args.output.write_text(report.render_markdown(results, _commands(args, argv)))
-    print(report.render_summary(results))
+    args.output.write_text(
+        report.render_markdown(results, _commands(args, argv), monitoring_run, monitoring_note)
+    )
+    print(report.render_summary(results, monitoring_run, monitoring_note))
     print(f"bench: wrote {_display_path(args.output)}")
     return 0
 

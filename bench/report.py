@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from bench import reference, serving, targets
+from bench import monitoring, reference, serving, targets
 from bench.machine import Machine
 from bench.measure import SAMPLE_INTERVAL_SECONDS, Measurement
+from bench.monitoring import MonitoringRun
 from bench.results import BenchResults
 from bench.serving import ServingRun
 
@@ -110,12 +111,19 @@ def _against_best_baseline(results: BenchResults) -> str:
     )
 
 
-def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
+def render_markdown(
+    results: BenchResults,
+    commands: Sequence[str],
+    monitoring_run: MonitoringRun | None = None,
+    monitoring_note: str = "",
+) -> str:
     """Renders the full ``BENCHMARKS.md``.
 
     Args:
         results: The figures.
         commands: Shell lines that reproduce the benchmark and its two runs.
+        monitoring_run: The skew-check benchmark, or None when it was not run.
+        monitoring_note: Why it was not run, when it was not.
     """
     machine, example, ours, summary = (
         results.machine, results.example, results.ours, results.ours.summary
@@ -197,6 +205,7 @@ def render_markdown(results: BenchResults, commands: Sequence[str]) -> str:
     lines += [f"- {score.name}: {score.detail}." for score in ours.baselines]
     lines += ["", _against_best_baseline(results)] if ours.baselines else []
     lines += ["", *serving_section(results.serving, results.serving_note)]
+    lines += ["", *monitoring.markdown_section(monitoring_run, monitoring_note)]
     lines += ["", *_method_notes(results), "", "## Commands", "", "```sh", *commands, "```", ""]
     return "\n".join(lines)
 
@@ -323,9 +332,13 @@ def serving_method_notes() -> list[str]:
         "- **HTTP**: `python -m pipeline serve --model-dir <dir> --host 127.0.0.1 "
         "--port <free port> --log-dir <tmp>` with its defaults otherwise, started once "
         "`GET /v1/models/taxifare` lists a version AVAILABLE; load from "
-        "`pipeline.serving.loadtest.run_load` (httpx, keep-alive connections) in the "
-        "benchmark process on the same machine, latency per request from send to full "
-        f"answer. {serving.HTTP_WARM_UP_REQUESTS} warm-up requests, then "
+        "`pipeline.serving.loadtest.run_load` in the benchmark process on the same machine: "
+        "a lean client, so that it measures the server rather than itself (its CPU per "
+        "request is in the table): one thread multiplexing as many keep-alive HTTP/1.1 "
+        "connections as the concurrency with `selectors`, each with one request in flight, "
+        "request bytes encoded before the clock starts, answers read up to their "
+        "`Content-Length`. Latency per request from just before its bytes are sent to the "
+        f"last byte of its answer. {serving.HTTP_WARM_UP_REQUESTS} warm-up requests, then "
         f"{serving.SINGLE_CLIENT_REQUESTS} at concurrency 1 and "
         f"{serving.CONCURRENT_REQUESTS:,} at concurrency {serving.CONCURRENT_CLIENTS}. "
         "Client and server share the machine's cores.",
@@ -400,7 +413,9 @@ def machine_lines(machine: Machine) -> list[str]:
     ]
 
 
-def render_summary(results: BenchResults) -> str:
+def render_summary(
+    results: BenchResults, monitoring_run: MonitoringRun | None = None, monitoring_note: str = ""
+) -> str:
     """A few lines for the terminal."""
     lines = []
     for label, run in (
@@ -422,5 +437,6 @@ def render_summary(results: BenchResults) -> str:
         f"[{c.verdict.value:>4}] {c.name}: {c.value} (target {c.target})" for c in results.checks()
     ]
     lines += serving_summary(results.serving, results.serving_note)
+    lines += monitoring.summary_lines(monitoring_run, monitoring_note)
     lines += [f"warning: {warning}" for warning in busy_warnings(results)]
     return "\n".join(lines)
