@@ -5,8 +5,10 @@ run's ``pushed_to``):
 
 1. In process: ``tf.saved_model.load`` and the ``serving_default`` signature called on one
    instance at a time, the reference for what the model call itself costs.
-2. Over HTTP: a server subprocess on 127.0.0.1, loaded with ``run_load`` at concurrency 1
-   and at concurrency 16, one instance per request.
+2. Over HTTP: a server subprocess on 127.0.0.1, loaded with ``run_load`` (a lean
+   one-thread client multiplexing keep-alive connections, so the client's own CPU time does
+   not swamp the server's on shared cores) at concurrency 1 and at concurrency 16, one
+   instance per request.
 3. Request log: a fresh server with a fresh log directory takes exactly
    :data:`LOG_RUN_REQUESTS` requests at concurrency 32, is stopped with SIGTERM, and the
    instances in its request log are counted.
