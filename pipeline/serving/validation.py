@@ -43,6 +43,16 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _RANGES = {f.HOUR_KEY: f.HOUR_RANGE, f.DAY_KEY: f.DAY_RANGE, f.MONTH_KEY: f.MONTH_RANGE}
 _MIN_VALUES = {f.TIMESTAMP_KEY: 0}  # seconds since the epoch
 _FIELD_LIST = ", ".join(f.RAW_FEATURE_KEYS)
+_RAW_KEYS = frozenset(f.RAW_FEATURE_KEYS)
+_FLOAT_KEYS = frozenset(f.FLOAT_FEATURE_KEYS)
+_INT_KEYS = frozenset(f.INT_FEATURE_KEYS)
+_REQUIRED_KEYS = frozenset(f.REQUIRED_FEATURE_KEYS)
+_OPTIONAL_KEYS = frozenset(f.OPTIONAL_FEATURE_KEYS)
+# (lowest, highest) valid value of each integer field.
+_INT_BOUNDS = {
+    key: _RANGES.get(key, (_MIN_VALUES.get(key, _INT64_MIN), _INT64_MAX))
+    for key in f.INT_FEATURE_KEYS
+}
 
 # A validated trip: the raw fields it has (float, int or str); missing optional fields absent.
 Trip = dict[str, Any]
@@ -278,7 +288,7 @@ def _check_count(count: int, label: str, max_instances: int) -> None:
 def _parse_trip(instance: dict, where: str, field_where: Callable[[str], str]) -> Trip:
     """Validates one instance of raw fields; `where` names it, `field_where(key)` a field."""
     for key in instance:
-        if key not in f.RAW_FEATURE_KEYS:
+        if key not in _RAW_KEYS:
             hint = " (a {'b64': ...} object goes alone)" if key == B64_KEY else ""
             raise RequestError(
                 f"{where}: unknown field {key!r}{hint} (the raw trip fields are: {_FIELD_LIST})"
@@ -287,13 +297,20 @@ def _parse_trip(instance: dict, where: str, field_where: Callable[[str], str]) -
     for key in f.RAW_FEATURE_KEYS:
         value = instance.get(key)
         if value is not None:
-            value = check_value(key, value, field_where(key))
+            try:
+                value = _check_value(key, value)
+            except _BadValueError as e:  # the place is named only now: most values are fine
+                raise RequestError(f"{field_where(key)}: {e}") from None
         if value is None:
-            if key in f.REQUIRED_FEATURE_KEYS:
+            if key in _REQUIRED_KEYS:
                 raise RequestError(f"{where}: missing required field {key!r}")
             continue
         trip[key] = value
     return trip
+
+
+class _BadValueError(Exception):
+    """A value failed its check; the message goes after the place that names it."""
 
 
 def check_value(key: str, value: Any, where: str) -> float | int | str | None:
@@ -311,42 +328,66 @@ def check_value(key: str, value: Any, where: str) -> float | int | str | None:
     Raises:
       RequestError: the value is of the wrong type, not finite or out of range.
     """
+    try:
+        return _check_value(key, value)
+    except _BadValueError as e:
+        raise RequestError(f"{where}: {e}") from None
+
+
+def _check_value(key: str, value: Any) -> float | int | str | None:
+    """`check_value` without the place: raises _BadValueError."""
+    # The common cases first: a plain valid value of the field's own type.
+    kind = type(value)
+    if key in _FLOAT_KEYS:
+        if kind is float and -_FLOAT32_MAX <= value <= _FLOAT32_MAX:  # NaN fails too
+            return value
+    elif key in _INT_KEYS:
+        if kind is int:
+            low, high = _INT_BOUNDS[key]
+            if low <= value <= high and not (value == f.MISSING_INT and key in _OPTIONAL_KEYS):
+                return value
+    elif kind is str and value != f.MISSING_STRING:
+        return value
+    return _check_value_slowly(key, value)
+
+
+def _check_value_slowly(key: str, value: Any) -> float | int | str | None:
     if isinstance(value, _NonFinite) or (isinstance(value, float) and not math.isfinite(value)):
         literal = value.literal if isinstance(value, _NonFinite) else repr(value)
         remedy = (
             "a required field must be a finite number"
-            if key in f.REQUIRED_FEATURE_KEYS
+            if key in _REQUIRED_KEYS
             else "omit the field or send null if the value is missing"
         )
-        raise RequestError(f"{where}: {literal} is not a valid value; {remedy}")
-    if key in f.FLOAT_FEATURE_KEYS:
+        raise _BadValueError(f"{literal} is not a valid value; {remedy}")
+    if key in _FLOAT_KEYS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RequestError(f"{where}: expected a number, got {_describe(value)}")
+            raise _BadValueError(f"expected a number, got {_describe(value)}")
         if abs(value) > _FLOAT32_MAX:
-            raise RequestError(f"{where}: {value} is out of the float32 range")
+            raise _BadValueError(f"{value} is out of the float32 range")
         return float(value)
-    if key in f.INT_FEATURE_KEYS:
+    if key in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RequestError(f"{where}: expected an integer, got {_describe(value)}")
+            raise _BadValueError(f"expected an integer, got {_describe(value)}")
         if isinstance(value, float):
             if not value.is_integer():
-                raise RequestError(f"{where}: expected an integer, got {value!r}")
+                raise _BadValueError(f"expected an integer, got {value!r}")
             value = int(value)
         if not _INT64_MIN <= value <= _INT64_MAX:
-            raise RequestError(f"{where}: {value} is out of the int64 range")
-        if value == f.MISSING_INT and key in f.OPTIONAL_FEATURE_KEYS:
+            raise _BadValueError(f"{value} is out of the int64 range")
+        if value == f.MISSING_INT and key in _OPTIONAL_KEYS:
             return None
-        low, high = _RANGES.get(key, (_MIN_VALUES.get(key, _INT64_MIN), _INT64_MAX))
+        low, high = _INT_BOUNDS[key]
         if not low <= value <= high:
             if high == _INT64_MAX:
-                raise RequestError(f"{where}: {value} is out of range; it must be >= {low}")
-            raise RequestError(f"{where}: {value} is out of range; it must be in {low}..{high}")
+                raise _BadValueError(f"{value} is out of range; it must be >= {low}")
+            raise _BadValueError(f"{value} is out of range; it must be in {low}..{high}")
         return value
     if not isinstance(value, str):
-        raise RequestError(f"{where}: expected a string, got {_describe(value)}")
+        raise _BadValueError(f"expected a string, got {_describe(value)}")
     if value == f.MISSING_STRING:
-        if key in f.REQUIRED_FEATURE_KEYS:
-            raise RequestError(f"{where}: a required field must not be empty")
+        if key in _REQUIRED_KEYS:
+            raise _BadValueError("a required field must not be empty")
         return None
     return value
 
