@@ -29,11 +29,10 @@ def _to_dense(x: tf.Tensor | tf.SparseTensor, default: float | int | str) -> tf.
 
 
 def _coordinate(x: tf.SparseTensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Returns (value with missing entries set to the training mean, 0/1 missing flag)."""
+    """Returns (value, NaN where missing; 0/1 missing flag)."""
     raw = _to_dense(tf.cast(x, tf.float32), math.nan)
     missing = tf.math.is_nan(raw)
-    mean = tft.mean(x)  # over present values only
-    return tf.where(missing, tf.cast(mean, tf.float32), raw), tf.cast(missing, tf.float32)
+    return raw, tf.cast(missing, tf.float32)
 
 
 def _haversine_miles(
@@ -47,12 +46,6 @@ def _haversine_miles(
         + tf.cos(lat1) * tf.cos(lat2) * tf.sin((lon2 - lon1) / 2.0) ** 2
     )
     return 2.0 * f.EARTH_RADIUS_MILES * tf.asin(tf.sqrt(tf.clip_by_value(a, 0.0, 1.0)))
-
-
-def _bucket(value: tf.Tensor, missing: tf.Tensor) -> tf.Tensor:
-    """Quantile bucket of a coordinate; a missing coordinate gets its own last bucket."""
-    bucket = tft.bucketize(value, f.COORDINATE_BUCKETS)
-    return tf.where(missing > 0, tf.constant(f.COORDINATE_BUCKETS, tf.int64), bucket)
 
 
 def _clipped_id(x: tf.SparseTensor, low: int, high: int) -> tf.Tensor:
@@ -81,30 +74,45 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str
     """
     outputs: dict[str, tf.Tensor] = {}
 
-    coords = {}
-    for key in f.COORDINATE_KEYS:
-        value, missing = _coordinate(inputs[key])
-        coords[key] = (value, missing)
-        outputs[f.transformed_name(key)] = tft.scale_to_z_score(value)
+    # Analyzers are few on purpose: each costs Beam stages and a full pass in Transform, so
+    # the numeric columns share one z-score and the coordinates one quantile analyzer. Both
+    # ignore NaN, which is what a missing coordinate is here: statistics describe the
+    # values present, and a missing value scales to 0 (the mean) beside its 0/1 flag.
+    coords = {key: _coordinate(inputs[key]) for key in f.COORDINATE_KEYS}
+    for key, (_, missing) in coords.items():
         outputs[f.missing_indicator_name(key)] = missing
-
-    (plat, plat_m), (plon, plon_m) = coords[f.PICKUP_LATITUDE_KEY], coords[f.PICKUP_LONGITUDE_KEY]
-    (dlat, dlat_m), (dlon, dlon_m) = (
-        coords[f.DROPOFF_LATITUDE_KEY],
-        coords[f.DROPOFF_LONGITUDE_KEY],
-    )
-    any_missing = tf.reduce_max(tf.stack([plat_m, plon_m, dlat_m, dlon_m]), axis=0)
-    complete = 1.0 - any_missing
+    plat, plon, dlat, dlon = (coords[key][0] for key in f.COORDINATE_KEYS)
+    missing_flags = tf.stack([coords[key][1] for key in f.COORDINATE_KEYS], axis=1)
+    complete = 1.0 - tf.reduce_max(missing_flags, axis=1)
     # A distance is only known when both ends are; otherwise 0 and the indicators say why.
-    distance = _haversine_miles(plat, plon, dlat, dlon) * complete
-    outputs[f.DISTANCE_XF] = tft.scale_to_z_score(tf.math.log1p(distance))
-    outputs[f.DELTA_LAT_XF] = tft.scale_to_z_score((dlat - plat) * complete)
-    outputs[f.DELTA_LON_XF] = tft.scale_to_z_score((dlon - plon) * complete)
+    known = [tf.where(tf.math.is_nan(v), tf.zeros_like(v), v) for v in (plat, plon, dlat, dlon)]
+    distance = _haversine_miles(*known) * complete
+    delta_lat = (known[2] - known[0]) * complete
+    delta_lon = (known[3] - known[1]) * complete
+    timestamp = _to_dense(tf.cast(inputs[f.TIMESTAMP_KEY], tf.float32), 0.0)
 
-    # Pickup and dropoff cells of a coordinate grid, and their cross.
+    numeric = {
+        **{f.transformed_name(key): coords[key][0] for key in f.COORDINATE_KEYS},
+        f.DISTANCE_XF: tf.math.log1p(distance),
+        f.DELTA_LAT_XF: delta_lat,
+        f.DELTA_LON_XF: delta_lon,
+        f.TIMESTAMP_XF: timestamp,
+    }
+    scaled = tft.scale_to_z_score(tf.stack(list(numeric.values()), axis=1), elementwise=True)
+    scaled = tf.where(tf.math.is_nan(scaled), tf.zeros_like(scaled), scaled)
+    for i, name in enumerate(numeric):
+        outputs[name] = scaled[:, i]
+
+    # Pickup and dropoff cells of a coordinate grid (quantile buckets per coordinate, a
+    # missing coordinate in its own last bucket), and their cross.
+    coordinates = tf.stack([plat, plon, dlat, dlon], axis=1)
+    buckets = tft.bucketize(coordinates, f.COORDINATE_BUCKETS, elementwise=True)
+    buckets = tf.where(
+        missing_flags > 0, tf.constant(f.COORDINATE_BUCKETS, tf.int64), tf.cast(buckets, tf.int64)
+    )
     width = f.COORDINATE_BUCKETS + 1
-    pickup_cell = _bucket(plat, plat_m) * width + _bucket(plon, plon_m)
-    dropoff_cell = _bucket(dlat, dlat_m) * width + _bucket(dlon, dlon_m)
+    pickup_cell = buckets[:, 0] * width + buckets[:, 1]
+    dropoff_cell = buckets[:, 2] * width + buckets[:, 3]
     outputs[f.PICKUP_CELL_XF] = pickup_cell
     outputs[f.DROPOFF_CELL_XF] = dropoff_cell
     outputs[f.CELL_CROSS_XF] = tf.strings.to_hash_bucket_fast(
@@ -120,9 +128,6 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str
     outputs[f.DAY_XF] = day
     outputs[f.HOUR_OF_WEEK_XF] = day * 24 + hour
     outputs[f.MONTH_XF] = _clipped_id(inputs[f.MONTH_KEY], *f.MONTH_RANGE)
-
-    timestamp = _to_dense(tf.cast(inputs[f.TIMESTAMP_KEY], tf.float32), 0.0)
-    outputs[f.TIMESTAMP_XF] = tft.scale_to_z_score(timestamp)
 
     for key in f.AREA_KEYS:
         area = _area_id(inputs[key])

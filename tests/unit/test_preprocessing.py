@@ -105,16 +105,28 @@ def test_distance_is_haversine_of_complete_trips_and_zero_when_an_end_is_missing
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_missing_values_are_flagged_and_imputed_with_the_mean(transformed):
+def test_missing_values_are_flagged_and_scale_to_the_mean(transformed):
     flag = f.missing_indicator_name
     assert [r[flag(f.DROPOFF_LATITUDE_KEY)] for r in transformed] == [0.0, 1.0, 0.0]
     assert [r[flag(f.PICKUP_LATITUDE_KEY)] for r in transformed] == [0.0, 0.0, 0.0]
     assert [r[flag(f.COMPANY_KEY)] for r in transformed] == [0.0, 1.0, 0.0]
     assert [r[flag(f.DROPOFF_AREA_KEY)] for r in transformed] == [0.0, 1.0, 0.0]
-    # The missing dropoff latitude is imputed with the mean of the present ones.
-    mean = (41.90 + 41.98) / 2
-    expected = _zscore([41.90, mean, 41.98])
+    # Statistics describe the present dropoff latitudes only; the missing one scales to 0,
+    # the mean of the present ones.
+    present = _zscore([41.90, 41.98])
     got = [r[f.transformed_name(f.DROPOFF_LATITUDE_KEY)] for r in transformed]
+    np.testing.assert_allclose(got, [present[0], 0.0, present[1]], rtol=1e-3, atol=1e-3)
+    # A coordinate present in every trip scales over all of them.
+    got = [r[f.transformed_name(f.PICKUP_LONGITUDE_KEY)] for r in transformed]
+    np.testing.assert_allclose(got, _zscore([-87.63, -87.90, -87.60]), rtol=1e-3, atol=1e-3)
+
+
+def test_timestamp_and_deltas_are_z_scores(transformed):
+    got = [r[f.TIMESTAMP_XF] for r in transformed]
+    np.testing.assert_allclose(got, _zscore([1.40e9, 1.41e9, 1.42e9]), rtol=1e-3, atol=1e-3)
+    # The trip without a dropoff has no delta (0 before scaling).
+    expected = _zscore([41.90 - 41.88, 0.0, 41.98 - 41.79])
+    got = [r[f.DELTA_LAT_XF] for r in transformed]
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
