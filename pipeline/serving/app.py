@@ -21,9 +21,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +53,9 @@ REQUEST_ID_HEADER = "X-Request-Id"
 MODEL_VERSION_HEADER = "X-Model-Version"
 _REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()
 _MODEL_VERSION_NAME = MODEL_VERSION_HEADER.lower().encode()
+# Request ids the server makes up: 128 random bits as hex, like a uuid4 but without a
+# system call per request (seeded from the OS once).
+_request_ids = random.Random()
 _MODELS_PREFIX = "/v1/models/"
 _PREDICT_SUFFIX = ":predict"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -277,7 +280,10 @@ async def _answer_predict(
     declared, given = _predict_headers(scope)
     body = await _receive_body(receive, declared, state.config.max_body_bytes)
     parsed = parse_predict_request(parse_json_body(body), state.config.max_instances)
-    request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    if given and _REQUEST_ID.match(given):
+        request_id = given
+    else:
+        request_id = f"{_request_ids.getrandbits(128):032x}"
     job = _Job(
         parsed,
         request_id,

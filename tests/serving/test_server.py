@@ -24,7 +24,7 @@ from pipeline.serving.config import ServeConfig
 from pipeline.serving.loadtest import run_load
 from pipeline.serving.request_log import read_request_log
 from taxifare_modules import features as f
-from tests.serving.helpers import MODEL_NAME, InProcessServer, wait_for
+from tests.serving.helpers import MODEL_NAME, InProcessServer, free_port, wait_for
 from tests.trips import row_to_example
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -332,6 +332,19 @@ def test_concurrent_requests_share_model_calls(server, instances):
     assert requests == total
     assert calls < total / 2, after
     assert after["largest_batch"] > 1
+
+
+def test_load_client_counts_refused_and_unreachable_requests_as_errors(server, instances):
+    refused = run_load(
+        server.url, instances, concurrency=4, total_requests=20, model_name="no-such-model"
+    )
+    assert refused["errors"] == 20 and math.isnan(refused["p50_ms"])
+    unreachable = run_load(
+        f"http://127.0.0.1:{free_port()}", instances, concurrency=4, total_requests=10, timeout=5
+    )
+    assert unreachable["errors"] == 10
+    with pytest.raises(ValueError, match="http://"):
+        run_load("https://127.0.0.1:1", instances, concurrency=1, total_requests=1)
 
 
 # --- Request log --------------------------------------------------------------------------
