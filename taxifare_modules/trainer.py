@@ -20,7 +20,7 @@ from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
 from taxifare_modules import features as f
@@ -98,7 +98,7 @@ def choose_strategy() -> tf.distribute.Strategy:
 
 def _input_fn(
     file_pattern: list[str],
-    data_accessor: tfx.components.DataAccessor,
+    data_accessor: DataAccessor,
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int,
     seed: int | None,
@@ -242,7 +242,7 @@ def export_model(
         tf.saved_model.save(model, export_dir, signatures=signatures)
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     """Trains the model and exports it. Called by TFX Trainer.
 
     Args:
