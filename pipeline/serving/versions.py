@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,22 @@ _WARM_UP_TRIP: dict[str, Any] = {
 }
 
 
+# The inputs of a one-instance call are tensors made once per (field, value) and reused:
+# most values recur (hours, days, areas, payment types, companies, the coarse coordinates),
+# so a lone request costs a dictionary lookup per field instead of a tensor conversion. The
+# timestamp, new with every trip, is converted each time. The cache is emptied when it
+# reaches this many tensors.
+_ONE_VALUE_TENSORS_MAX = 20_000
+_UNCACHED_KEYS = frozenset({f.TIMESTAMP_KEY})
+_one_value_tensors: dict[tuple[str, Any], Any] = {}
+_F32 = struct.Struct("<f")
+_MISSING_VALUES = {
+    **{key: f.MISSING_FLOAT for key in f.FLOAT_FEATURE_KEYS},
+    **{key: f.MISSING_INT for key in f.INT_FEATURE_KEYS},
+    **{key: f.MISSING_STRING for key in f.STRING_FEATURE_KEYS},
+}
+
+
 class ModelLoadError(Exception):
     """A version folder does not hold a model this server can serve."""
 
@@ -76,6 +93,40 @@ def trips_to_columns(trips: list[dict[str, Any]]) -> dict[str, np.ndarray]:
             [t.get(key, f.MISSING_STRING).encode("utf-8") for t in trips], object
         )
     return columns
+
+
+def trip_to_tensors(trip: dict[str, Any]) -> dict[str, Any]:
+    """One trip as the `serving_default` inputs: shape-[1] tensors, sentinels if missing.
+
+    The tensor of a recurring (field, value) is made once and then reused (see
+    `_one_value_tensors`).
+    """
+    tensors = {}
+    for key, missing in _MISSING_VALUES.items():
+        value = trip.get(key, missing)
+        if key in _UNCACHED_KEYS:
+            tensors[key] = _one_value_tensor(key, value)
+            continue
+        # A float is keyed by its float32 bytes: 0.0 and -0.0 are equal but not the same.
+        cache_key = (key, _F32.pack(value) if isinstance(value, float) else value)
+        tensor = _one_value_tensors.get(cache_key)
+        if tensor is None:
+            if len(_one_value_tensors) >= _ONE_VALUE_TENSORS_MAX:
+                _one_value_tensors.clear()
+            tensor = _one_value_tensors[cache_key] = _one_value_tensor(key, value)
+        tensors[key] = tensor
+    return tensors
+
+
+def _one_value_tensor(key: str, value: float | int | str) -> Any:
+    """A shape-[1] tensor of a raw field's value, in the field's dtype."""
+    import tensorflow as tf
+
+    if key in f.FLOAT_FEATURE_KEYS:
+        return tf.constant([value], tf.float32)
+    if key in f.INT_FEATURE_KEYS:
+        return tf.constant([value], tf.int64)
+    return tf.constant([value], tf.string)
 
 
 def trip_to_example(trip: dict[str, Any], extra: dict[str, Any] | None = None) -> Any:
@@ -169,6 +220,8 @@ class LoadedModel:
         signature = self.signatures[signature_name]
         if signature_name == f.SERVING_TF_EXAMPLE_SIGNATURE:
             inputs = {f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(examples, tf.string)}
+        elif len(trips) == 1:
+            inputs = trip_to_tensors(trips[0])
         else:
             inputs = {k: tf.constant(v) for k, v in trips_to_columns(trips).items()}
         return signature(**inputs)[f.PREDICTION_KEY].numpy().reshape(-1)
