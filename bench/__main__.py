@@ -244,6 +244,9 @@ def _commands(args: argparse.Namespace, argv: list[str]) -> list[str]:
         "# Ours, run by the benchmark from the repository root with a fresh root:",
         f"{python} -m pipeline run --config {shlex.quote(args.config)} --set root=$TMP_ROOT",
         *_serve_commands(python, "$TMP_ROOT/serving/taxifare"),
+        "",
+        "# Monitoring benchmark alone (the skew check on 100,000 logged requests vs TFDV):",
+        f"{python} -m bench --monitoring-only --output $TMP_REPORT",
     ]
 
 
@@ -318,7 +321,10 @@ def _main_monitoring_only(args: argparse.Namespace) -> int:
             shutil.rmtree(workspace, ignore_errors=True)
     args.output.write_text(
         monitoring.render_markdown(
-            f"{started:%Y-%m-%d %H:%M}", report.machine_lines(machine.describe()), run
+            f"{started:%Y-%m-%d %H:%M}",
+            report.machine_lines(machine.describe()),
+            run,
+            _display_python(),
         )
     )
     print("\n".join(monitoring.summary_lines(run)))
