@@ -1,4 +1,4 @@
-"""Where the statistics come from: request logs, data files, statistics files, MLMD."""
+"""Where the statistics come from: request logs, data files and statistics files."""
 
 from __future__ import annotations
 
@@ -142,8 +142,8 @@ def _tfrecord_stats(
 ) -> Any:
     import tensorflow_data_validation as tfdv
 
-    if len(paths) == 1:
-        pattern = paths[0]
+    if len(paths) == 1 and paths[0].startswith("gs://"):
+        pattern = paths[0]  # request_log_inputs' glob of a bucket's complete files
     else:
         # One glob over a directory of links: TFDV reads a single file pattern. The names
         # keep their endings, from which the reader tells gzipped files from plain ones.

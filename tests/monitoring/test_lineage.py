@@ -143,3 +143,26 @@ def test_unknown_version_names_the_pushed_ones(two_runs):
 def test_root_without_metadata_is_a_usage_error(tmp_path):
     with pytest.raises(InputError, match="no pipeline metadata"):
         open_pipeline_store(str(tmp_path))
+
+
+def test_versions_are_counted_in_the_statistics_pass(served_rows, tmp_path):
+    from pipeline.monitoring import stats
+    from pipeline.serving.client import csv_row_to_instance
+    from pipeline.serving.request_log import RequestLog, log_example
+
+    log = RequestLog(str(tmp_path / "log"))
+    versions = [7, 9, 9]
+    log.write(
+        log_example(csv_row_to_instance(r), 10.0, versions[i % 3], "r", 0, i, "t")
+        for i, r in enumerate(served_rows[:300])
+    )
+    log.close()
+    work = tmp_path / "work"
+    work.mkdir()
+    counted = stats.serving_statistics(str(tmp_path / "log"), str(work), with_versions=True)
+    assert stats.model_versions(counted) == {7: 100, 9: 200}
+    only_9 = stats.version_statistics(str(tmp_path / "log"), str(work), 9)
+    assert only_9.datasets[0].num_examples == 200
+    # Without the option the log's bookkeeping stays out of the statistics.
+    plain = stats.serving_statistics(str(tmp_path / "log"), str(work))
+    assert stats.model_versions(plain) == {}
