@@ -257,12 +257,13 @@ async def _receive_body(receive: Receive, declared: str | None, limit: int) -> b
 
 
 def _predict_headers(scope: Scope) -> tuple[str | None, str | None]:
-    """(Content-Length, X-Request-Id) of a request, each None if absent."""
+    """(Content-Length, X-Request-Id) of a request, each None if absent (the first of each,
+    as Starlette's `headers.get` reads them)."""
     declared = given = None
     for name, value in scope["headers"]:
-        if name == b"content-length":
+        if name == b"content-length" and declared is None:
             declared = value.decode("latin-1")
-        elif name == _REQUEST_ID_NAME:
+        elif name == _REQUEST_ID_NAME and given is None:
             given = value.decode("latin-1")
     return declared, given
 
