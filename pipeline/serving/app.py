@@ -145,8 +145,10 @@ class ServingState:
             if len(jobs) > 1:
                 return [r for job in jobs for r in self._run_batch(key, [job])]
             return [RequestError(f"the model rejected the request: {e.message}")]
-        bounds = np.cumsum([len(job.request) for job in jobs])[:-1]
-        results = np.split(fares, bounds)
+        if len(jobs) == 1:
+            results = [fares]
+        else:
+            results = np.split(fares, np.cumsum([len(job.request) for job in jobs])[:-1])
         if self.request_log is not None:
             self._log(model, signature, jobs, results)
         return results
