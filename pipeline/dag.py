@@ -5,7 +5,30 @@ from __future__ import annotations
 import importlib.resources
 
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
+
+# TFX's public names, imported from their modules: `from tfx import v1` would also import
+# every extension TFX ships (the Vertex AI and BigQuery clients: seconds of every run's
+# start). The Vertex components are imported only for a Vertex pipeline.
+from tfx.components import (
+    CsvExampleGen,
+    Evaluator,
+    ExampleValidator,
+    Pusher,
+    SchemaGen,
+    StatisticsGen,
+    Trainer,
+    Transform,
+)
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy,
+)
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.types import Channel, standard_artifacts
 
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.fare_filter import FareFilter
@@ -116,7 +139,7 @@ def trainer_custom_config(cfg: Config) -> dict:
     }
 
 
-def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tfx.dsl.Pipeline:
+def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pipeline:
     """Builds the taxifare pipeline.
 
     Args:
@@ -130,21 +153,23 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
     """
     input_config = None
     if cfg.data.pattern:
-        input_config = tfx.proto.Input(
-            splits=[tfx.proto.Input.Split(name="single_split", pattern=cfg.data.pattern)]
+        input_config = example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name="single_split", pattern=cfg.data.pattern)]
         )
-    output_config = tfx.proto.Output(
-        split_config=tfx.proto.SplitConfig(
+    output_config = example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
             splits=[
-                tfx.proto.SplitConfig.Split(
+                example_gen_pb2.SplitConfig.Split(
                     name="train", hash_buckets=cfg.data.split.train_buckets
                 ),
-                tfx.proto.SplitConfig.Split(name="eval", hash_buckets=cfg.data.split.eval_buckets),
+                example_gen_pb2.SplitConfig.Split(
+                    name="eval", hash_buckets=cfg.data.split.eval_buckets
+                ),
             ]
         )
     )
     # Reads the trip CSVs (the latest span when the pattern has {SPAN}) and splits train/eval.
-    example_gen = tfx.components.CsvExampleGen(
+    example_gen = CsvExampleGen(
         input_base=data_root, input_config=input_config, output_config=output_config
     ).with_id(EXAMPLE_GEN_ID)
 
@@ -157,21 +182,19 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
     examples = fare_filter.outputs["filtered_examples"]
 
     # Computes statistics of every feature (the reference for validation and skew).
-    statistics_gen = tfx.components.StatisticsGen(examples=examples).with_id(STATISTICS_GEN_ID)
+    statistics_gen = StatisticsGen(examples=examples).with_id(STATISTICS_GEN_ID)
 
     if cfg.schema_config.source == "curated":
         # Imports the reviewed schema committed to the repo.
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=curated_schema_file(cfg)).with_id(
-            SCHEMA_GEN_ID
-        )
+        schema_gen = ImportSchemaGen(schema_file=curated_schema_file(cfg)).with_id(SCHEMA_GEN_ID)
     else:
         # Infers a schema from this data (for a new data source; review it, then curate it).
-        schema_gen = tfx.components.SchemaGen(
+        schema_gen = SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False
         ).with_id(SCHEMA_GEN_ID)
 
     # Checks the statistics against the schema and records the anomalies.
-    example_validator = tfx.components.ExampleValidator(
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     ).with_id(EXAMPLE_VALIDATOR_ID)
 
@@ -180,13 +203,11 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
 
     thresholds = thresholds_to_json(cfg.monitoring.thresholds())
     # Finds the latest drift verdict: it holds the statistics of the span checked before.
-    drift_resolver = tfx.dsl.Resolver(
+    drift_resolver = Resolver(
         strategy_class=(
-            tfx.dsl.experimental.LatestArtifactStrategy
-            if cfg.vertex is not None
-            else LatestOrNothingStrategy
+            LatestArtifactStrategy if cfg.vertex is not None else LatestOrNothingStrategy
         ),
-        previous=tfx.dsl.Channel(type=DriftVerdict),
+        previous=Channel(type=DriftVerdict),
     ).with_id(DRIFT_RESOLVER_ID)
 
     # Compares this span's training statistics with the previous span's (data drift).
@@ -224,42 +245,49 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
     monitoring.append(monitoring_gate)
 
     # Fits and applies the one feature graph used in training and in serving.
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         # StatisticsGen already describes the data; TFDV passes inside Transform cost time.
         disable_statistics=True,
+        # Nothing feeds the analyzer cache back (each span is analysed afresh), so writing it
+        # would be Beam stages for nothing.
+        disable_analyzer_cache=True,
     ).with_id(TRANSFORM_ID)
     transform.add_upstream_node(gate)
     transform.add_upstream_node(monitoring_gate)
 
     # Trains the Keras model and exports it with the Transform graph inside; on Vertex, as a
     # Vertex AI Training job on the scale tier's machines (GPUs, workers).
-    trainer_class = tfx.components.Trainer
+    trainer_class = Trainer
     custom_config = trainer_custom_config(cfg)
     if cfg.vertex is not None:
-        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+        from tfx.extensions.google_cloud_ai_platform.trainer.component import (
+            Trainer as VertexTrainer,
+        )
+
+        trainer_class = VertexTrainer
         custom_config.update(vertex_config.trainer_custom_config(cfg.vertex))
     trainer = trainer_class(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=cfg.training.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=cfg.training.eval_steps),
+        train_args=trainer_pb2.TrainArgs(num_steps=cfg.training.train_steps),
+        eval_args=trainer_pb2.EvalArgs(num_steps=cfg.training.eval_steps),
         custom_config=custom_config,
     ).with_id(TRAINER_ID)
 
     # Finds the last blessed model, the baseline the candidate must not be worse than.
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id(MODEL_RESOLVER_ID)
 
     # Evaluates the candidate on the eval split, overall and by slice, and blesses it or not.
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
@@ -268,7 +296,11 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
 
     if cfg.vertex is not None and cfg.vertex.push == "endpoint":
         # Deploys a blessed model to the autoscaling Vertex AI endpoint.
-        pusher = tfx.extensions.google_cloud_ai_platform.Pusher(
+        from tfx.extensions.google_cloud_ai_platform.pusher.component import (
+            Pusher as VertexPusher,
+        )
+
+        pusher = VertexPusher(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
             custom_config=vertex_config.pusher_custom_config(cfg.vertex, cfg.name),
@@ -276,11 +308,11 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
     else:
         # Copies a blessed model to <serving root>/<name>/<version>/, the layout TF Serving
         # reads (a gs:// folder on Vertex).
-        pusher = tfx.components.Pusher(
+        pusher = Pusher(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
-            push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(
+            push_destination=pusher_pb2.PushDestination(
+                filesystem=pusher_pb2.PushDestination.Filesystem(
                     base_directory=cfg.serving_model_dir
                 )
             ),
@@ -307,20 +339,18 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> tf
         components = components[: ids.index(until) + 1]
     if cfg.vertex is not None:
         # Vertex keeps its own ML Metadata; the Beam options come from vertex.dataflow.
-        return tfx.dsl.Pipeline(
+        return Pipeline(
             pipeline_name=cfg.name,
             pipeline_root=cfg.pipeline_root,
             components=components,
             enable_cache=cfg.orchestrator.enable_cache,
             beam_pipeline_args=vertex_config.beam_pipeline_args(cfg.vertex, cfg.beam),
         )
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=cfg.name,
         pipeline_root=cfg.pipeline_root,
         components=components,
         enable_cache=cfg.orchestrator.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            cfg.metadata_path
-        ),
+        metadata_connection_config=sqlite_metadata_connection_config(cfg.metadata_path),
         beam_pipeline_args=cfg.beam.to_args(),
     )

@@ -26,10 +26,10 @@ class RunOutcome:
 
 
 def _make_runner(cfg: Config):
-    from tfx import v1 as tfx
-
     if cfg.orchestrator.runner == "local":
-        return tfx.orchestration.LocalDagRunner()
+        from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+        return LocalDagRunner()
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
     return BeamDagRunner()

@@ -5,8 +5,9 @@ component fails when there are any, and Transform (and so everything after it) i
 depend on it, so a run on bad data trains nothing and pushes nothing.
 """
 
-from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 
 from pipeline.anomalies import format_anomalies, read_anomalies
 
@@ -15,9 +16,9 @@ class AnomaliesFoundError(RuntimeError):
     """The data has anomalies against the schema; the message lists them."""
 
 
-@tfx.dsl.components.component
+@component
 def AnomalyGate(  # noqa: N802 (a TFX component is named like a class)
-    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
 ) -> None:
     """Fails with the list of anomalies when ExampleValidator found any."""
     splits = artifact_utils.decode_split_names(anomalies.split_names)

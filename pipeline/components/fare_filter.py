@@ -15,9 +15,15 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from tfx import v1 as tfx
 from tfx.components.util import examples_utils
-from tfx.types import artifact_utils
+from tfx.dsl.component.experimental.annotations import (
+    BeamComponentParameter,
+    InputArtifact,
+    OutputArtifact,
+    Parameter,
+)
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
 
 from taxifare_modules import features as f
 
@@ -63,17 +69,24 @@ def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
     return int(sum(c.committed if c.committed is not None else c.attempted for c in counters))
 
 
-@tfx.dsl.components.component(use_beam=True)
+@component(use_beam=True)
 def FareFilter(  # noqa: N802 (a TFX component is named like a class)
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    filtered_examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
-    min_fare: tfx.dsl.components.Parameter[float],
-    max_fare: tfx.dsl.components.Parameter[float],
-    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
+    examples: InputArtifact[standard_artifacts.Examples],
+    filtered_examples: OutputArtifact[standard_artifacts.Examples],
+    min_fare: Parameter[float],
+    max_fare: Parameter[float],
+    beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Copies `examples` without the trips whose fare is implausible."""
     splits = artifact_utils.decode_split_names(examples.split_names)
     filtered_examples.split_names = examples.split_names
+    # The same span and version as the input (ExampleGen may record them as properties or
+    # custom properties), so the statistics and everything downstream name their span.
+    for name in ("span", "version"):
+        if examples.has_custom_property(name):
+            filtered_examples.set_int_custom_property(name, examples.get_int_custom_property(name))
+        if examples.has_property(name):
+            setattr(filtered_examples, name, getattr(examples, name))
     examples_utils.set_payload_format(
         filtered_examples, examples_utils.get_payload_format(examples)
     )

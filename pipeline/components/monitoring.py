@@ -22,8 +22,15 @@ import tempfile
 from typing import Any
 
 import apache_beam as beam
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import (
+    BeamComponentParameter,
+    InputArtifact,
+    OutputArtifact,
+    Parameter,
+)
+from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.input_resolution.strategies import latest_artifact_strategy
+from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 
 from pipeline.monitoring.report import REPORT_FILE, VERDICT_FILE, write_outputs
@@ -149,14 +156,14 @@ def choose_baseline(
     )
 
 
-@tfx.dsl.components.component
+@component
 def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
-    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-    verdict: tfx.dsl.components.OutputArtifact[DriftVerdict],
-    thresholds: tfx.dsl.components.Parameter[str],
-    previous: tfx.dsl.components.InputArtifact[DriftVerdict] = None,
+    examples: InputArtifact[standard_artifacts.Examples],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    schema: InputArtifact[standard_artifacts.Schema],
+    verdict: OutputArtifact[DriftVerdict],
+    thresholds: Parameter[str],
+    previous: InputArtifact[DriftVerdict] = None,
 ) -> None:
     """Compares this span's training statistics with the previous span's."""
     from pipeline.monitoring.cli import DRIFT_KEYS
@@ -202,15 +209,15 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     _record(verdict, result)
 
 
-@tfx.dsl.components.component(use_beam=True)
+@component(use_beam=True)
 def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
-    statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
-    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-    verdict: tfx.dsl.components.OutputArtifact[SkewVerdict],
-    serving_logs: tfx.dsl.components.Parameter[str],
-    log_fingerprint: tfx.dsl.components.Parameter[str],
-    thresholds: tfx.dsl.components.Parameter[str],
-    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    schema: InputArtifact[standard_artifacts.Schema],
+    verdict: OutputArtifact[SkewVerdict],
+    serving_logs: Parameter[str],
+    log_fingerprint: Parameter[str],
+    thresholds: Parameter[str],
+    beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Compares the request log with this run's training statistics.
 
@@ -263,12 +270,12 @@ def _finding(artifact: Artifact) -> str | None:
     return f"{check} in {failed.replace(',', ', ')} (report: {report})"
 
 
-@tfx.dsl.components.component
+@component
 def MonitoringGate(  # noqa: N802 (a TFX component is named like a class)
-    drift: tfx.dsl.components.InputArtifact[DriftVerdict],
-    stop_on_drift: tfx.dsl.components.Parameter[int],
-    stop_on_skew: tfx.dsl.components.Parameter[int],
-    skew: tfx.dsl.components.InputArtifact[SkewVerdict] = None,
+    drift: InputArtifact[DriftVerdict],
+    stop_on_drift: Parameter[int],
+    stop_on_skew: Parameter[int],
+    skew: InputArtifact[SkewVerdict] = None,
 ) -> None:
     """Fails, naming what was found and where the reports are, when a `stop` check found it."""
     stops = []

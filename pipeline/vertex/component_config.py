@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tfx import v1 as tfx
+from tfx.extensions.google_cloud_ai_platform import constants as vertex_keys
 
 from pipeline.config import BeamConfig, VertexConfig
 from pipeline.vertex import scale_tiers
@@ -20,12 +20,14 @@ from pipeline.vertex import scale_tiers
 # compiled spec must name a path that exists in the container, not one on this machine.
 IMAGE_SCHEMA_FILE = "/opt/taxifare/schema.pbtxt"
 
+# TFX's key for the Vertex AI Training job of the Trainer's custom_config (its value is in
+# the Trainer executor's module, which imports the Vertex client; the string is stable).
+_TRAINING_ARGS_KEY = "ai_platform_training_args"
+
 # Vertex's prebuilt TensorFlow Serving images (CPU). 2.15 is the newest Vertex offers: a
 # SavedModel exported by TF 2.16 loads in it unless it uses an op added in 2.16 (then set
 # vertex.endpoint.serving_image to a newer serving image).
 _SERVING_IMAGE = "{}-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
-
-_GCP = tfx.extensions.google_cloud_ai_platform
 
 
 def serving_image(vertex: VertexConfig) -> str:
@@ -62,9 +64,9 @@ def training_job_args(vertex: VertexConfig) -> dict[str, Any]:
 def trainer_custom_config(vertex: VertexConfig) -> dict[str, Any]:
     """The Vertex keys of the Trainer's custom_config (added to run_fn's own keys)."""
     return {
-        _GCP.ENABLE_VERTEX_KEY: True,
-        _GCP.VERTEX_REGION_KEY: vertex.region,
-        _GCP.TRAINING_ARGS_KEY: training_job_args(vertex),
+        vertex_keys.ENABLE_VERTEX_KEY: True,
+        vertex_keys.VERTEX_REGION_KEY: vertex.region,
+        _TRAINING_ARGS_KEY: training_job_args(vertex),
     }
 
 
@@ -77,11 +79,11 @@ def pusher_custom_config(vertex: VertexConfig, pipeline_name: str) -> dict[str, 
     """The GCP Pusher's custom_config: deploy to the autoscaling endpoint."""
     endpoint = vertex.endpoint
     return {
-        _GCP.ENABLE_VERTEX_KEY: True,
-        _GCP.VERTEX_REGION_KEY: vertex.region,
-        _GCP.VERTEX_CONTAINER_IMAGE_URI_KEY: serving_image(vertex),
+        vertex_keys.ENABLE_VERTEX_KEY: True,
+        vertex_keys.VERTEX_REGION_KEY: vertex.region,
+        vertex_keys.VERTEX_CONTAINER_IMAGE_URI_KEY: serving_image(vertex),
         # Forwarded to aiplatform.Model.deploy; min < max replicas makes it autoscale.
-        _GCP.SERVING_ARGS_KEY: {
+        vertex_keys.SERVING_ARGS_KEY: {
             "project_id": vertex.project,
             "endpoint_name": endpoint_name(vertex, pipeline_name),
             "machine_type": endpoint.machine_type,
