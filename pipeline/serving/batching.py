@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import dataclasses
-import functools
+import queue
+import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -86,7 +86,11 @@ class MicroBatcher:
         self._free_slots = batch_threads
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Batches for the worker threads; None tells one to exit.
+        self._calls: queue.SimpleQueue[tuple[list[_Item], Hashable, list[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads: list[threading.Thread] = []
         self._idle: asyncio.Event | None = None
         self._stopping = False
         self.stats = BatchStats()
@@ -96,9 +100,12 @@ class MicroBatcher:
         self._loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            self._batch_threads, thread_name_prefix="model-call"
-        )
+        self._threads = [
+            threading.Thread(target=self._work, name=f"model-call-{i}", daemon=True)
+            for i in range(self._batch_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
         """Runs what is queued (without waiting for company), waits for the calls, stops."""
@@ -107,7 +114,10 @@ class MicroBatcher:
             return
         self._dispatch()
         await self._idle.wait()
-        self._executor.shutdown(wait=True)
+        for _ in self._threads:
+            self._calls.put(None)
+        for thread in self._threads:
+            thread.join()
 
     async def submit(self, key: Hashable, payload: Any, size: int) -> Any:
         """Queues a request of `size` instances and returns its result when its batch ran.
@@ -137,10 +147,7 @@ class MicroBatcher:
                         return
             batch = self._take_batch()
             self._free_slots -= 1
-            call = self._loop.run_in_executor(
-                self._executor, self._call, batch[0].key, [item.payload for item in batch]
-            )
-            call.add_done_callback(functools.partial(self._finish, batch))
+            self._calls.put((batch, batch[0].key, [item.payload for item in batch]))
         if self._free_slots == self._batch_threads and not self._pending:
             self._idle.set()
 
@@ -165,23 +172,24 @@ class MicroBatcher:
         self._pending_size -= size
         return batch
 
-    def _call(self, key: Hashable, payloads: list[Any]) -> list[Any]:
-        """Runs in a worker thread: `run_batch`, with any failure given to every caller."""
-        try:
-            results = self._run_batch(key, payloads)
-            if len(results) != len(payloads):
-                raise RuntimeError(f"{len(results)} results for a batch of {len(payloads)}")
-        except Exception as e:
-            results = [e] * len(payloads)
-        return results
+    def _work(self) -> None:
+        """A worker thread: runs batches until told to exit, hands results to the loop."""
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            batch, key, payloads = call
+            try:
+                results = self._run_batch(key, payloads)
+                if len(results) != len(payloads):
+                    raise RuntimeError(f"{len(results)} results for a batch of {len(payloads)}")
+            except Exception as e:
+                results = [e] * len(payloads)
+            self._loop.call_soon_threadsafe(self._finish, batch, results)
 
-    def _finish(self, batch: list[_Item], call: asyncio.Future) -> None:
+    def _finish(self, batch: list[_Item], results: list[Any]) -> None:
         """Back on the event loop: answers the batch's callers, then starts the next call."""
         self._free_slots += 1
-        try:
-            results = call.result()
-        except BaseException as e:  # e.g. cancelled: the callers must still hear of it
-            results = [e if isinstance(e, Exception) else RuntimeError(repr(e))] * len(batch)
         size = sum(item.size for item in batch)
         stats = self.stats
         stats.requests += len(batch)
