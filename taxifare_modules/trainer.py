@@ -267,7 +267,6 @@ def run_fn(fn_args: FnArgs) -> None:
     if seed is not None:
         tf.keras.utils.set_random_seed(int(seed))
 
-
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train_ds = _input_fn(
         fn_args.train_files,
