@@ -17,12 +17,16 @@ import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from bench import baselines, examples_io, machine, monitoring, ours, reference, report, serving
 from bench.measure import Measurement, run_measured
 from bench.results import BenchResults, OursRun, ReferenceRun
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TIMEOUT_SECONDS = 3600.0
@@ -260,31 +264,48 @@ def _serve_commands(python: str, model_dir: str) -> list[str]:
     ]
 
 
+def _in_workspace(
+    args: argparse.Namespace, prefix: str, kept: str, run: Callable[[Path], T]
+) -> T | None:
+    """Runs `run` in a fresh temporary directory, kept with ``--keep``; None if it failed."""
+    workspace = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return run(workspace)
+    except (RunFailedError, FileNotFoundError, ValueError) as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return None
+    finally:
+        if args.keep:
+            print(f"bench: kept {kept} in {workspace}", file=sys.stderr)
+        else:
+            shutil.rmtree(workspace, ignore_errors=True)
+
+
 def _main_serving_only(args: argparse.Namespace, argv: list[str]) -> int:
     """``--serving-only``: benchmarks serving an existing model directory."""
     started = datetime.now(timezone.utc)
-    workspace = Path(tempfile.mkdtemp(prefix="taxifare-bench-serving-"))
-    try:
-        example = reference.find_reference()
-        run = _run_serving(args.model_dir.resolve(), example, workspace)
-    except (RunFailedError, FileNotFoundError, ValueError) as err:
-        print(f"bench: error: {err}", file=sys.stderr)
+    run = _in_workspace(
+        args,
+        "taxifare-bench-serving-",
+        "the servers' files",
+        lambda workspace: _run_serving(
+            args.model_dir.resolve(), reference.find_reference(), workspace
+        ),
+    )
+    if run is None:
         return 1
-    finally:
-        if args.keep:
-            print(f"bench: kept the servers' files in {workspace}", file=sys.stderr)
-        else:
-            shutil.rmtree(workspace, ignore_errors=True)
     commands = [
         "# This report, from the repository root:",
         shlex.join([_display_python(), "-m", "bench", *argv]),
         *_serve_commands(_display_python(), shlex.quote(str(args.model_dir))),
     ]
     args.output.write_text(
-        report.render_serving_markdown(
+        report.render_partial_markdown(
+            "Serving benchmark",
+            "--serving-only",
             f"{started:%Y-%m-%d %H:%M}",
             report.machine_lines(machine.describe()),
-            run,
+            report.serving_section(run),
             commands,
         )
     )
@@ -308,23 +329,22 @@ def _run_monitoring(data_csv: Path, workspace: Path) -> monitoring.MonitoringRun
 def _main_monitoring_only(args: argparse.Namespace) -> int:
     """``--monitoring-only``: the skew check against TFDV's statistics pass, nothing else."""
     started = datetime.now(timezone.utc)
-    workspace = Path(tempfile.mkdtemp(prefix="taxifare-bench-monitoring-"))
-    try:
-        run = _run_monitoring(reference.find_reference().data_csv, workspace)
-    except (RunFailedError, FileNotFoundError, ValueError) as err:
-        print(f"bench: error: {err}", file=sys.stderr)
+    run = _in_workspace(
+        args,
+        "taxifare-bench-monitoring-",
+        "the log and reports",
+        lambda workspace: _run_monitoring(reference.find_reference().data_csv, workspace),
+    )
+    if run is None:
         return 1
-    finally:
-        if args.keep:
-            print(f"bench: kept the log and reports in {workspace}", file=sys.stderr)
-        else:
-            shutil.rmtree(workspace, ignore_errors=True)
     args.output.write_text(
-        monitoring.render_markdown(
+        report.render_partial_markdown(
+            "Monitoring benchmark",
+            "--monitoring-only",
             f"{started:%Y-%m-%d %H:%M}",
             report.machine_lines(machine.describe()),
-            run,
-            _display_python(),
+            monitoring.markdown_section(run),
+            ["# From the repository root:", f"{_display_python()} -m bench --monitoring-only"],
         )
     )
     print("\n".join(monitoring.summary_lines(run)))
