@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from pipeline.serving.field_memo import FieldValueMemo
 from taxifare_modules import features as f
 
 _LOG = logging.getLogger(__name__)
@@ -190,10 +191,9 @@ _F32 = struct.Struct("<f")
 _FIELD_1 = b"\x0a"  # field 1, length-delimited
 _FIELD_2 = b"\x12"
 _FIELD_3 = b"\x1a"
-# Encoded map entries of values that repeat (small ints, strings, coordinates), by
-# (key, value); emptied when it grows past this many.
+# Encoded map entries of values that repeat (small ints, strings, coordinates) are kept in
+# a memo of this many at most.
 _ENTRY_CACHE_SIZE = 50_000
-_entry_cache: dict[tuple[str, Any], bytes] = {}
 
 
 def _varint(value: int) -> bytes:
@@ -225,15 +225,7 @@ def _feature_entry(key: str, value: float | int | str | bytes) -> bytes:
     return _delimited(_FIELD_1, entry)
 
 
-def _cached_entry(key: str, value: float | int | str) -> bytes:
-    # A float is keyed by its float32 bytes: equal values such as 0.0 and -0.0 differ there.
-    cache_key = (key, _F32.pack(value) if isinstance(value, float) else value)
-    entry = _entry_cache.get(cache_key)
-    if entry is None:
-        if len(_entry_cache) >= _ENTRY_CACHE_SIZE:
-            _entry_cache.clear()
-        entry = _entry_cache[cache_key] = _feature_entry(key, value)
-    return entry
+_cached_entry = FieldValueMemo(_feature_entry, _ENTRY_CACHE_SIZE)
 
 
 # The Python type of each raw field's training dtype.

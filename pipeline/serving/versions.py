@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.serving.field_memo import FieldValueMemo
 from taxifare_modules import features as f
 
 _LOG = logging.getLogger(__name__)
@@ -57,12 +57,10 @@ _WARM_UP_TRIP: dict[str, Any] = {
 # The inputs of a one-instance call are tensors made once per (field, value) and reused:
 # most values recur (hours, days, areas, payment types, companies, the coarse coordinates),
 # so a lone request costs a dictionary lookup per field instead of a tensor conversion. The
-# timestamp, new with every trip, is converted each time. The cache is emptied when it
-# reaches this many tensors.
+# timestamp, new with every trip, is converted each time. The memo keeps this many tensors
+# at most.
 _ONE_VALUE_TENSORS_MAX = 20_000
 _UNCACHED_KEYS = frozenset({f.TIMESTAMP_KEY})
-_one_value_tensors: dict[tuple[str, Any], Any] = {}
-_F32 = struct.Struct("<f")
 _MISSING_VALUES = {
     **{key: f.MISSING_FLOAT for key in f.FLOAT_FEATURE_KEYS},
     **{key: f.MISSING_INT for key in f.INT_FEATURE_KEYS},
@@ -107,14 +105,7 @@ def trip_to_tensors(trip: dict[str, Any]) -> dict[str, Any]:
         if key in _UNCACHED_KEYS:
             tensors[key] = _one_value_tensor(key, value)
             continue
-        # A float is keyed by its float32 bytes: 0.0 and -0.0 are equal but not the same.
-        cache_key = (key, _F32.pack(value) if isinstance(value, float) else value)
-        tensor = _one_value_tensors.get(cache_key)
-        if tensor is None:
-            if len(_one_value_tensors) >= _ONE_VALUE_TENSORS_MAX:
-                _one_value_tensors.clear()
-            tensor = _one_value_tensors[cache_key] = _one_value_tensor(key, value)
-        tensors[key] = tensor
+        tensors[key] = _one_value_tensors(key, value)
     return tensors
 
 
@@ -127,6 +118,9 @@ def _one_value_tensor(key: str, value: float | int | str) -> Any:
     if key in f.INT_FEATURE_KEYS:
         return tf.constant([value], tf.int64)
     return tf.constant([value], tf.string)
+
+
+_one_value_tensors = FieldValueMemo(_one_value_tensor, _ONE_VALUE_TENSORS_MAX)
 
 
 def trip_to_example(trip: dict[str, Any], extra: dict[str, Any] | None = None) -> Any:
