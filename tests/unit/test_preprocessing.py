@@ -74,7 +74,13 @@ def _zscore(values):
 
 
 @pytest.fixture(scope="module")
-def transformed(tmp_path_factory) -> list[dict]:
+def tft_dir(tmp_path_factory):
+    """TFT's temporary directory: the analyzers write the vocabulary files there."""
+    return tmp_path_factory.mktemp("tft")
+
+
+@pytest.fixture(scope="module")
+def transformed(tft_dir) -> list[dict]:
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
 
@@ -85,7 +91,7 @@ def transformed(tmp_path_factory) -> list[dict]:
         f.LABEL_KEY: tf.io.VarLenFeature(tf.float32),
     }
     metadata = tft.DatasetMetadata.from_feature_spec(spec)
-    with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft")), force_tf_compat_v1=False):
+    with tft_beam.Context(temp_dir=str(tft_dir), force_tf_compat_v1=False):
         (rows, _), _ = (TRIPS, metadata) | tft_beam.AnalyzeAndTransformDataset(
             preprocessing_fn, output_record_batches=False
         )
@@ -143,7 +149,7 @@ def test_community_areas_keep_their_number_and_missing_is_zero(transformed):
     assert [r[f.DROPOFF_AREA_XF] for r in transformed] == [8, 0, 76]
 
 
-def test_vocabularies_rank_by_frequency(transformed):
+def test_vocabularies_rank_by_frequency(transformed, tft_dir):
     # Cash appears twice, Credit Card once: ids 0 and 1.
     assert [r[f.PAYMENT_TYPE_XF] for r in transformed] == [0, 0, 1]
     company = [r[f.COMPANY_XF] for r in transformed]
@@ -151,6 +157,10 @@ def test_vocabularies_rank_by_frequency(transformed):
     # so it lands in an out-of-vocabulary bucket, the same one in training and serving.
     assert company[0] == company[2] == 0
     assert 1 <= company[1] < 1 + f.COMPANY_OOV_BUCKETS
+    vocabularies = list(tft_dir.rglob(f.COMPANY_KEY))
+    assert vocabularies, "no company vocabulary file written"
+    for path in vocabularies:
+        assert path.read_bytes().splitlines() == [b"A Cab"], path
 
 
 def test_cells_and_cross_are_in_range_and_missing_dropoff_gets_its_own_bucket(transformed):
