@@ -41,6 +41,7 @@ from pipeline.components.monitoring import (
 )
 from pipeline.config import Config
 from pipeline.monitoring.stats import request_log_fingerprint
+from pipeline.monitoring.stats_options import monitoring_stats_options
 from pipeline.monitoring.thresholds import thresholds_to_json
 from pipeline.vertex import component_config as vertex_config
 from taxifare_modules import features as f
@@ -181,8 +182,12 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
     ).with_id(FARE_FILTER_ID)
     examples = fare_filter.outputs["filtered_examples"]
 
-    # Computes statistics of every feature (the reference for validation and skew).
-    statistics_gen = StatisticsGen(examples=examples).with_id(STATISTICS_GEN_ID)
+    # Computes statistics of every feature (the reference for validation, drift and skew),
+    # with the options every comparison's statistics share (categorical small integers, fine
+    # quantiles).
+    statistics_gen = StatisticsGen(
+        examples=examples, stats_options=monitoring_stats_options()
+    ).with_id(STATISTICS_GEN_ID)
 
     if cfg.schema_config.source == "curated":
         # Imports the reviewed schema committed to the repo.
@@ -219,6 +224,14 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         thresholds=thresholds,
     ).with_id(DRIFT_CHECK_ID)
 
+    # Finds the last blessed model: the served one, whose request log SkewCheck reads, and
+    # the baseline the candidate must not be worse than.
+    model_resolver = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+    ).with_id(MODEL_RESOLVER_ID)
+
     monitoring = [drift_resolver, drift_check]
     skew_verdict = None
     serving_logs = cfg.monitoring.skew.serving_logs
@@ -230,6 +243,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             serving_logs=serving_logs,
             log_fingerprint=request_log_fingerprint(serving_logs),
             thresholds=thresholds,
+            model=model_resolver.outputs["model"],
         ).with_id(SKEW_CHECK_ID)
         monitoring.append(skew_check)
         skew_verdict = skew_check.outputs["verdict"]
@@ -278,13 +292,6 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         eval_args=trainer_pb2.EvalArgs(num_steps=cfg.training.eval_steps),
         custom_config=custom_config,
     ).with_id(TRAINER_ID)
-
-    # Finds the last blessed model, the baseline the candidate must not be worse than.
-    model_resolver = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id(MODEL_RESOLVER_ID)
 
     # Evaluates the candidate on the eval split, overall and by slice, and blesses it or not.
     evaluator = Evaluator(

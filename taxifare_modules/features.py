@@ -147,3 +147,25 @@ CATEGORICAL_XF_SIZES: dict[str, int] = {
 
 # Slices the Evaluator reports metrics on (raw keys).
 SLICE_KEYS = (HOUR_KEY, PAYMENT_TYPE_KEY)
+
+# Monitoring (skew and drift): how each raw field is compared between training and serving or
+# between two spans. Integer fields with a small fixed domain are compared as the categories
+# they are (an hour is not "close" to the next one in any way the model relies on); the other
+# numeric fields by their distribution functions.
+CATEGORICAL_INT_KEYS = AREA_KEYS + TIME_KEYS
+MONITORED_CATEGORICAL_KEYS = STRING_FEATURE_KEYS + CATEGORICAL_INT_KEYS
+MONITORED_NUMERIC_KEYS = FLOAT_FEATURE_KEYS + (TIMESTAMP_KEY,)
+SKEW_KEYS = RAW_FEATURE_KEYS
+# The label is not compared between spans: a fare's drift shows in the Evaluator's metrics.
+DRIFT_KEYS = RAW_FEATURE_KEYS
+
+# What the model computes rather than what it is sent, compared when the served model is
+# known: the trip distance its Transform graph derives and the fare it predicts, each with
+# the raw fields it is computed from (named when it is flagged). A client that sends the
+# dropoff point as the pickup point too leaves every coordinate's distribution almost as it
+# was, but not the distance.
+DERIVED_FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
+    DISTANCE_XF: COORDINATE_KEYS,
+    PREDICTION_KEY: RAW_FEATURE_KEYS,
+}
+DERIVED_KEYS = tuple(DERIVED_FEATURE_INPUTS)

@@ -25,6 +25,7 @@ from tfx_bsl.public import tfxio
 
 from taxifare_modules import features as f
 from taxifare_modules.model import ModelParams, build_model
+from taxifare_modules.monitoring_reference import write_reference
 
 _LOG = logging.getLogger(__name__)
 
@@ -139,6 +140,17 @@ def _input_fn(
         .batch(batch_size, drop_remainder=True)
         .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _eval_pass(
+    file_pattern: list[str], data_accessor: DataAccessor, tf_transform_output: tft.TFTransformOutput
+) -> tf.data.Dataset:
+    """One pass over a split in large batches of (transformed features, label)."""
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=4096, label_key=f.LABEL_KEY, num_epochs=1),
+        tf_transform_output.transformed_metadata.schema,
     )
 
 
@@ -313,6 +325,14 @@ def run_fn(fn_args: FnArgs) -> None:
     )
     export_dir = fn_args.serving_model_dir if chief else os.path.join(scratch, "model")
     export_model(model, tf_transform_output, export_dir)
+    if chief:
+        # What the model computes on its eval split, for the skew check of served traffic.
+        written = write_reference(
+            model,
+            _eval_pass(fn_args.eval_files, fn_args.data_accessor, tf_transform_output),
+            export_dir,
+        )
+        _LOG.info("recorded the model's distance and fare on %d eval examples", written)
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
         _wait_for_chief_export(fn_args.serving_model_dir)

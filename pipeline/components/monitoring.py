@@ -16,8 +16,6 @@ succeeds.
 """
 
 import json
-import os
-import shutil
 import tempfile
 from typing import Any
 
@@ -30,10 +28,13 @@ from tfx.dsl.component.experimental.annotations import (
 )
 from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.input_resolution.strategies import latest_artifact_strategy
+from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 
 from pipeline.monitoring.report import REPORT_FILE, VERDICT_FILE, write_outputs
+from pipeline.monitoring.stats import join
+from taxifare_modules import features as f
 
 # Custom properties of a verdict artifact (read by the run summary).
 CHECK_PROPERTY = "check"
@@ -50,6 +51,8 @@ NOT_COMPARED = "not_compared"
 # Inside a DriftVerdict: the statistics judged, and the baseline they were judged against.
 STATISTICS_DIR = "statistics"
 BASELINE_DIR = "baseline_statistics"
+# Inside a SkewVerdict: the statistics of the request log it judged.
+SERVING_STATISTICS_DIR = "serving_statistics"
 
 _STATS_FILE = "FeatureStats.pb"
 _SCHEMA_FILE = "schema.pbtxt"
@@ -59,14 +62,15 @@ _TRAIN_SPLIT = "Split-train"
 class DriftVerdict(Artifact):
     """The drift check of one run: verdict.json, report.html and the statistics it judged."""
 
-    # `<namespace>.<Name>`: the Vertex compiler's rule for custom artifact types.
-    TYPE_NAME = "taxifare.DriftVerdict"
+    # The class's import path: TFX's Vertex entrypoint imports a custom type by its name
+    # (and the Vertex compiler wants `<namespace>.<Name>`, which this is too).
+    TYPE_NAME = "pipeline.components.monitoring.DriftVerdict"
 
 
 class SkewVerdict(Artifact):
-    """The skew check of one run: verdict.json and report.html."""
+    """The skew check of one run: verdict.json, report.html and the serving statistics."""
 
-    TYPE_NAME = "taxifare.SkewVerdict"
+    TYPE_NAME = "pipeline.components.monitoring.SkewVerdict"
 
 
 class LatestOrNothingStrategy(latest_artifact_strategy.LatestArtifactStrategy):
@@ -94,16 +98,23 @@ class DriftOrSkewFoundError(RuntimeError):
 
 
 def _train_stats_file(statistics_uri: str) -> str:
-    return os.path.join(statistics_uri, _TRAIN_SPLIT, _STATS_FILE)
+    return join(statistics_uri, _TRAIN_SPLIT, _STATS_FILE)
+
+
+def _copy(source: str, folder: str) -> str:
+    """Copies a statistics file into `folder` (any filesystem); returns the copy's path."""
+    fileio.makedirs(folder)
+    target = join(folder, _STATS_FILE)
+    fileio.copy(source, target, overwrite=True)
+    return target
 
 
 def _record(artifact: Artifact, verdict: dict[str, Any]) -> None:
     """Writes verdict.json (and report.html when compared) and sets the custom properties."""
     if verdict["verdict"] == NOT_COMPARED:
-        os.makedirs(artifact.uri, exist_ok=True)
-        with open(os.path.join(artifact.uri, VERDICT_FILE), "w") as fh:
-            json.dump(verdict, fh, indent=2)
-            fh.write("\n")
+        fileio.makedirs(artifact.uri)
+        with fileio.open(join(artifact.uri, VERDICT_FILE), "w") as fh:
+            fh.write(json.dumps(verdict, indent=2) + "\n")
         report = ""
     else:
         _, report = write_outputs(verdict, artifact.uri)
@@ -131,7 +142,7 @@ def not_compared(check: str, note: str) -> dict[str, Any]:
 def _schema(schema_uri: str) -> Any:
     import tensorflow_data_validation as tfdv
 
-    return tfdv.load_schema_text(os.path.join(schema_uri, _SCHEMA_FILE))
+    return tfdv.load_schema_text(join(schema_uri, _SCHEMA_FILE))
 
 
 def choose_baseline(
@@ -166,7 +177,6 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     previous: InputArtifact[DriftVerdict] = None,
 ) -> None:
     """Compares this span's training statistics with the previous span's."""
-    from pipeline.monitoring.cli import DRIFT_KEYS
     from pipeline.monitoring.compare import DRIFT, Side, compare
     from pipeline.monitoring.stats import load_statistics_file
     from pipeline.monitoring.thresholds import thresholds_from_json
@@ -181,21 +191,17 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
         previous_span = previous.get_int_custom_property(SPAN_PROPERTY)
         if previous.has_custom_property(BASELINE_SPAN_PROPERTY):
             baseline_span = previous.get_int_custom_property(BASELINE_SPAN_PROPERTY)
-            previous_baseline = os.path.isfile(
-                os.path.join(previous.uri, BASELINE_DIR, _STATS_FILE)
-            )
+            previous_baseline = fileio.exists(join(previous.uri, BASELINE_DIR, _STATS_FILE))
     chosen, note = choose_baseline(span, previous_span, previous_baseline, baseline_span)
     # This span's statistics travel with the verdict: the next span's baseline.
-    os.makedirs(os.path.join(verdict.uri, STATISTICS_DIR), exist_ok=True)
-    shutil.copyfile(current_file, os.path.join(verdict.uri, STATISTICS_DIR, _STATS_FILE))
+    _copy(current_file, join(verdict.uri, STATISTICS_DIR))
     verdict.set_int_custom_property(SPAN_PROPERTY, span)
     if chosen is None:
         _record(verdict, not_compared(DRIFT, note))
         return
-    baseline_file = os.path.join(previous.uri, chosen, _STATS_FILE)
+    baseline_file = join(previous.uri, chosen, _STATS_FILE)
     used_span = previous_span if chosen == STATISTICS_DIR else baseline_span
-    os.makedirs(os.path.join(verdict.uri, BASELINE_DIR), exist_ok=True)
-    shutil.copyfile(baseline_file, os.path.join(verdict.uri, BASELINE_DIR, _STATS_FILE))
+    _copy(baseline_file, join(verdict.uri, BASELINE_DIR))
     verdict.set_int_custom_property(BASELINE_SPAN_PROPERTY, used_span)
     result = compare(
         DRIFT,
@@ -203,7 +209,7 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
         Side(load_statistics_file(current_file), f"span {span} ({current_file})"),
         _schema(schema.uri),
         thresholds_from_json(thresholds),
-        DRIFT_KEYS,
+        f.DRIFT_KEYS,
     )
     result["notes"] = [note]
     _record(verdict, result)
@@ -217,44 +223,84 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
     serving_logs: Parameter[str],
     log_fingerprint: Parameter[str],
     thresholds: Parameter[str],
+    model: InputArtifact[standard_artifacts.Model] = None,
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
     """Compares the request log with this run's training statistics.
 
+    `model` is the latest blessed model (the one being served, as far as this pipeline
+    knows): when given, what it computes (the trip distance from its Transform graph, and
+    the predicted fare) is compared too, against what it computed on its eval split.
     `log_fingerprint` (the log's files and sizes when the run started) is there for the
     cache: a run re-checks when the log changed, and reuses the verdict when it did not.
     """
     del log_fingerprint
-    from pipeline.monitoring.cli import SKEW_KEYS
+    from tfx.utils import path_utils
+
     from pipeline.monitoring.compare import SKEW, Side, compare
     from pipeline.monitoring.stats import (
         InputError,
+        derived_reference_statistics,
+        derived_serving_statistics,
         load_statistics_file,
+        request_log_files,
         request_log_inputs,
         serving_statistics,
     )
     from pipeline.monitoring.thresholds import thresholds_from_json
 
     training_file = _train_stats_file(statistics.uri)
+    # Fails the step when the configured log is not there at all (a typo in the config).
+    request_log_files(serving_logs)
     with tempfile.TemporaryDirectory(prefix="taxifare-skew-") as workdir:
-        if not serving_logs.startswith("gs://") and not os.path.isdir(serving_logs):
-            raise InputError(f"monitoring.skew.serving_logs: {serving_logs} does not exist")
         try:
             request_log_inputs(serving_logs, workdir)
         except InputError as e:
+            if "holds no logged requests" not in str(e):
+                raise
             # A log with no requests yet (no model serving yet) is nothing to compare.
             _record(verdict, not_compared(SKEW, f"{e}: nothing to compare yet"))
             return
         options = beam_pipeline.options if beam_pipeline is not None else None
-        serving = serving_statistics(serving_logs, workdir, pipeline_options=options)
+        # TFDV writes the statistics to the artifact: Dataflow's workers cannot write to
+        # this container's temporary folder, and the statistics are worth keeping.
+        stats_dir = join(verdict.uri, SERVING_STATISTICS_DIR)
+        fileio.makedirs(stats_dir)
+        serving = serving_statistics(
+            serving_logs,
+            workdir,
+            pipeline_options=options,
+            output_path=join(stats_dir, _STATS_FILE),
+        )
+        derived = None
+        notes = []
+        if model is not None:
+            model_dir = path_utils.serving_model_path(model.uri)
+            reference = derived_reference_statistics(model_dir, workdir)
+            if reference is None:
+                notes.append(
+                    f"the served model ({model_dir}) records no reference: only the"
+                    " raw fields were compared"
+                )
+            else:
+                derived = (
+                    Side(reference, f"the model's eval split ({model_dir})"),
+                    Side(
+                        derived_serving_statistics(serving_logs, model_dir, workdir),
+                        f"request log {serving_logs}",
+                    ),
+                )
     result = compare(
         SKEW,
         Side(load_statistics_file(training_file), f"this run's training data ({training_file})"),
         Side(serving, f"request log {serving_logs}"),
         _schema(schema.uri),
         thresholds_from_json(thresholds),
-        SKEW_KEYS,
+        f.SKEW_KEYS,
+        derived=derived,
     )
+    if notes:
+        result["notes"] = notes
     _record(verdict, result)
 
 
@@ -264,9 +310,7 @@ def _finding(artifact: Artifact) -> str | None:
         return None
     check = artifact.get_string_custom_property(CHECK_PROPERTY)
     failed = artifact.get_string_custom_property(FAILED_FEATURES_PROPERTY) or "(dataset)"
-    report = artifact.get_string_custom_property(REPORT_PROPERTY) or os.path.join(
-        artifact.uri, REPORT_FILE
-    )
+    report = artifact.get_string_custom_property(REPORT_PROPERTY) or join(artifact.uri, REPORT_FILE)
     return f"{check} in {failed.replace(',', ', ')} (report: {report})"
 
 

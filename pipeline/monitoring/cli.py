@@ -21,10 +21,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_FOUND = 5
 
-SKEW_KEYS = f.RAW_FEATURE_KEYS
-# The label is left out on purpose: its long tail stretches the 10 equal-width histogram
-# buckets so much that two random halves of the real sample are 0.3 apart by JSD.
-DRIFT_KEYS = f.RAW_FEATURE_KEYS
+SKEW_KEYS = f.SKEW_KEYS
+DRIFT_KEYS = f.DRIFT_KEYS
 
 
 def add_monitoring_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -93,10 +91,22 @@ def _load_schema(path: str) -> Any:
         raise InputError(f"cannot read schema {path}: {e}") from e
 
 
-def _thresholds(args: argparse.Namespace, keys: tuple[str, ...]) -> Any:
+def _thresholds(args: argparse.Namespace) -> Any:
     from pipeline.monitoring.thresholds import default_thresholds, load_thresholds
 
-    return load_thresholds(args.config, keys) if args.config else default_thresholds(keys)
+    return load_thresholds(args.config) if args.config else default_thresholds()
+
+
+def _check_out(out_dir: str) -> None:
+    """Raises InputError when `--out` cannot be a folder (checked before the long work)."""
+    import tensorflow as tf
+
+    from pipeline.monitoring.stats import InputError
+
+    if tf.io.gfile.exists(out_dir) and not tf.io.gfile.isdir(out_dir):
+        raise InputError(
+            f"--out {out_dir} is a file; give a folder for verdict.json and report.html"
+        )
 
 
 def _finish(verdict: dict[str, Any], out_dir: str) -> int:
@@ -126,7 +136,8 @@ def run_skew(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.monitoring import stats
     from pipeline.monitoring.compare import SKEW, Side, compare
 
-    thresholds = _thresholds(args, SKEW_KEYS)
+    thresholds = _thresholds(args)
+    _check_out(args.out)
     notes: list[str] = []
     extra: dict[str, Any] = {}
     stats_file, schema_file = args.training_stats, args.schema
@@ -167,10 +178,31 @@ def run_skew(args: argparse.Namespace) -> dict[str, Any]:
                 serving_source += f" (model version {version})"
             stats_file = trained.statistics_file
             schema_file = args.schema or trained.schema_file
+            model_dir = args.model or trained.pushed_uri
+        else:
+            version, model_dir = None, args.model
         serving = Side(serving_stats, serving_source)
+        derived = None
+        if model_dir:
+            reference = stats.derived_reference_statistics(model_dir, workdir)
+            if reference is None:
+                notes.append(
+                    f"the model {model_dir} records no reference of what it computes: only"
+                    " the raw fields were compared"
+                )
+            else:
+                derived = (
+                    Side(reference, f"the model's eval split ({model_dir})"),
+                    Side(
+                        stats.derived_serving_statistics(
+                            args.serving_logs, model_dir, workdir, version
+                        ),
+                        serving_source,
+                    ),
+                )
     training = Side(stats.load_statistics_file(stats_file), f"statistics {stats_file}")
     schema = _load_schema(schema_file or _curated_schema_file())
-    verdict = compare(SKEW, training, serving, schema, thresholds, SKEW_KEYS)
+    verdict = compare(SKEW, training, serving, schema, thresholds, SKEW_KEYS, derived=derived)
     verdict.update(extra)
     if notes:
         verdict["notes"] = notes
@@ -182,7 +214,8 @@ def run_drift(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.monitoring import stats
     from pipeline.monitoring.compare import DRIFT, Side, compare
 
-    thresholds = _thresholds(args, DRIFT_KEYS)
+    thresholds = _thresholds(args)
+    _check_out(args.out)
     schema = _load_schema(args.schema or _curated_schema_file())
     with tempfile.TemporaryDirectory(prefix="taxifare-drift-") as workdir:
         baseline = Side(*stats.data_or_stats(args.baseline, DRIFT_KEYS, workdir))

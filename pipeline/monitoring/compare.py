@@ -1,24 +1,37 @@
-"""The comparison itself: TFDV's distances and anomalies turned into a verdict."""
+"""The comparison itself: TFDV's statistics of two sides turned into a verdict.
+
+TFDV computes the statistics (stats_options.py) and checks the current side against the
+schema (anomalies). The distances and tests are computed here, on one scale for both sides
+(see thresholds.py for what is compared how, and why): TFDV's own numeric comparator
+re-buckets each side's equal-width histogram, whose buckets start at that side's minimum,
+so the same value can land in different buckets; and it has no notion of sample size.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from pipeline.monitoring.stats import InputError
-from pipeline.monitoring.thresholds import L_INFINITY, Thresholds
+from pipeline.monitoring.thresholds import KOLMOGOROV_SMIRNOV, L_INFINITY, Thresholds
+from taxifare_modules import features as f
 
 SKEW = "skew"
 DRIFT = "drift"
 TRAINING_ENV = "TRAINING"
 SERVING_ENV = "SERVING"
 
-# TFDV's names of the measurement types, in our vocabulary.
-_MEASUREMENTS = {"L_INFTY": "L_INFINITY", "JENSEN_SHANNON_DIVERGENCE": "JENSEN_SHANNON_DIVERGENCE"}
 # How many categorical values a report shows per feature (the rest are summed as "other").
 TOP_VALUES = 12
 # How many bars a numeric histogram gets in the report.
-HISTOGRAM_BINS = 20
+HISTOGRAM_BINS = 24
+# The values that mean "missing" in the `serving_default` signature, as TFDV labels them.
+_MISSING_LABELS = {f.MISSING_STRING, str(f.MISSING_INT)}
+# Categories expected fewer times than this (under "no difference") are pooled for the
+# chi-squared test, whose approximation needs a handful of counts per cell.
+_MIN_EXPECTED = 5.0
+_OTHER = "(other values)"
 
 
 @dataclasses.dataclass
@@ -93,23 +106,6 @@ def check_compatible(stats: Any, schema: Any, keys: tuple[str, ...], what: str) 
         )
 
 
-def _with_comparators(schema: Any, thresholds: Thresholds, kind: str) -> Any:
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    result = schema_pb2.Schema()
-    result.CopyFrom(schema)
-    for feature in result.feature:
-        if feature.name not in thresholds.distance:
-            continue
-        comparator = feature.skew_comparator if kind == SKEW else feature.drift_comparator
-        threshold = thresholds.distance[feature.name]
-        if thresholds.comparator(feature.name) == L_INFINITY:
-            comparator.infinity_norm.threshold = threshold
-        else:
-            comparator.jensen_shannon_divergence.threshold = threshold
-    return result
-
-
 def _anomalies(anomalies: Any) -> dict[str, list[dict[str, str]]]:
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
@@ -126,37 +122,281 @@ def _anomalies(anomalies: Any) -> dict[str, list[dict[str, str]]]:
     return result
 
 
-def _presence(stats: Any) -> dict[str, float]:
-    dataset = stats.datasets[0]
-    total = dataset.num_examples or 1
-    result = {}
-    for name, s in feature_stats(stats).items():
-        common = s.string_stats.common_stats if s.HasField("string_stats") else None
-        if common is None:
-            common = s.num_stats.common_stats
-        result[name] = common.num_non_missing / total
-    return result
+@dataclasses.dataclass
+class Distribution:
+    """One side of one feature, as read from TFDV's statistics.
+
+    Attributes:
+      kind: "categorical", "numeric" or "none" (the side lacks the feature).
+      examples: examples on this side.
+      with_value: examples with a value (neither absent, nor present with no value, nor a
+        missing sentinel).
+      counts: categorical: value -> examples.
+      buckets: numeric: the quantile histogram's (low, high, examples).
+    """
+
+    kind: str
+    examples: int
+    with_value: float
+    counts: dict[str, float] = dataclasses.field(default_factory=dict)
+    buckets: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)
+
+    @property
+    def presence(self) -> float:
+        """The share of examples that have a value."""
+        return self.with_value / self.examples if self.examples else 0.0
 
 
-def _distribution(s: Any) -> dict[str, Any]:
-    """What the report draws of one side of one feature."""
+def distribution(s: Any, examples: int) -> Distribution:
+    """A feature's Distribution from its FeatureNameStatistics (None: the side lacks it)."""
     if s is None:
-        return {"kind": "none"}
+        return Distribution("none", examples, 0.0)
     if s.HasField("string_stats"):
-        buckets = s.string_stats.rank_histogram.buckets
-        values = [(b.label, b.sample_count) for b in buckets] or [
-            (v.value, v.frequency) for v in s.string_stats.top_values
-        ]
-        total = s.string_stats.common_stats.num_non_missing or 1
-        return {"kind": "categorical", "values": {k: c / total for k, c in values}}
-    for h in s.num_stats.histograms:
-        if h.type == h.STANDARD:
-            total = sum(b.sample_count for b in h.buckets) or 1
-            return {
-                "kind": "numeric",
-                "buckets": [[b.low_value, b.high_value, b.sample_count / total] for b in h.buckets],
-            }
-    return {"kind": "none"}
+        ss = s.string_stats
+        buckets = ss.rank_histogram.buckets
+        counts = {b.label: b.sample_count for b in buckets} or {
+            v.value: v.frequency for v in ss.top_values
+        }
+        # One value per example: the values counted are the examples with one.
+        with_value = float(min(ss.common_stats.tot_num_values, ss.common_stats.num_non_missing))
+        listed = sum(counts.values())
+        if with_value > listed + 0.5:  # values beyond the rank histogram's length
+            counts[_OTHER] = with_value - listed
+        for label in _MISSING_LABELS & set(counts):
+            with_value -= counts.pop(label)
+        return Distribution("categorical", examples, max(with_value, 0.0), counts=counts)
+    ns = s.num_stats
+    quantiles = [h for h in ns.histograms if h.type == h.QUANTILES]
+    if not quantiles:
+        quantiles = list(ns.histograms)
+    histogram = quantiles[0] if quantiles else None
+    buckets = (
+        [(b.low_value, b.high_value, b.sample_count) for b in histogram.buckets]
+        if histogram is not None
+        else []
+    )
+    nan = histogram.num_nan if histogram is not None else 0
+    with_value = float(min(ns.common_stats.tot_num_values, ns.common_stats.num_non_missing)) - nan
+    return Distribution("numeric", examples, max(with_value, 0.0), buckets=buckets)
+
+
+def _cdf(buckets: list[tuple[float, float, float]], x: float, inclusive: bool) -> float:
+    """The share of values <= x (or < x), values spread evenly inside each bucket."""
+    total = sum(c for _, _, c in buckets) or 1.0
+    mass = 0.0
+    for low, high, count in buckets:
+        if high <= low:  # a bucket of one value
+            if low < x or (inclusive and low == x):
+                mass += count
+        elif x >= high:
+            mass += count
+        elif x > low:
+            mass += count * (x - low) / (high - low)
+    return mass / total
+
+
+def ks_distance(a: list[tuple[float, float, float]], b: list[tuple[float, float, float]]) -> float:
+    """The Kolmogorov-Smirnov distance between two quantile histograms.
+
+    Both distribution functions are piecewise linear between bucket edges, so the largest
+    gap is at an edge of either side (or just before one, where a bucket of one value jumps).
+    """
+    points = sorted({e for low, high, _ in a + b for e in (low, high)})
+    gap = 0.0
+    for x in points:
+        for inclusive in (True, False):
+            gap = max(gap, abs(_cdf(a, x, inclusive) - _cdf(b, x, inclusive)))
+    return gap
+
+
+def ks_p_value(distance: float, n: float, m: float) -> float:
+    """Two-sample Kolmogorov-Smirnov p-value (asymptotic, with Stephens' correction)."""
+    from scipy.special import kolmogorov
+
+    if n <= 0 or m <= 0:
+        return 1.0
+    ne = n * m / (n + m)
+    root = math.sqrt(ne)
+    return float(kolmogorov((root + 0.12 + 0.11 / root) * distance))
+
+
+def l_infinity(a: dict[str, float], b: dict[str, float]) -> float:
+    """The largest difference of one value's share between two count tables."""
+    ta, tb = sum(a.values()) or 1.0, sum(b.values()) or 1.0
+    return max((abs(a.get(k, 0.0) / ta - b.get(k, 0.0) / tb) for k in set(a) | set(b)), default=0.0)
+
+
+def chi_squared_p_value(a: dict[str, float], b: dict[str, float]) -> float:
+    """p-value of a chi-squared test that two count tables come from one distribution.
+
+    Values expected fewer than _MIN_EXPECTED times on either side are pooled into one.
+    """
+    from scipy.stats import chi2
+
+    ta, tb = sum(a.values()), sum(b.values())
+    if ta <= 0 or tb <= 0:
+        return 1.0
+    total = ta + tb
+    cells: list[tuple[float, float]] = []
+    pooled = [0.0, 0.0]
+    for key in set(a) | set(b):
+        column = a.get(key, 0.0) + b.get(key, 0.0)
+        if min(column * ta, column * tb) / total < _MIN_EXPECTED:
+            pooled[0] += a.get(key, 0.0)
+            pooled[1] += b.get(key, 0.0)
+        else:
+            cells.append((a.get(key, 0.0), b.get(key, 0.0)))
+    if sum(pooled):
+        cells.append((pooled[0], pooled[1]))
+    if len(cells) < 2:
+        return 1.0
+    statistic = 0.0
+    for oa, ob in cells:
+        column = oa + ob
+        for observed, row in ((oa, ta), (ob, tb)):
+            expected = column * row / total
+            statistic += (observed - expected) ** 2 / expected
+    return float(chi2.sf(statistic, len(cells) - 1))
+
+
+def presence_p_value(a: Distribution, b: Distribution) -> float:
+    """Two-sided p-value of a two-proportion z-test on the shares that have a value."""
+    if not a.examples or not b.examples:
+        return 1.0
+    pooled = (a.with_value + b.with_value) / (a.examples + b.examples)
+    if pooled <= 0.0 or pooled >= 1.0:
+        return 1.0
+    se = math.sqrt(pooled * (1 - pooled) * (1 / a.examples + 1 / b.examples))
+    return math.erfc(abs(a.presence - b.presence) / se / math.sqrt(2))
+
+
+def _histograms(ref: Distribution, cur: Distribution) -> dict[str, Any]:
+    """Both sides' shares on common equal-width bins, for the report."""
+    edges = [e for d in (ref, cur) for low, high, _ in d.buckets for e in (low, high)]
+    if not edges:
+        return {"edges": [], "reference": [], "current": []}
+    low, high = min(edges), max(edges)
+    if high <= low:
+        high = low + 1.0
+    step = (high - low) / HISTOGRAM_BINS
+    bins = [low + i * step for i in range(HISTOGRAM_BINS + 1)]
+    shares = []
+    for d in (ref, cur):
+        if not d.buckets:
+            shares.append([0.0] * HISTOGRAM_BINS)
+            continue
+        cdf = [_cdf(d.buckets, x, True) for x in bins]
+        cdf[0] = _cdf(d.buckets, bins[0], False)
+        shares.append([max(cdf[i + 1] - cdf[i], 0.0) for i in range(HISTOGRAM_BINS)])
+    return {"edges": bins, "reference": shares[0], "current": shares[1]}
+
+
+def _shares(d: Distribution) -> dict[str, float]:
+    total = sum(d.counts.values()) or 1.0
+    return {k: c / total for k, c in d.counts.items()}
+
+
+def compare_feature(
+    key: str, ref: Distribution, cur: Distribution, thresholds: Thresholds, alpha: float
+) -> dict[str, Any]:
+    """The distance, tests and flags of one feature (JSON-ready, without names of sides)."""
+    comparator = thresholds.comparator(key)
+    notes = []
+    if comparator == L_INFINITY and "numeric" in (ref.kind, cur.kind):
+        # Statistics computed without this project's options (e.g. TFDV's defaults) have
+        # no value counts for an integer field: compare its distribution function instead.
+        comparator = KOLMOGOROV_SMIRNOV
+        notes.append("compared as numeric: the statistics have no value counts for it")
+    distance = p_value = None
+    if ref.with_value and cur.with_value and "none" not in (ref.kind, cur.kind):
+        if comparator == L_INFINITY:
+            distance = l_infinity(ref.counts, cur.counts)
+            p_value = chi_squared_p_value(ref.counts, cur.counts)
+        else:
+            distance = ks_distance(ref.buckets, cur.buckets)
+            p_value = ks_p_value(distance, ref.with_value, cur.with_value)
+    threshold = thresholds.distance[key]
+    presence_diff = abs(ref.presence - cur.presence)
+    presence_p = presence_p_value(ref, cur)
+    distribution_flag = (
+        distance is not None and distance > threshold and p_value is not None and p_value < alpha
+    )
+    presence_flag = presence_diff > thresholds.presence[key] and presence_p < alpha
+    return {
+        "comparator": comparator,
+        "distance": distance,
+        "p_value": p_value,
+        "threshold": threshold,
+        "distribution_flagged": bool(distribution_flag),
+        "presence_difference": presence_diff,
+        "presence_p_value": presence_p,
+        "presence_threshold": thresholds.presence[key],
+        "presence_flagged": bool(presence_flag),
+        "notes": notes,
+        "distributions": (
+            {"kind": "categorical", "reference": _shares(ref), "current": _shares(cur)}
+            if comparator == L_INFINITY
+            else {"kind": "numeric", **_histograms(ref, cur)}
+        ),
+    }
+
+
+def _feature(
+    kind: str,
+    key: str,
+    ref: Distribution,
+    cur: Distribution,
+    thresholds: Thresholds,
+    alpha: float,
+    anomalies: list[dict[str, str]],
+) -> dict[str, Any]:
+    names = _names(kind)
+    result = compare_feature(key, ref, cur, thresholds, alpha)
+    reasons = []
+    if result["distribution_flagged"]:
+        reasons.append(
+            f"{result['comparator']} {result['distance']:.3f} > {result['threshold']:g}"
+            f" (p = {result['p_value']:.1e} < {alpha:.1e}; {ref.with_value:,.0f} {names[0]} vs"
+            f" {cur.with_value:,.0f} {names[1]} values)"
+        )
+    if result["presence_flagged"]:
+        reasons.append(
+            f"has a value in {names[0]} {ref.presence:.1%} · {names[1]} {cur.presence:.1%}"
+            f" of examples (difference {result['presence_difference']:.1%} >"
+            f" {result['presence_threshold']:g}, p = {result['presence_p_value']:.1e})"
+        )
+    reasons += [f"schema: {a['short_description']}" for a in anomalies]
+    derived_from = list(f.DERIVED_FEATURE_INPUTS.get(key, ()))
+    if reasons and derived_from:
+        reasons.append("computed by the model from " + ", ".join(derived_from))
+    distributions = result.pop("distributions")
+    return {
+        "name": key,
+        "type": "categorical" if result["comparator"] == L_INFINITY else "numeric",
+        "derived_from": derived_from,
+        "comparator": result["comparator"],
+        "distance": result["distance"],
+        "p_value": result["p_value"],
+        "threshold": result["threshold"],
+        "presence": {
+            names[0]: ref.presence,
+            names[1]: cur.presence,
+            "difference": result["presence_difference"],
+            "p_value": result["presence_p_value"],
+            "threshold": result["presence_threshold"],
+        },
+        "values": {names[0]: ref.with_value, names[1]: cur.with_value},
+        "anomalies": anomalies,
+        "flagged": bool(reasons),
+        "reasons": reasons,
+        "notes": result["notes"],
+        "distributions": {
+            "kind": distributions["kind"],
+            **({"edges": distributions["edges"]} if distributions["kind"] == "numeric" else {}),
+            names[0]: distributions["reference"],
+            names[1]: distributions["current"],
+        },
+    }
 
 
 def compare(
@@ -166,6 +406,7 @@ def compare(
     schema: Any,
     thresholds: Thresholds,
     keys: tuple[str, ...],
+    derived: tuple[Side, Side] | None = None,
 ) -> dict[str, Any]:
     """Compares `current` with `reference` and returns the verdict (JSON-ready).
 
@@ -175,7 +416,9 @@ def compare(
       current: serving statistics (skew) or the current span (drift).
       schema: the curated schema.
       thresholds: per-feature thresholds.
-      keys: the features compared.
+      keys: the raw features compared.
+      derived: the statistics of what the model computed (features.DERIVED_KEYS) on its
+        eval split and on the served traffic, when the served model is known.
 
     Raises:
       InputError: the reference statistics are not of this schema, or the current side has
@@ -189,73 +432,39 @@ def compare(
     ref_stats = _select(reference.stats, keys)
     cur_stats = _select(current.stats, keys)
     pruned = _prune_schema(schema, keys)
-    with_comparators = _with_comparators(pruned, thresholds, kind)
-    if kind == SKEW:
-        # TFDV's skew convention: `statistics` is training, `serving_statistics` serving.
-        compared = tfdv.validate_statistics(
-            ref_stats, with_comparators, environment=TRAINING_ENV, serving_statistics=cur_stats
-        )
-        # Serving data against the SERVING environment, where the label is absent by design.
-        checked = tfdv.validate_statistics(cur_stats, pruned, environment=SERVING_ENV)
-    else:
-        # TFDV's drift convention: `statistics` is current, `previous_statistics` baseline.
-        compared = tfdv.validate_statistics(
-            cur_stats, with_comparators, environment=TRAINING_ENV, previous_statistics=ref_stats
-        )
-        checked = tfdv.validate_statistics(cur_stats, pruned, environment=TRAINING_ENV)
-    distances: dict[str, tuple[str, float]] = {}
-    for info in compared.drift_skew_info:
-        measurements = info.skew_measurements if kind == SKEW else info.drift_measurements
-        for m in measurements:
-            type_name = m.DESCRIPTOR.fields_by_name["type"].enum_type.values_by_number[m.type].name
-            distances[info.path.step[0]] = (_MEASUREMENTS.get(type_name, type_name), m.value)
+    # The current side against the schema: SERVING lacks the label by design.
+    checked = tfdv.validate_statistics(
+        cur_stats, pruned, environment=SERVING_ENV if kind == SKEW else TRAINING_ENV
+    )
     anomalies = _anomalies(checked)
-    ref_presence, cur_presence = _presence(ref_stats), _presence(cur_stats)
-    ref_by_name, cur_by_name = feature_stats(ref_stats), feature_stats(cur_stats)
-    schema_types = {feat.name: feat for feat in pruned.feature}
+    compared = [k for k in keys if k in {feat.name for feat in pruned.feature}]
+    sides = [(compared, ref_stats, cur_stats)]
+    if derived is not None:
+        sides.append((list(f.DERIVED_KEYS), derived[0].stats, derived[1].stats))
+    # Two tests per feature (distribution, presence), at one significance level in all.
+    tests = 2 * sum(len(names) for names, _, _ in sides)
+    alpha = thresholds.significance / tests
     features = []
-    for key in keys:
-        if key not in schema_types:
-            continue
-        comparator, distance = distances.get(key, (thresholds.comparator(key), None))
-        threshold = thresholds.distance[key]
-        presence_diff = abs(ref_presence.get(key, 0.0) - cur_presence.get(key, 0.0))
-        reasons = []
-        if distance is not None and distance > threshold:
-            reasons.append(f"{comparator} {distance:.3f} > {threshold:g}")
-        if presence_diff > thresholds.presence[key]:
-            reasons.append(
-                f"present in {cur_presence.get(key, 0.0):.0%} of {_names(kind)[1]} examples vs "
-                f"{ref_presence.get(key, 0.0):.0%} of {_names(kind)[0]} ones"
+    for names, ref_side, cur_side in sides:
+        ref_by_name, cur_by_name = feature_stats(ref_side), feature_stats(cur_side)
+        ref_n = ref_side.datasets[0].num_examples
+        cur_n = cur_side.datasets[0].num_examples
+        for key in names:
+            features.append(
+                _feature(
+                    kind,
+                    key,
+                    distribution(ref_by_name.get(key), ref_n),
+                    distribution(cur_by_name.get(key), cur_n),
+                    thresholds,
+                    alpha,
+                    anomalies.get(key, []),
+                )
             )
-        feature_anomalies = anomalies.get(key, [])
-        reasons += [f"schema: {a['short_description']}" for a in feature_anomalies]
-        features.append(
-            {
-                "name": key,
-                "type": "categorical" if comparator == L_INFINITY else "numeric",
-                "comparator": comparator,
-                "distance": distance,
-                "threshold": threshold,
-                "presence": {
-                    _names(kind)[0]: ref_presence.get(key, 0.0),
-                    _names(kind)[1]: cur_presence.get(key, 0.0),
-                    "difference": presence_diff,
-                    "threshold": thresholds.presence[key],
-                },
-                "anomalies": feature_anomalies,
-                "flagged": bool(reasons),
-                "reasons": reasons,
-                "distributions": {
-                    _names(kind)[0]: _distribution(ref_by_name.get(key)),
-                    _names(kind)[1]: _distribution(cur_by_name.get(key)),
-                },
-            }
-        )
     failed = [feat["name"] for feat in features if feat["flagged"]]
     dataset_anomalies = anomalies.get("(dataset)", [])
     found = bool(failed or dataset_anomalies)
-    return {
+    verdict = {
         "check": kind,
         "verdict": (f"{kind}_found" if found else f"no_{kind}"),
         "found": found,
@@ -270,11 +479,19 @@ def compare(
             },
         },
         "thresholds_source": thresholds.source,
+        "significance": thresholds.significance,
+        "alpha_per_test": alpha,
         "features_checked": len(features),
         "failed_features": failed,
         "dataset_anomalies": dataset_anomalies,
         "features": features,
     }
+    if derived is not None:
+        verdict["derived"] = {
+            _names(kind)[0]: derived[0].source,
+            _names(kind)[1]: derived[1].source,
+        }
+    return verdict
 
 
 def _names(kind: str) -> tuple[str, str]:

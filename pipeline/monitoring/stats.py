@@ -1,46 +1,56 @@
-"""Where the statistics come from: request logs, data files and statistics files."""
+"""Where the statistics come from: request logs, data files and statistics files.
+
+Every path may be local or on any filesystem TensorFlow knows (`gs://` on Google Cloud):
+files are listed, read and written only through `tf.io.gfile`, and scratch files go to a
+local working directory.
+"""
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import struct
-import tempfile
 from typing import Any
 
+from pipeline.monitoring.stats_options import MODEL_VERSION_KEY, monitoring_stats_options
 from taxifare_modules import features as f
-
-# The request log's record of which model answered (pipeline/serving/request_log.py).
-MODEL_VERSION_KEY = "model_version"
 
 _LOG = logging.getLogger(__name__)
 
 _STATS_FILE = "FeatureStats.pb"
 _TRAIN_SPLIT = "Split-train"
-# TFRecord framing: uint64 length, uint32 crc of the length, data, uint32 crc of the data.
+# TFRecord framing: uint64 length, masked crc32c of the length, data, masked crc32c of data.
 _HEADER = struct.Struct("<QI")
-_FOOTER_SIZE = 4
+_FOOTER = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
+_LOG_SUFFIX = ".tfrecord"
+_IN_PROGRESS_SUFFIX = ".inprogress"
+# Records of one batch of the derived-feature pass.
+_DERIVED_BATCH = 2048
+
+__all__ = ["MODEL_VERSION_KEY"]
 
 
 class InputError(ValueError):
     """An input that cannot be used (missing, empty, unreadable or of another schema)."""
 
 
-def _stats_options(keys: tuple[str, ...], with_versions: bool = False) -> Any:
-    import tensorflow_data_validation as tfdv
-    from tensorflow_metadata.proto.v0 import schema_pb2
+def _gfile() -> Any:
+    import tensorflow as tf
 
-    # Only the model's raw fields: the log's bookkeeping (predicted_fare, request_id, ...)
-    # is not part of the comparison.
-    if not with_versions:
-        return tfdv.StatsOptions(feature_allowlist=list(keys))
-    # ... except the model version, counted per value in the same pass (a categorical
-    # integer gets value frequencies), so finding which models served costs no extra read.
-    schema = schema_pb2.Schema()
-    feature = schema.feature.add(name=MODEL_VERSION_KEY, type=schema_pb2.INT)
-    feature.int_domain.is_categorical = True
-    return tfdv.StatsOptions(feature_allowlist=[*keys, MODEL_VERSION_KEY], schema=schema)
+    return tf.io.gfile
+
+
+def is_local(path: str) -> bool:
+    """True for a path of the local disk (no `scheme://`)."""
+    return "://" not in path or path.startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    """`os.path.join` for local paths and URIs alike (`gs://b/x` + `y` -> `gs://b/x/y`)."""
+    if is_local(base):
+        return os.path.join(base, *parts)
+    return "/".join([base.rstrip("/"), *parts])
 
 
 def model_versions(stats: Any) -> dict[int, int]:
@@ -52,84 +62,133 @@ def model_versions(stats: Any) -> dict[int, int]:
         name = feature.path.step[0] if feature.path.step else feature.name
         if name != MODEL_VERSION_KEY:
             continue
-        values = feature.string_stats.top_values or [
-            b for b in feature.string_stats.rank_histogram.buckets
-        ]
+        values = feature.string_stats.rank_histogram.buckets or feature.string_stats.top_values
         counts: dict[int, int] = {}
         for v in values:
-            label = getattr(v, "value", None) or getattr(v, "label", "")
-            count = getattr(v, "frequency", None) or getattr(v, "sample_count", 0)
+            label = getattr(v, "label", "") or getattr(v, "value", "")
+            count = getattr(v, "sample_count", 0) or getattr(v, "frequency", 0)
             if label.lstrip("-").isdigit():
                 counts[int(label)] = int(count)
         return counts
     return {}
 
 
-def _good_length(path: str) -> int:
-    """The byte length of the whole records at the start of a TFRecord file.
+def _masked_crc(data: bytes) -> int:
+    import google_crc32c
 
-    Walks the length headers only (no data is read), so it is cheap on large logs; the
-    checksums are left to the TFRecord reader.
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def scan_tfrecord(path: str) -> tuple[int, int]:
+    """Checks a TFRecord file's framing and checksums; returns (whole records, their bytes).
+
+    A file cut in its last record (a hard-killed writer) is usable up to that record; a
+    warning says what is left out.
+
+    Raises:
+      InputError: the file is not a TFRecord file, or is corrupt before its end.
     """
-    size = os.path.getsize(path)
-    offset = 0
-    with open(path, "rb") as fh:
+    gfile = _gfile()
+    size = gfile.stat(path).length
+    offset = records = 0
+    with gfile.GFile(path, "rb") as fh:
         while offset < size:
-            fh.seek(offset)
             header = fh.read(_HEADER.size)
             if len(header) < _HEADER.size:
-                break
-            (length, _) = _HEADER.unpack(header)
-            end = offset + _HEADER.size + length + _FOOTER_SIZE
+                break  # a header cut short: the writer stopped here
+            length, length_crc = _HEADER.unpack(header)
+            if _masked_crc(header[:8]) != length_crc:
+                if offset == 0:
+                    raise InputError(f"{path} is not a TFRecord file")
+                raise InputError(f"{path}: corrupt record at byte {offset} (bad length checksum)")
+            end = offset + _HEADER.size + length + _FOOTER.size
             if end > size:
-                break
-            offset = end
-    return offset
+                break  # the last record cut short
+            data = fh.read(length)
+            (crc,) = _FOOTER.unpack(fh.read(_FOOTER.size))
+            if _masked_crc(data) != crc:
+                if offset == 0 and end == size:
+                    raise InputError(f"{path} is not a TFRecord file (its one record is corrupt)")
+                raise InputError(f"{path}: corrupt record at byte {offset} (bad data checksum)")
+            offset, records = end, records + 1
+    if offset < size:
+        if records == 0 and size >= _HEADER.size:
+            raise InputError(f"{path} is not a TFRecord file")
+        _LOG.warning(
+            "%s: ignoring an incomplete last record at byte %d (a writer stopped mid-record);"
+            " the %d whole records before it are used",
+            path,
+            offset,
+            records,
+        )
+    return records, offset
+
+
+def read_records(path: str, length: int) -> Any:
+    """The records in the first `length` bytes of a TFRecord file (see scan_tfrecord)."""
+    gfile = _gfile()
+    with gfile.GFile(path, "rb") as fh:
+        offset = 0
+        while offset < length:
+            (size, _) = _HEADER.unpack(fh.read(_HEADER.size))
+            data = fh.read(size)
+            fh.read(_FOOTER.size)
+            offset += _HEADER.size + size + _FOOTER.size
+            yield data
+
+
+def request_log_files(log_dir: str) -> list[str]:
+    """A request log's files, complete ones and those being written, by name."""
+    gfile = _gfile()
+    if not gfile.isdir(log_dir):
+        if gfile.exists(log_dir):
+            raise InputError(f"request log {log_dir} is a file, not a directory")
+        raise InputError(f"request log directory {log_dir} does not exist")
+    names = sorted(
+        name
+        for name in gfile.listdir(log_dir)
+        if name.endswith((_LOG_SUFFIX, _LOG_SUFFIX + _IN_PROGRESS_SUFFIX))
+    )
+    return [join(log_dir, name) for name in names]
 
 
 def request_log_inputs(log_dir: str, workdir: str) -> list[str]:
-    """The files of a request log to read, with truncated tails cut off into copies.
+    """The files of a request log to read, checked, with incomplete tails cut off into copies.
 
     Files still being written (`.inprogress`) are included. A file whose last record is
-    truncated (a hard-killed writer) is copied without that record, with a warning.
+    incomplete (a hard-killed writer) is copied to `workdir` without it, with a warning.
 
     Raises:
-      InputError: the directory does not exist or holds no records.
+      InputError: the directory does not exist, holds no records, or a file is not a
+        TFRecord file or is corrupt.
     """
-    from pipeline.serving.request_log import LOG_SUFFIX, request_log_files
-
-    if log_dir.startswith("gs://"):
-        # A bucket has no files being written: complete files only, read by TFDV directly.
-        import tensorflow as tf
-
-        pattern = f"{log_dir.rstrip('/')}/*{LOG_SUFFIX}"
-        if not tf.io.gfile.glob(pattern):
-            raise InputError(f"request log directory {log_dir} holds no logged requests")
-        return [pattern]
-    if not os.path.isdir(log_dir):
-        raise InputError(f"request log directory {log_dir} does not exist")
-    paths = request_log_files(log_dir, include_in_progress=True)
-    usable = []
-    for path in paths:
-        good = _good_length(path)
-        size = os.path.getsize(path)
-        if good < size:
-            _LOG.warning(
-                "%s: ignoring a truncated last record (%d bytes); the rest is used",
-                path,
-                size - good,
-            )
-            if good == 0:
-                continue
-            copy = os.path.join(workdir, f"{len(usable):05d}-{os.path.basename(path)}")
-            with open(path, "rb") as src, open(copy, "wb") as dst:
-                dst.write(src.read(good))
-            path = copy
-        elif size == 0:
-            continue
-        usable.append(path)
+    usable = usable_records(request_log_files(log_dir), workdir)
     if not usable:
         raise InputError(f"request log directory {log_dir} holds no logged requests")
+    return usable
+
+
+def usable_records(paths: list[str], workdir: str) -> list[str]:
+    """The TFRecord files among `paths` that hold records, each checked (scan_tfrecord).
+
+    A file with an incomplete last record is replaced by a copy in `workdir` without it.
+
+    Raises:
+      InputError: a file is not a TFRecord file or is corrupt.
+    """
+    gfile = _gfile()
+    usable = []
+    for path in paths:
+        records, good = scan_tfrecord(path)
+        if records == 0:
+            continue
+        if good < gfile.stat(path).length:
+            copy = os.path.join(workdir, f"{len(usable):05d}-{path.rsplit('/', 1)[-1]}")
+            with gfile.GFile(path, "rb") as src, open(copy, "wb") as dst:
+                dst.write(src.read(good))
+            path = copy
+        usable.append(path)
     return usable
 
 
@@ -139,102 +198,241 @@ def _tfrecord_stats(
     workdir: str,
     with_versions: bool = False,
     pipeline_options: Any = None,
+    output_path: str | None = None,
 ) -> Any:
+    """TFDV statistics of TFRecord files of tf.Examples, in one pass."""
     import tensorflow_data_validation as tfdv
 
-    if len(paths) == 1 and paths[0].startswith("gs://"):
-        pattern = paths[0]  # request_log_inputs' glob of a bucket's complete files
-    else:
-        # One glob over a directory of links: TFDV reads a single file pattern. The names
-        # keep their endings, from which the reader tells gzipped files from plain ones.
+    local = [p for p in paths if is_local(p)]
+    if len(local) == len(paths) and len(paths) > 1:
+        # One glob over a folder of links: TFDV reads a single file pattern. The names keep
+        # their endings, from which the reader tells gzipped files from plain ones.
+        import tempfile
+
         link_dir = tempfile.mkdtemp(dir=workdir, prefix="inputs-")
         for i, path in enumerate(paths):
             link = os.path.join(link_dir, f"{i:05d}-{os.path.basename(path)}")
             os.symlink(os.path.abspath(path), link)
         pattern = os.path.join(link_dir, "*")
+    elif len(paths) == 1:
+        pattern = paths[0]
+    else:
+        # Remote files: read in place when they share a folder, else copied to the workdir.
+        folders = {p.rsplit("/", 1)[0] for p in paths}
+        if len(folders) == 1 and not local:
+            pattern = f"{folders.pop()}/*{_LOG_SUFFIX}*"
+        else:
+            return _tfrecord_stats(
+                [_local_copy(p, workdir, i) for i, p in enumerate(paths)],
+                keys,
+                workdir,
+                with_versions,
+                pipeline_options,
+                output_path,
+            )
     return tfdv.generate_statistics_from_tfrecord(
         data_location=pattern,
-        stats_options=_stats_options(keys, with_versions),
+        output_path=output_path,
+        stats_options=monitoring_stats_options(keys, with_versions),
         pipeline_options=pipeline_options,
     )
 
 
+def _local_copy(path: str, workdir: str, index: int) -> str:
+    if is_local(path):
+        return path
+    copy = os.path.join(workdir, f"{index:05d}-{path.rsplit('/', 1)[-1]}")
+    _gfile().copy(path, copy, overwrite=True)
+    return copy
+
+
 def serving_statistics(
-    log_dir: str, workdir: str, with_versions: bool = False, pipeline_options: Any = None
+    log_dir: str,
+    workdir: str,
+    with_versions: bool = False,
+    pipeline_options: Any = None,
+    output_path: str | None = None,
 ) -> Any:
     """Statistics (one Beam pass) of the model's raw fields in a request log.
 
     Args:
-      log_dir: the request log directory (local, or gs:// for complete files only).
-      workdir: a scratch directory.
+      log_dir: the request log directory (local or any TensorFlow filesystem).
+      workdir: a local scratch directory.
       with_versions: also count the instances per model version (see model_versions).
       pipeline_options: Beam options of the pass; None: TFDV's default (DirectRunner).
+      output_path: where TFDV writes the statistics; needed on Dataflow, whose workers
+        cannot write to this machine's temporary folder.
     """
     return _tfrecord_stats(
         request_log_inputs(log_dir, workdir),
-        f.RAW_FEATURE_KEYS,
+        f.SKEW_KEYS,
         workdir,
         with_versions=with_versions,
         pipeline_options=pipeline_options,
+        output_path=output_path,
     )
+
+
+def _version_records(log_dir: str, workdir: str, version: int | None) -> Any:
+    """Yields the serialized logged examples (of one model version, when given)."""
+    import tensorflow as tf
+
+    spec = {MODEL_VERSION_KEY: tf.io.VarLenFeature(tf.int64)}
+    for path in request_log_inputs(log_dir, workdir):
+        records, length = scan_tfrecord(path)
+        batch: list[bytes] = []
+        for record in read_records(path, length):
+            batch.append(record)
+            if len(batch) == _DERIVED_BATCH:
+                yield from _of_version(batch, spec, version)
+                batch = []
+        if batch:
+            yield from _of_version(batch, spec, version)
+
+
+def _of_version(batch: list[bytes], spec: dict[str, Any], version: int | None) -> Any:
+    import tensorflow as tf
+
+    if version is None:
+        yield batch
+        return
+    parsed = tf.io.parse_example(batch, spec)
+    versions = tf.sparse.to_dense(parsed[MODEL_VERSION_KEY], default_value=-1)[:, 0].numpy()
+    kept = [record for record, v in zip(batch, versions, strict=True) if v == version]
+    if kept:
+        yield kept
 
 
 def version_statistics(log_dir: str, workdir: str, version: int) -> Any:
     """Statistics of the instances one model version answered (a second pass over the log)."""
-    from tensorflow.core.example import example_pb2
-
-    from pipeline.serving.request_log import frame_record, iter_records
+    import tensorflow as tf
 
     path = os.path.join(workdir, f"version-{version}.tfrecord")
     kept = 0
-    with open(path, "wb") as out:
-        for source in request_log_inputs(log_dir, workdir):
-            for record in iter_records(source):
-                example = example_pb2.Example.FromString(record)
-                values = example.features.feature[MODEL_VERSION_KEY].int64_list.value
-                if values and values[0] == version:
-                    out.write(frame_record(record))
-                    kept += 1
+    with tf.io.TFRecordWriter(path) as out:
+        for batch in _version_records(log_dir, workdir, version):
+            for record in batch:
+                out.write(record)
+            kept += len(batch)
     if not kept:
         raise InputError(f"request log {log_dir} has no instances answered by version {version}")
-    return _tfrecord_stats([path], f.RAW_FEATURE_KEYS, workdir)
+    return _tfrecord_stats([path], f.SKEW_KEYS, workdir)
+
+
+def derived_serving_statistics(
+    log_dir: str, model_dir: str, workdir: str, version: int | None = None
+) -> Any:
+    """Statistics of what the model computed for the logged requests.
+
+    The trip distance comes from the served model's own Transform graph (its
+    `transform_features` signature, run on the logged raw fields); the predicted fare is the
+    one the log recorded.
+
+    Args:
+      log_dir: the request log.
+      model_dir: the SavedModel that answered (a pushed version folder or the Trainer's).
+      workdir: a local scratch directory.
+      version: only the instances this model version answered (None: all).
+    """
+    import tensorflow as tf
+
+    from taxifare_modules.monitoring_reference import derived_example
+
+    model = tf.saved_model.load(model_dir)
+    transform = model.signatures[f.TRANSFORM_FEATURES_SIGNATURE]
+    spec = {f.PREDICTION_KEY: tf.io.VarLenFeature(tf.float32)}
+    path = os.path.join(workdir, "derived-serving.tfrecord")
+    written = 0
+    with tf.io.TFRecordWriter(path) as out:
+        for batch in _version_records(log_dir, workdir, version):
+            examples = tf.constant(batch)
+            distance = tf.reshape(transform(examples=examples)[f.DISTANCE_XF], [-1]).numpy()
+            fares = tf.sparse.to_dense(
+                tf.io.parse_example(examples, spec)[f.PREDICTION_KEY], default_value=float("nan")
+            )[:, 0].numpy()
+            for d, fare in zip(distance, fares, strict=True):
+                out.write(derived_example(float(d), float(fare)))
+                written += 1
+    if not written:
+        raise InputError(f"request log {log_dir} has no instances to derive features from")
+    return _tfrecord_stats([path], f.DERIVED_KEYS, workdir)
+
+
+def derived_reference_statistics(model_dir: str, workdir: str) -> Any | None:
+    """Statistics of what the model computed on its eval split when it was trained.
+
+    None when the model carries no reference (trained before models recorded one).
+    """
+    from taxifare_modules.monitoring_reference import reference_file
+
+    path = reference_file(model_dir)
+    if not _gfile().exists(path):
+        return None
+    return _tfrecord_stats([path], f.DERIVED_KEYS, workdir)
 
 
 def load_statistics_file(path: str) -> Any:
-    """A DatasetFeatureStatisticsList from a binary (`FeatureStats.pb`) or text file."""
-    from google.protobuf import text_format
+    """A DatasetFeatureStatisticsList from a binary (`FeatureStats.pb`) or text file.
+
+    Raises:
+      InputError: the file cannot be read or is not a TFDV statistics file.
+    """
+    from google.protobuf import message, text_format
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
+    gfile = _gfile()
+    if gfile.isdir(path):
+        raise InputError(f"statistics {path} is a directory, not a statistics file")
     try:
-        with open(path, "rb") as fh:
+        with gfile.GFile(path, "rb") as fh:
             data = fh.read()
-    except OSError as e:
-        raise InputError(f"cannot read statistics {path}: {e.strerror}") from e
+    except Exception as e:  # noqa: BLE001 - tf.errors.* and OSError alike name the cause
+        raise InputError(f"cannot read statistics {path}: {_reason(e)}") from e
     stats = statistics_pb2.DatasetFeatureStatisticsList()
     try:
         stats.ParseFromString(data)
-        if not stats.datasets:
-            raise ValueError("no datasets")
-    except Exception:  # noqa: BLE001 - not binary: try text before giving up
+        parsed = bool(stats.datasets)
+    except message.DecodeError:
+        parsed = False
+    if not parsed:
         stats = statistics_pb2.DatasetFeatureStatisticsList()
         try:
             text_format.Parse(data.decode("utf-8"), stats)
-        except Exception as e:  # noqa: BLE001 - any parse failure is a usage error
-            raise InputError(f"{path} is not a TFDV statistics file: {e}") from e
+        except (text_format.ParseError, UnicodeDecodeError) as e:
+            raise InputError(
+                f"{path} is not a TFDV statistics file (neither binary nor text: {e})"
+            ) from e
     if not stats.datasets or not stats.datasets[0].features:
         raise InputError(f"{path} holds no feature statistics")
     return stats
 
 
+def _reason(error: Exception) -> str:
+    return getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+
+
 def stats_file_in(path: str) -> str | None:
     """The statistics file of a StatisticsGen artifact (its train split) or folder, if any."""
-    for candidate in (
-        os.path.join(path, _STATS_FILE),
-        os.path.join(path, _TRAIN_SPLIT, _STATS_FILE),
-    ):
-        if os.path.isfile(candidate):
+    gfile = _gfile()
+    for candidate in (join(path, _STATS_FILE), join(path, _TRAIN_SPLIT, _STATS_FILE)):
+        if gfile.exists(candidate) and not gfile.isdir(candidate):
             return candidate
     return None
+
+
+def _check_csv(path: str) -> None:
+    """Raises InputError for a CSV file that is empty or has a header and no rows."""
+    with _gfile().GFile(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text (byte {e.start})") from e
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"{path} is empty")
+    if len(lines) == 1 and len(head) < (1 << 16):
+        raise InputError(f"{path} has a header line and no rows")
 
 
 def data_or_stats(location: str, keys: tuple[str, ...], workdir: str) -> tuple[Any, str]:
@@ -246,50 +444,69 @@ def data_or_stats(location: str, keys: tuple[str, ...], workdir: str) -> tuple[A
     Raises:
       InputError: nothing usable at `location`.
     """
-    if os.path.isdir(location):
+    gfile = _gfile()
+    if gfile.isdir(location):
         stats_file = stats_file_in(location)
         if stats_file:
             return load_statistics_file(stats_file), f"statistics {stats_file}"
-        csvs = sorted(glob.glob(os.path.join(location, "*.csv")))
+        csvs = sorted(gfile.glob(join(location, "*.csv")))
         if csvs:
-            return _csv_stats(os.path.join(location, "*.csv"), keys), f"CSV data {location}"
-        files = sorted(p for p in glob.glob(os.path.join(location, "*")) if os.path.isfile(p))
+            for csv in csvs:
+                _check_csv(csv)
+            return _csv_stats(join(location, "*.csv"), keys), f"CSV data {location}"
+        files = sorted(
+            join(location, name)
+            for name in gfile.listdir(location)
+            if not gfile.isdir(join(location, name))
+        )
         if not files:
             raise InputError(f"{location} is empty")
-        return _tfrecord_stats(files, keys, workdir), f"TFRecord data {location}"
+        return _checked_tfrecord_stats(files, keys, workdir), f"TFRecord data {location}"
     if location.endswith((".pb", ".pbtxt")):
         return load_statistics_file(location), f"statistics {location}"
     if location.endswith(".csv"):
-        if not os.path.isfile(location):
+        if not gfile.exists(location):
             raise InputError(f"{location} does not exist")
+        _check_csv(location)
         return _csv_stats(location, keys), f"CSV data {location}"
-    files = sorted(glob.glob(location))
+    files = sorted(gfile.glob(location))
     if not files:
         raise InputError(f"{location} does not exist")
-    return _tfrecord_stats(files, keys, workdir), f"TFRecord data {location}"
+    return _checked_tfrecord_stats(files, keys, workdir), f"TFRecord data {location}"
+
+
+def _checked_tfrecord_stats(files: list[str], keys: tuple[str, ...], workdir: str) -> Any:
+    """Statistics of TFRecord files, each checked first (a bad file fails before the pass)."""
+    usable = usable_records(files, workdir)
+    if not usable:
+        raise InputError(f"{files[0].rsplit('/', 1)[0]} holds no records")
+    return _tfrecord_stats(usable, keys, workdir)
 
 
 def _csv_stats(pattern: str, keys: tuple[str, ...]) -> Any:
     import tensorflow_data_validation as tfdv
 
     return tfdv.generate_statistics_from_csv(
-        data_location=pattern, stats_options=_stats_options(keys)
+        data_location=pattern, stats_options=monitoring_stats_options(keys)
     )
 
 
 def request_log_fingerprint(log_dir: str) -> str:
-    """A short digest of a local request log's files and sizes ("" for gs:// or none).
+    """A short digest of a request log's files and sizes ("" when there is none).
 
     The pipeline passes it to SkewCheck so that TFX's cache re-runs the check when the log
     has grown, and reuses the last verdict when it has not.
     """
     import hashlib
 
-    from pipeline.serving.request_log import request_log_files
-
-    if log_dir.startswith("gs://") or not os.path.isdir(log_dir):
+    if not is_local(log_dir):
+        return ""  # read at compile time, possibly offline: the cache key stays fixed
+    gfile = _gfile()
+    try:
+        paths = request_log_files(log_dir)
+    except InputError:
         return ""
     digest = hashlib.sha256()
-    for path in request_log_files(log_dir, include_in_progress=True):
-        digest.update(f"{os.path.basename(path)}:{os.path.getsize(path)}\n".encode())
+    for path in paths:
+        digest.update(f"{path.rsplit('/', 1)[-1]}:{gfile.stat(path).length}\n".encode())
     return digest.hexdigest()[:16]
