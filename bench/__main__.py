@@ -22,7 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from bench import baselines, examples_io, machine, monitoring, ours, reference, report, serving
+from bench import (
+    baselines,
+    detection,
+    examples_io,
+    machine,
+    monitoring,
+    ours,
+    reference,
+    report,
+    serving,
+)
 from bench.measure import Measurement, run_measured
 from bench.results import BenchResults, OursRun, ReferenceRun
 
@@ -64,6 +74,17 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         help="benchmark only the skew check against TFDV's statistics pass; run no pipeline",
     )
     parser.add_argument(
+        "--skip-detection",
+        action="store_true",
+        help="do not measure the skew check's detection power and false alarms",
+    )
+    parser.add_argument(
+        "--detection-only",
+        action="store_true",
+        help="run our pipeline, then measure only the skew check's detection power and false"
+        " alarms (fault corpus, clean replays through the real server)",
+    )
+    parser.add_argument(
         "--model-dir",
         type=Path,
         help="with --serving-only: a versioned model directory (<serving root>/taxifare)",
@@ -97,6 +118,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--serving-only and --skip-serving exclude each other")
     if args.monitoring_only and (args.serving_only or args.skip_monitoring):
         parser.error("--monitoring-only excludes --serving-only and --skip-monitoring")
+    if args.detection_only and (args.serving_only or args.monitoring_only or args.skip_detection):
+        parser.error("--detection-only excludes the other -only modes and --skip-detection")
     return args
 
 
@@ -326,6 +349,60 @@ def _run_monitoring(data_csv: Path, workspace: Path) -> monitoring.MonitoringRun
         raise RunFailedError(f"the monitoring benchmark failed: {err}") from err
 
 
+def _run_detection(
+    root: Path, model_dir: Path, data_csv: Path, workspace: Path
+) -> detection.DetectionRun:
+    """The skew check's false alarms and detection power (see bench/detection.py)."""
+    print("bench: measuring the skew check's detection power and false alarms ...", flush=True)
+    workspace.mkdir(parents=True, exist_ok=True)
+    version_dir = serving.latest_version(model_dir)
+    try:
+        return detection.run(
+            data_csv,
+            root,
+            version_dir,
+            workspace,
+            lambda models, log_dir, output: serving.Server(models, log_dir, output, REPO_ROOT),
+            progress=lambda line: print(f"bench: {line}", flush=True),
+        )
+    except (RuntimeError, serving.ServingError) as err:
+        raise RunFailedError(f"the detection benchmark failed: {err}") from err
+
+
+def _main_detection_only(args: argparse.Namespace) -> int:
+    """``--detection-only``: our pipeline, then the skew check's detection figures."""
+    started = datetime.now(timezone.utc)
+
+    def measure(workspace: Path) -> detection.DetectionRun:
+        _, summary = _run_ours(args, workspace)
+        model_dir = _pushed_model_dir(summary)
+        if model_dir is None:
+            raise RunFailedError("our run pushed no model (it was not blessed)")
+        return _run_detection(
+            workspace / "ours" / "root",
+            model_dir,
+            reference.find_reference().data_csv,
+            workspace / "detection",
+        )
+
+    run = _in_workspace(args, "taxifare-bench-detection-", "the logs and verdicts", measure)
+    if run is None:
+        return 1
+    args.output.write_text(
+        report.render_partial_markdown(
+            "Skew detection benchmark",
+            "--detection-only",
+            f"{started:%Y-%m-%d %H:%M}",
+            report.machine_lines(machine.describe()),
+            detection.markdown_section(run),
+            ["# From the repository root:", f"{_display_python()} -m bench --detection-only"],
+        )
+    )
+    print("\n".join(detection.summary_lines(run)))
+    print(f"bench: wrote {_display_path(args.output)}")
+    return 0
+
+
 def _main_monitoring_only(args: argparse.Namespace) -> int:
     """``--monitoring-only``: the skew check against TFDV's statistics pass, nothing else."""
     started = datetime.now(timezone.utc)
@@ -360,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         return _main_serving_only(args, argv)
     if args.monitoring_only:
         return _main_monitoring_only(args)
+    if args.detection_only:
+        return _main_detection_only(args)
     started = datetime.now(timezone.utc)
     workspace = Path(tempfile.mkdtemp(prefix="taxifare-bench-"))
     try:
@@ -378,6 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         monitoring_run, monitoring_note = None, "skipped with --skip-monitoring"
         if not args.skip_monitoring:
             monitoring_run = _run_monitoring(example.data_csv, workspace / "monitoring")
+        detection_run, detection_note = None, "skipped with --skip-detection"
+        if model_dir is None:
+            detection_note = "our run pushed no model (it was not blessed)"
+        elif not args.skip_detection:
+            detection_run = _run_detection(
+                workspace / "ours" / "root", model_dir, example.data_csv, workspace / "detection"
+            )
     except RunFailedError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         if not args.keep:
@@ -402,10 +488,17 @@ def main(argv: list[str] | None = None) -> int:
         serving=serving_run,
         serving_note=serving_note,
     )
+    markdown = report.render_markdown(
+        results, _commands(args, argv), monitoring_run, monitoring_note
+    )
     args.output.write_text(
-        report.render_markdown(results, _commands(args, argv), monitoring_run, monitoring_note)
+        markdown.rstrip("\n")
+        + "\n\n"
+        + "\n".join(detection.markdown_section(detection_run, detection_note))
+        + "\n"
     )
     print(report.render_summary(results, monitoring_run, monitoring_note))
+    print("\n".join(detection.summary_lines(detection_run, detection_note)))
     print(f"bench: wrote {_display_path(args.output)}")
     return 0
 

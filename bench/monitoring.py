@@ -119,7 +119,12 @@ def _training_stats(data_csv: Path, workdir: Path) -> Path:
     import tensorflow_data_validation as tfdv
 
     path = workdir / "training_stats.pb"
-    path.write_bytes(tfdv.generate_statistics_from_csv(str(data_csv)).SerializeToString())
+    from pipeline.monitoring.stats_options import monitoring_stats_options
+
+    stats = tfdv.generate_statistics_from_csv(
+        str(data_csv), stats_options=monitoring_stats_options()
+    )
+    path.write_bytes(stats.SerializeToString())
     return path
 
 
@@ -128,6 +133,7 @@ def _skew_args(log_dir: Path, stats_file: Path, out_dir: Path) -> argparse.Names
         serving_logs=str(log_dir),
         pipeline_root=None,
         training_stats=str(stats_file),
+        model=None,
         schema=None,
         config=None,
         out=str(out_dir),

@@ -332,10 +332,10 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         schema_gen,
         example_validator,
         gate,
+        model_resolver,
         *monitoring,
         transform,
         trainer,
-        model_resolver,
         evaluator,
         pusher,
     ]

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from taxifare_modules import features as f
 from taxifare_modules.model import ModelParams, build_model
+from taxifare_modules.monitoring_reference import write_reference
 from taxifare_modules.preprocessing import preprocessing_fn
 from taxifare_modules.trainer import export_model
 from tests.trips import csv_row_to_instance
@@ -98,5 +99,9 @@ def export_small_model(rows: list[dict[str, str]], workdir: Path, epochs: int = 
     history = model.fit(features, labels, batch_size=64, epochs=epochs, verbose=0)
     export_dir = str(workdir / "model")
     export_model(model, tf_transform_output, export_dir)
+    # As the Trainer does: what the model computes, recorded for the skew check.
+    write_reference(
+        model, tf.data.Dataset.from_tensor_slices((features, labels)).batch(1024), export_dir
+    )
     direct = model.predict(features, verbose=0).reshape(-1)
     return SmallModel(export_dir, trips, list(history.history["loss"]), direct)

@@ -53,6 +53,23 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
+def beam_can_read(path: str) -> bool:
+    """True when Beam (hence TFDV) reads `path` in place: local disk, gs://, s3://, ...
+
+    Other TensorFlow filesystems (e.g. `ram://`) are read through tf.io.gfile into local
+    copies first.
+    """
+    if is_local(path):
+        return True
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        FileSystems.get_filesystem(path)
+    except ValueError:
+        return False
+    return True
+
+
 def model_versions(stats: Any) -> dict[int, int]:
     """Model version -> number of logged instances, from request-log statistics.
 
@@ -203,6 +220,8 @@ def _tfrecord_stats(
     """TFDV statistics of TFRecord files of tf.Examples, in one pass."""
     import tensorflow_data_validation as tfdv
 
+    if not all(beam_can_read(p) for p in paths):
+        paths = [p if beam_can_read(p) else _local_copy(p, workdir, i) for i, p in enumerate(paths)]
     local = [p for p in paths if is_local(p)]
     if len(local) == len(paths) and len(paths) > 1:
         # One glob over a folder of links: TFDV reads a single file pattern. The names keep
@@ -453,7 +472,7 @@ def data_or_stats(location: str, keys: tuple[str, ...], workdir: str) -> tuple[A
         if csvs:
             for csv in csvs:
                 _check_csv(csv)
-            return _csv_stats(join(location, "*.csv"), keys), f"CSV data {location}"
+            return _csv_stats(join(location, "*.csv"), keys, workdir), f"CSV data {location}"
         files = sorted(
             join(location, name)
             for name in gfile.listdir(location)
@@ -468,7 +487,7 @@ def data_or_stats(location: str, keys: tuple[str, ...], workdir: str) -> tuple[A
         if not gfile.exists(location):
             raise InputError(f"{location} does not exist")
         _check_csv(location)
-        return _csv_stats(location, keys), f"CSV data {location}"
+        return _csv_stats(location, keys, workdir), f"CSV data {location}"
     files = sorted(gfile.glob(location))
     if not files:
         raise InputError(f"{location} does not exist")
@@ -483,9 +502,16 @@ def _checked_tfrecord_stats(files: list[str], keys: tuple[str, ...], workdir: st
     return _tfrecord_stats(usable, keys, workdir)
 
 
-def _csv_stats(pattern: str, keys: tuple[str, ...]) -> Any:
+def _csv_stats(pattern: str, keys: tuple[str, ...], workdir: str) -> Any:
     import tensorflow_data_validation as tfdv
 
+    if not beam_can_read(pattern):
+        import tempfile
+
+        folder = tempfile.mkdtemp(dir=workdir, prefix="csv-")
+        for i, path in enumerate(sorted(_gfile().glob(pattern))):
+            _gfile().copy(path, os.path.join(folder, f"{i:05d}.csv"), overwrite=True)
+        pattern = os.path.join(folder, "*.csv")
     return tfdv.generate_statistics_from_csv(
         data_location=pattern, stats_options=monitoring_stats_options(keys)
     )

@@ -208,6 +208,7 @@ def spans(sample_rows, tmp_path_factory) -> dict:
     second = _run(root, *overrides)
     return {
         "root": root,
+        "data": data,
         "overrides": overrides,
         "first": first,
         "second": second,
@@ -242,7 +243,9 @@ def test_shifted_span_drifts_is_recorded_in_mlmd_and_only_reported(spans):
     assert summary["pushed_to"] and summary["pushed_to"] != spans["first"][1]["pushed_to"]
     drift = summary["drift"]
     assert drift["found"] is True and drift["stopped"] is False
-    assert f.HOUR_KEY in drift["failed_features"]
+    # Only the hour moved: the categorical hours and community areas, compared on the same
+    # scale on both sides, flag nothing else.
+    assert drift["failed_features"] == [f.HOUR_KEY]
     assert drift["note"] == "span 2 compared with span 1"
     assert os.path.isfile(drift["report"])
     with open(drift["verdict_file"]) as fh:
@@ -258,6 +261,54 @@ def test_shifted_span_drifts_is_recorded_in_mlmd_and_only_reported(spans):
         custom_value(second, mon.BASELINE_SPAN_PROPERTY),
     ) == (2, 1)
     assert f.HOUR_KEY in str(custom_value(second, mon.FAILED_FEATURES_PROPERTY)).split(",")
+
+
+def test_drift_on_demand_gives_the_pipelines_numbers(spans, tmp_path):
+    """`taxifare drift` on the statistics the pipeline judged gives its verdict exactly, and
+    on the spans' CSV files (all rows, not only the train split) the same finding."""
+    from pipeline.components import monitoring as mon
+
+    _, summary = spans["second"]
+    with open(summary["drift"]["verdict_file"]) as fh:
+        pipeline_verdict = json.load(fh)
+    verdict_dir = Path(summary["drift"]["verdict_file"]).parent
+    code = cli.main(
+        [
+            "drift",
+            "--baseline",
+            str(verdict_dir / mon.BASELINE_DIR / "FeatureStats.pb"),
+            "--current",
+            str(verdict_dir / mon.STATISTICS_DIR / "FeatureStats.pb"),
+            "--out",
+            str(tmp_path / "stats"),
+        ]
+    )
+    on_demand = json.loads((tmp_path / "stats" / "verdict.json").read_text())
+    assert code == cli.EXIT_DRIFT_OR_SKEW
+    for ours, theirs in zip(on_demand["features"], pipeline_verdict["features"], strict=True):
+        assert (ours["name"], ours["distance"], ours["p_value"], ours["flagged"]) == (
+            theirs["name"],
+            theirs["distance"],
+            theirs["p_value"],
+            theirs["flagged"],
+        )
+    data = spans["data"]
+    code = cli.main(
+        [
+            "drift",
+            "--baseline",
+            str(data / "span-1" / "part-0.csv"),
+            "--current",
+            str(data / "span-2"),
+            "--out",
+            str(tmp_path / "csv"),
+        ]
+    )
+    from_csv = json.loads((tmp_path / "csv" / "verdict.json").read_text())
+    assert from_csv["failed_features"] == [f.HOUR_KEY]
+    hour = {x["name"]: x for x in from_csv["features"]}[f.HOUR_KEY]
+    pipeline_hour = {x["name"]: x for x in pipeline_verdict["features"]}[f.HOUR_KEY]
+    assert abs(hour["distance"] - pipeline_hour["distance"]) < 0.05
 
 
 def test_skew_against_the_request_log_is_recorded(spans):

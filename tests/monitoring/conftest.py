@@ -26,9 +26,12 @@ def training_stats_file(sample_csv, tmp_path_factory) -> str:
     """StatisticsGen's layout: `<artifact>/Split-train/FeatureStats.pb` of the real sample."""
     import tensorflow_data_validation as tfdv
 
+    from pipeline.monitoring.stats_options import monitoring_stats_options
+
     artifact = tmp_path_factory.mktemp("statistics") / "Split-train"
     artifact.mkdir()
-    stats = tfdv.generate_statistics_from_csv(sample_csv)
+    # As StatisticsGen computes them in the pipeline.
+    stats = tfdv.generate_statistics_from_csv(sample_csv, stats_options=monitoring_stats_options())
     path = artifact / "FeatureStats.pb"
     path.write_bytes(stats.SerializeToString())
     return str(path)
@@ -57,16 +60,81 @@ def serve(model_dir: str, log_dir: str, instances: list[dict]) -> None:  # noqa:
         server.stop()  # graceful: the log file is closed and renamed
 
 
-def write_log(log_dir: str, trips: list[dict]) -> None:
-    """Writes `trips` with the server's own request-log writer (no model call)."""
+def write_log(log_dir: str, trips: list[dict], fares: list[float] | None = None) -> None:
+    """Writes `trips` with the server's own request-log writer.
+
+    `fares` are the predictions to log (the model's, from `predict`); 10.0 each when None.
+    """
     from pipeline.serving.request_log import RequestLog, log_example
 
+    fares = fares if fares is not None else [10.0] * len(trips)
     log = RequestLog(log_dir)
     log.write(
-        log_example(trip, 10.0, 1, f"req-{i // PER_REQUEST}", 1_700_000_000_000, i, "test")
-        for i, trip in enumerate(trips)
+        log_example(trip, fare, 1, f"req-{i // PER_REQUEST}", 1_700_000_000_000, i, "test")
+        for i, (trip, fare) in enumerate(zip(trips, fares, strict=True))
     )
     log.close()
+
+
+def instance_examples(instances: list[dict]) -> list[bytes]:
+    """JSON instances (raw fields, missing ones left out) as serialized tf.Examples."""
+    import tensorflow as tf
+
+    out = []
+    for instance in instances:
+        feature = {}
+        for key, value in instance.items():
+            if key in f.FLOAT_FEATURE_KEYS:
+                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+            elif key in f.INT_FEATURE_KEYS:
+                feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+            else:
+                feature[key] = tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[str(value).encode()])
+                )
+        out.append(
+            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        )
+    return out
+
+
+def predict(saved_model: str, instances: list[dict]) -> list[float]:
+    """The exported model's fares for `instances`, called in process as the server does."""
+    import tensorflow as tf
+
+    model = tf.saved_model.load(saved_model)
+    fares = model.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE](
+        **{f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(instance_examples(instances))}
+    )[f.PREDICTION_KEY]
+    return [float(x) for x in fares.numpy().reshape(-1)]
+
+
+@pytest.fixture(scope="session")
+def reference_model(small_model, sample_rows, served_rows, tmp_path_factory) -> str:  # noqa: F811
+    """The small model with its reference recorded on 3,000 random real trips.
+
+    The Trainer records the reference on its eval split; the shared small model was trained
+    on the sample's first rows, which are not a random draw, so its reference is redone here
+    on random trips (not the served ones) through the model's own signatures.
+    """
+    import tensorflow as tf
+
+    from taxifare_modules.monitoring_reference import derived_example, reference_file
+
+    target = str(tmp_path_factory.mktemp("reference_model") / "1")
+    shutil.copytree(small_model.export_dir, target)
+    served = {id(r) for r in served_rows}
+    rows = random.Random(3).sample([r for r in sample_rows if id(r) not in served], 3000)
+    instances = [csv_row_to_instance(r) for r in rows]
+    model = tf.saved_model.load(target)
+    distances = model.signatures[f.TRANSFORM_FEATURES_SIGNATURE](
+        **{f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(instance_examples(instances))}
+    )[f.DISTANCE_XF]
+    fares = predict(target, instances)
+    with tf.io.TFRecordWriter(reference_file(target)) as out:
+        for distance, fare in zip(distances.numpy().reshape(-1), fares, strict=True):
+            out.write(derived_example(float(distance), fare))
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -12,18 +12,24 @@ from taxifare_modules import features as f
 def test_defaults_pick_comparator_by_feature_kind():
     t = th.default_thresholds()
     assert t.comparator(f.PAYMENT_TYPE_KEY) == th.L_INFINITY
-    assert t.comparator(f.HOUR_KEY) == th.JENSEN_SHANNON
+    # Small-domain integers are categories; coordinates, timestamp and derived values are not.
+    assert t.comparator(f.HOUR_KEY) == th.L_INFINITY
+    assert t.comparator(f.PICKUP_AREA_KEY) == th.L_INFINITY
+    assert t.comparator(f.TIMESTAMP_KEY) == th.KOLMOGOROV_SMIRNOV
+    assert t.comparator(f.DISTANCE_XF) == th.KOLMOGOROV_SMIRNOV
     assert t.distance[f.COMPANY_KEY] == th.DEFAULT_CATEGORICAL
-    assert t.distance[f.HOUR_KEY] == th.DEFAULT_NUMERIC
+    assert t.distance[f.HOUR_KEY] == th.DEFAULT_CATEGORICAL
+    assert t.distance[f.TIMESTAMP_KEY] == th.DEFAULT_NUMERIC
     assert t.distance[f.PICKUP_LATITUDE_KEY] == th.DEFAULT_COORDINATE
-    assert set(t.presence) == set(f.RAW_FEATURE_KEYS)
+    assert set(t.presence) == set(f.RAW_FEATURE_KEYS) | set(f.DERIVED_KEYS)
+    assert t.significance == th.DEFAULT_SIGNIFICANCE
 
 
 def test_yaml_overrides(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(
         "monitoring:\n"
-        "  defaults: {numeric: 0.3}\n"
+        "  defaults: {numeric: 0.3, significance: 0.01}\n"
         f"  features:\n    {f.PAYMENT_TYPE_KEY}: 0.05\n"
         f"    {f.COMPANY_KEY}: {{distance: 0.2, presence: 0.5}}\n"
         "other_section: {ignored: true}\n"
@@ -31,8 +37,11 @@ def test_yaml_overrides(tmp_path):
     t = th.load_thresholds(str(path))
     assert t.distance[f.PAYMENT_TYPE_KEY] == 0.05
     assert t.distance[f.COMPANY_KEY] == 0.2 and t.presence[f.COMPANY_KEY] == 0.5
-    assert t.distance[f.HOUR_KEY] == 0.3
+    assert t.distance[f.TIMESTAMP_KEY] == 0.3
+    assert t.significance == 0.01
     assert t.source == str(path)
+    # What the pipeline hands its components keeps every field.
+    assert th.thresholds_from_json(th.thresholds_to_json(t)) == t
 
 
 @pytest.mark.parametrize(
@@ -41,6 +50,7 @@ def test_yaml_overrides(tmp_path):
         (f"monitoring:\n  features:\n    {f.HOUR_KEY}: 1.5\n", f"features.{f.HOUR_KEY}"),
         ("monitoring:\n  defaults: {categorical: 0}\n", "defaults.categorical"),
         ("monitoring:\n  defaults: {numeric: -0.1}\n", "defaults.numeric"),
+        ("monitoring:\n  defaults: {significance: 0}\n", "defaults.significance"),
         ("monitoring:\n  defaults: {bogus: 0.1}\n", "defaults.bogus"),
         ("monitoring:\n  features: {no_such_feature: 0.1}\n", "features.no_such_feature"),
         ("monitoring:\n  thresholds: {}\n", "monitoring.thresholds"),

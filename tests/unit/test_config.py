@@ -135,7 +135,7 @@ def test_monitoring_section_defaults_to_report_without_skew():
     assert cfg.monitoring.drift.on_detect == "report"
     assert cfg.monitoring.skew.on_detect == "report"
     assert cfg.monitoring.skew.serving_logs is None
-    assert cfg.monitoring.thresholds().distance["trip_start_hour"] == 0.05
+    assert cfg.monitoring.thresholds().distance["trip_start_hour"] == 0.03
 
 
 def test_monitoring_section_overrides(tmp_path):
