@@ -240,6 +240,7 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
     from pipeline.monitoring.compare import SKEW, Side, compare
     from pipeline.monitoring.stats import (
         InputError,
+        beam_can_read,
         derived_reference_statistics,
         derived_serving_statistics,
         load_statistics_file,
@@ -266,12 +267,17 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
         # this container's temporary folder, and the statistics are worth keeping.
         stats_dir = join(verdict.uri, SERVING_STATISTICS_DIR)
         fileio.makedirs(stats_dir)
+        stats_file = join(stats_dir, _STATS_FILE)
+        beam_writes = beam_can_read(stats_file)
         serving = serving_statistics(
             serving_logs,
             workdir,
             pipeline_options=options,
-            output_path=join(stats_dir, _STATS_FILE),
+            output_path=stats_file if beam_writes else None,
         )
+        if not beam_writes:  # a filesystem only TensorFlow knows: written here instead
+            with fileio.open(stats_file, "wb") as fh:
+                fh.write(serving.SerializeToString())
         derived = None
         notes = []
         if model is not None:

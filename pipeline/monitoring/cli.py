@@ -52,6 +52,12 @@ def add_monitoring_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Name
     source.add_argument(
         "--training-stats", help="TFDV statistics of the training data (binary or text)"
     )
+    skew.add_argument(
+        "--model",
+        help="the served SavedModel (a version folder): also compare what it computes (trip"
+        " distance, predicted fare) with what it computed on its eval split; with"
+        " --pipeline-root, the pushed model of the logged version is used",
+    )
     _common(skew)
     drift = subparsers.add_parser(
         "drift",

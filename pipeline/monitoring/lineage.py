@@ -14,7 +14,7 @@ import dataclasses
 import os
 from typing import Any
 
-from pipeline.monitoring.stats import InputError, stats_file_in
+from pipeline.monitoring.stats import InputError, join, stats_file_in
 
 _METADATA_FILE = "metadata.sqlite"
 _PUSHED_MODEL_TYPE = "PushedModel"
@@ -187,12 +187,14 @@ def training_inputs(store: Any, version: int, where: str) -> TrainingInputs:
             f"{where}: no train-split statistics found in the lineage of version {version}"
             f" (model {model.uri})"
         )
-    if schema is None or not os.path.isfile(os.path.join(schema.uri, _SCHEMA_FILE)):
+    import tensorflow as tf
+
+    if schema is None or not tf.io.gfile.exists(join(schema.uri, _SCHEMA_FILE)):
         raise InputError(f"{where}: no schema found in the lineage of version {version}")
     return TrainingInputs(
         version=version,
         statistics_file=statistics_file,
-        schema_file=os.path.join(schema.uri, _SCHEMA_FILE),
+        schema_file=join(schema.uri, _SCHEMA_FILE),
         model_uri=model.uri,
         pushed_uri=str(pushed[version].custom_properties["pushed_destination"].string_value),
     )

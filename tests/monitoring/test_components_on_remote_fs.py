@@ -136,3 +136,35 @@ def test_skew_check_on_a_remote_root_and_log(
         f"{verdict_artifact.uri}/{mon.SERVING_STATISTICS_DIR}/FeatureStats.pb"
     )
     assert verdict_artifact.get_string_custom_property(mon.VERDICT_PROPERTY) == "no_skew"
+
+
+def test_the_compiled_vertex_skew_check_reads_its_gcs_log(
+    training_stats_file, clean_log, tmp_path
+):
+    """The SkewCheck task of the compiled Vertex spec, with the parameters the spec holds,
+    run by its executor on a log at the same path on a non-local filesystem (the bucket
+    `gs://b` stood in for by `ram://b`: no Cloud Storage here)."""
+    from pipeline.config import load_config
+    from pipeline.vertex.compiler import compile_pipeline
+    from tests.monitoring.test_inputs_and_filesystems import _copy_tree
+    from tests.vertex.test_compile import VERTEX, _params
+
+    bucket = f"b{uuid.uuid4().hex[:8]}"
+    cfg = load_config(VERTEX, [f"monitoring.skew.serving_logs=gs://{bucket}/requests"])
+    spec = tmp_path / "spec.json"
+    compile_pipeline(cfg, spec)
+    params = _params(json.loads(spec.read_text()), "SkewCheck")
+    assert params["serving_logs"] == f"gs://{bucket}/requests"
+    params["serving_logs"] = params["serving_logs"].replace("gs://", "ram://")
+    _copy_tree(clean_log, params["serving_logs"])
+    ram = f"ram://{bucket}/root"
+    verdict_artifact = _artifact(mon.SkewVerdict, f"{ram}/skew")
+    _run(
+        mon.SkewCheck,
+        {"statistics": _statistics(ram, "stats", training_stats_file), "schema": _schema(ram)},
+        {"verdict": verdict_artifact},
+        params,
+    )
+    verdict = _read_json(f"{verdict_artifact.uri}/verdict.json")
+    assert verdict["verdict"] == "no_skew", verdict["failed_features"]
+    assert verdict["sides"]["serving"]["examples"] > 0
