@@ -62,15 +62,15 @@ _TRAIN_SPLIT = "Split-train"
 class DriftVerdict(Artifact):
     """The drift check of one run: verdict.json, report.html and the statistics it judged."""
 
-    # The class's import path: TFX's Vertex entrypoint imports a custom type by its name
-    # (and the Vertex compiler wants `<namespace>.<Name>`, which this is too).
-    TYPE_NAME = "pipeline.components.monitoring.DriftVerdict"
+    # An import path of the class (see pipeline/__init__.py): TFX's Vertex entrypoint imports
+    # a custom type by its name, and the Vertex compiler wants `<module>.<Class>`.
+    TYPE_NAME = "pipeline.DriftVerdict"
 
 
 class SkewVerdict(Artifact):
     """The skew check of one run: verdict.json, report.html and the serving statistics."""
 
-    TYPE_NAME = "pipeline.components.monitoring.SkewVerdict"
+    TYPE_NAME = "pipeline.SkewVerdict"
 
 
 class LatestOrNothingStrategy(latest_artifact_strategy.LatestArtifactStrategy):

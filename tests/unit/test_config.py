@@ -151,7 +151,7 @@ def test_monitoring_section_overrides(tmp_path):
     assert cfg.monitoring.drift.on_detect == "stop"
     assert cfg.monitoring.skew.serving_logs == "requests/"
     t = cfg.monitoring.thresholds()
-    assert t.distance["trip_start_hour"] == 0.3
+    assert t.distance["trip_start_timestamp"] == 0.3
     assert (t.distance["company"], t.presence["company"]) == (0.2, 0.4)
     # The same file is a thresholds file for `taxifare skew --config`.
     from pipeline.monitoring.thresholds import load_thresholds

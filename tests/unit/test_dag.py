@@ -195,3 +195,15 @@ def test_skew_check_and_stop_modes_follow_the_monitoring_config(cfg, tmp_path):
     assert {c.id: c for c in after.components}[dag.SKEW_CHECK_ID].exec_properties[
         "log_fingerprint"
     ] != before
+
+
+def test_custom_artifact_types_import_by_their_type_name():
+    """TFX's Vertex entrypoint imports a custom artifact type by the name in the spec."""
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+    from tfx.utils import import_utils
+
+    from pipeline.components import monitoring as mon
+
+    for cls in (mon.DriftVerdict, mon.SkewVerdict):
+        assert import_utils.import_class_by_path(cls.TYPE_NAME) is cls
+        assert compiler_utils._SCHEMA_TITLE_RE.fullmatch(cls.TYPE_NAME)
