@@ -139,6 +139,18 @@ def test_records_carry_the_rows_bookkeeping(sample_rows, tmp_path):
             assert value(records[0], key) == value(records[3], key), key
 
 
+def test_sentinels_the_endpoint_needs_are_logged_as_missing(sample_rows, tmp_path):
+    # TF Serving on Vertex takes every field: an unknown one is sent as its sentinel.
+    row = next(r for r in sample_rows if r[f.COMPANY_KEY] and r[f.PICKUP_AREA_KEY])
+    sent = {**csv_row_to_instance(row), f.COMPANY_KEY: "", f.PICKUP_AREA_KEY: -1}
+    export = write_jsonl(tmp_path / "rows.jsonl", [vertex_row([sent], 1)])
+    assert convert_vertex_log(export, str(tmp_path / "out")) == 1
+    (record,) = read_request_log(str(tmp_path / "out"))
+    assert f.COMPANY_KEY not in record.features.feature
+    assert f.PICKUP_AREA_KEY not in record.features.feature
+    assert f.HOUR_KEY in record.features.feature
+
+
 def test_payload_split_over_strings_or_one_instance_per_string(sample_rows, tmp_path):
     instances = [csv_row_to_instance(r) for r in sample_rows[:4]]
     body = json.dumps({"instances": instances, "parameters": {}})
