@@ -115,7 +115,7 @@ def is_vertex_log(location: str) -> bool:
         names = tf.io.gfile.listdir(location)
     except tf.errors.OpError:
         return False
-    if any(name.rstrip("/").endswith(LOG_SUFFIX) for name in names):
+    if any(LOG_SUFFIX in name for name in names):  # complete or still being written
         return False
     return any(name.lower().endswith(JSON_SUFFIXES) for name in names)
 
@@ -145,9 +145,10 @@ def convert_vertex_log(location: str, out_dir: str) -> int:
         rows = _json_rows(_json_files(location))
     before = set(request_log_files(out_dir)) if os.path.isdir(out_dir) else set()
     log = RequestLog(out_dir, prefix=LOG_PREFIX)
-    written = unanswered = 0
+    read = written = unanswered = 0
     try:
         for where, row in rows:
+            read += 1
             records = _row_records(row, where)
             if records is None:
                 unanswered += 1
@@ -155,8 +156,10 @@ def convert_vertex_log(location: str, out_dir: str) -> int:
             log.write(records)
             written += len(records)
         log.close()
+        if read == 0:
+            raise InputError(f"{location} holds no logged requests")
         if written == 0:
-            raise InputError(f"{location} holds no answered requests")
+            raise InputError(f"{location} holds no answered requests ({read} unanswered)")
     except BaseException:
         # Bad input loses nothing and leaves no half-converted log behind.
         log.close()

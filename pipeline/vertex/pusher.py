@@ -14,6 +14,9 @@ configured, an endpoint that already logs keeps its table; otherwise the destina
 project alone, for which Vertex creates
 `bq://<project>.logging_<endpoint display name>_<endpoint id>.request_response_logging`.
 
+If setting the logging fails (a missing permission, say), the step fails after the deploy:
+the model is serving, without the configured logging, and the run says so.
+
 What runs offline: the request objects (`logging_config`, `update_logging_request`,
 `list_endpoints_request`) and `apply_request_logging` against any EndpointService, e.g. one
 on loopback. What cannot: the deploy itself and the patch of a real endpoint, which need a
@@ -171,9 +174,14 @@ class Executor(vertex_pusher_executor.Executor):
         serving_args = custom_config[vertex_keys.SERVING_ARGS_KEY]
         project = serving_args.get("project_id") or serving_args["project"]
         region = custom_config[vertex_keys.VERTEX_REGION_KEY]
-        apply_request_logging(
-            endpoint_client(region), project, region, serving_args["endpoint_name"], settings
-        )
+        name = serving_args["endpoint_name"]
+        try:
+            apply_request_logging(endpoint_client(region), project, region, name, settings)
+        except Exception as e:  # re-raised: the step fails, saying the model is deployed
+            raise RuntimeError(
+                f"the model was deployed to endpoint {name!r}, but setting its request-response"
+                f" logging failed (rerun the pipeline to retry): {e}"
+            ) from e
 
 
 class Pusher(vertex_pusher_component.Pusher):

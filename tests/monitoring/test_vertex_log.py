@@ -216,8 +216,11 @@ def test_missing_and_empty_locations(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="holds no .jsonl"):
         convert_vertex_log(str(tmp_path / "empty"), str(tmp_path / "out"))
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    with pytest.raises(InputError, match="blank.jsonl holds no logged requests"):
+        convert_vertex_log(str(tmp_path / "blank.jsonl"), str(tmp_path / "out"))
     with pytest.raises(InputError, match="no files match"):
-        convert_vertex_log(str(tmp_path / "*.jsonl"), str(tmp_path / "out"))
+        convert_vertex_log(str(tmp_path / "export-*.jsonl"), str(tmp_path / "out"))
     with pytest.raises(InputError, match=r"bq://project.dataset.table"):
         convert_vertex_log("bq://my-project.only_dataset", str(tmp_path / "out"))
 
