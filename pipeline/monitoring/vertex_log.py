@@ -16,8 +16,9 @@ logging; "Online prediction logging" in the Vertex AI documentation):
     request_payload    STRING     REPEATED  the predict request body, as JSON text
     response_payload   STRING     REPEATED  the response body, as JSON text
 
-Tables of the later schema (v2) add columns (`model`, `model_version`, `api_method`,
-`full_request`, `full_response`, `metadata`, ...); only the six above are read.
+Vertex also knows a later schema version ("v2", with columns such as `full_request` and
+`full_response`); only the six columns above are read, and a table without
+`request_payload` is refused with a message saying so.
 
 Where rows are read from (`is_vertex_log` tells a location apart from a request log folder):
 - `bq://project.dataset.table`: the table, read with `google-cloud-bigquery` (the free
@@ -27,9 +28,10 @@ Where rows are read from (`is_vertex_log` tells a location apart from a request 
   BIGQUERY_EMULATOR_HOST set, the client talks to that emulator without credentials.
 - the same rows exported as newline-delimited JSON, one row per line, as
   `bq extract --destination_format NEWLINE_DELIMITED_JSON` writes them (REPEATED columns as
-  JSON arrays, TIMESTAMP as "2024-05-01 12:00:00.123456 UTC", NUMERIC as a string, NULL
-  columns left out): a `.jsonl`/`.json` file (optionally `.gz`), a glob of them, or a folder
-  holding them, local or on gs:// (read through tf.io.gfile).
+  JSON arrays, TIMESTAMP as "2024-05-01 12:00:00.123456 UTC" (ISO 8601 with `T`/`Z` is read
+  too), NUMERIC as a string, a NULL column null or left out): a `.jsonl`/`.json` file
+  (optionally `.gz`), a glob of them, or a folder holding them, local or on gs:// (read
+  through tf.io.gfile).
 
 Decoding a row: `request_payload` holds the request body (`{"instances": [...]}` of raw trip
 fields or of `{"b64": <serialized tf.Example>}`, or the columnar `{"inputs": ...}`), as one
