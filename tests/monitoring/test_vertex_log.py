@@ -324,6 +324,11 @@ class _BigQueryTables(BaseHTTPRequestHandler):
         if url.path == self.table_path:
             reference = {"projectId": "my-gcp-project", "datasetId": "logs", "tableId": "requests"}
             self._send(200, {"tableReference": reference, "schema": {"fields": _SCHEMA}})
+        elif url.path == self.table_path.replace("requests", "prompts"):
+            # A logging table of another kind: no request_payload column.
+            reference = {"projectId": "my-gcp-project", "datasetId": "logs", "tableId": "prompts"}
+            fields = [{"name": "full_request", "type": "JSON", "mode": "NULLABLE"}]
+            self._send(200, {"tableReference": reference, "schema": {"fields": fields}})
         elif url.path == self.table_path + "/data":
             names = query["selectedFields"][0].split(",")
             start = int(query.get("pageToken", ["0"])[0])
@@ -364,6 +369,8 @@ def test_bigquery_table_through_the_bigquery_client(served_rows, tmp_path, monke
         convert_vertex_log(write_jsonl(tmp_path / "rows.jsonl", rows), from_file)
         with pytest.raises(InputError, match="no such BigQuery table"):
             convert_vertex_log("bq://my-gcp-project.logs.other", str(tmp_path / "other"))
+        with pytest.raises(InputError, match="not a Vertex request-response logging table"):
+            convert_vertex_log("bq://my-gcp-project.logs.prompts", str(tmp_path / "prompts"))
     finally:
         server.shutdown()
         server.server_close()
