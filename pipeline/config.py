@@ -7,6 +7,7 @@ the file. Relative paths in a config are resolved against the current working di
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -261,6 +262,39 @@ class TrainingScaleConfig(_Strict):
         )
 
 
+# bq://project.dataset.table, as Vertex's BigQueryDestination.output_uri takes a table.
+_BQ_TABLE_PATTERN = (
+    r"^bq://[a-z][a-z0-9-]{4,28}[a-z0-9]"  # project
+    r"\.[A-Za-z0-9_]{1,1024}"  # dataset
+    r"\.[A-Za-z0-9_-]{1,1024}$"  # table
+)
+
+
+class RequestLoggingConfig(_Strict):
+    """The endpoint's request-response logging to BigQuery, which the Pusher turns on.
+
+    The logged rows are what `taxifare skew --serving-logs bq://...` reads on Vertex (the
+    prebuilt TF Serving container writes no request log of this project's own).
+    """
+
+    # true: after each deploy the Pusher sets the endpoint's logging to the values below;
+    # false: the Pusher turns the endpoint's logging off.
+    enabled: bool = True
+    # The fraction of requests Vertex logs, in (0, 1]: each logged row costs a BigQuery
+    # streaming insert and its storage.
+    sampling_rate: float = Field(0.1, gt=0.0, le=1.0)
+    # bq://project.dataset.table; None: Vertex creates
+    # bq://<project>.logging_<endpoint display name>_<endpoint id>.request_response_logging.
+    bigquery_table: str | None = None
+
+    @field_validator("bigquery_table")
+    @classmethod
+    def _check_bigquery_table(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(_BQ_TABLE_PATTERN, value):
+            raise ValueError("must be a BigQuery table as bq://project.dataset.table")
+        return value
+
+
 class EndpointConfig(_Strict):
     """The autoscaling Vertex AI endpoint the Pusher deploys a blessed model to."""
 
@@ -271,6 +305,8 @@ class EndpointConfig(_Strict):
     max_replicas: int = Field(2, ge=1, le=100)
     # The serving container; None: Vertex's prebuilt TensorFlow 2.15 CPU image near the region.
     serving_image: str | None = None
+    # Request-response logging to BigQuery: the serving side of the skew check on Vertex.
+    request_logging: RequestLoggingConfig = RequestLoggingConfig()
 
     @model_validator(mode="after")
     def _check_replicas(self) -> EndpointConfig:

@@ -302,10 +302,9 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
     ).with_id(EVALUATOR_ID)
 
     if cfg.vertex is not None and cfg.vertex.push == "endpoint":
-        # Deploys a blessed model to the autoscaling Vertex AI endpoint.
-        from tfx.extensions.google_cloud_ai_platform.pusher.component import (
-            Pusher as VertexPusher,
-        )
+        # Deploys a blessed model to the autoscaling Vertex AI endpoint and turns on the
+        # endpoint's request-response logging to BigQuery.
+        from pipeline.vertex.pusher import Pusher as VertexPusher
 
         pusher = VertexPusher(
             model=trainer.outputs["model"],

@@ -12,13 +12,17 @@ from typing import Any
 
 from tfx.extensions.google_cloud_ai_platform import constants as vertex_keys
 
-from pipeline.config import BeamConfig, VertexConfig
+from pipeline.config import BeamConfig, RequestLoggingConfig, VertexConfig
 from pipeline.vertex import scale_tiers
 
 # Where the pipeline image holds the curated schema: the Dockerfile links this path to the
 # schema shipped inside the installed package (and fails the build if it is missing). The
 # compiled spec must name a path that exists in the container, not one on this machine.
 IMAGE_SCHEMA_FILE = "/opt/taxifare/schema.pbtxt"
+
+# The Pusher's custom_config key of the endpoint's logging settings (read by
+# pipeline.vertex.pusher.Executor).
+REQUEST_LOGGING_KEY = "taxifare_request_logging"
 
 # TFX's key for the Vertex AI Training job of the Trainer's custom_config (its value is in
 # the Trainer executor's module, which imports the Vertex client; the string is stable).
@@ -76,7 +80,7 @@ def endpoint_name(vertex: VertexConfig, pipeline_name: str) -> str:
 
 
 def pusher_custom_config(vertex: VertexConfig, pipeline_name: str) -> dict[str, Any]:
-    """The GCP Pusher's custom_config: deploy to the autoscaling endpoint."""
+    """The Vertex Pusher's custom_config: deploy to the autoscaling endpoint, then log."""
     endpoint = vertex.endpoint
     return {
         vertex_keys.ENABLE_VERTEX_KEY: True,
@@ -90,6 +94,17 @@ def pusher_custom_config(vertex: VertexConfig, pipeline_name: str) -> dict[str, 
             "min_replica_count": endpoint.min_replicas,
             "max_replica_count": endpoint.max_replicas,
         },
+        # Read by pipeline.vertex.pusher.Executor after a successful deploy.
+        REQUEST_LOGGING_KEY: request_logging_settings(endpoint.request_logging),
+    }
+
+
+def request_logging_settings(logging: RequestLoggingConfig) -> dict[str, Any]:
+    """The endpoint's request-response logging, as the Pusher's executor reads it."""
+    return {
+        "enabled": logging.enabled,
+        "sampling_rate": logging.sampling_rate,
+        "bigquery_table": logging.bigquery_table,
     }
 
 

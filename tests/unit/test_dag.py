@@ -128,6 +128,7 @@ def test_vertex_config_picks_the_vertex_components_without_another_dag():
     from tfx import v1 as tfx
 
     from pipeline.vertex import component_config
+    from pipeline.vertex import pusher as vertex_pusher
 
     vertex_cfg = load_config(VERTEX)
     pipeline = dag.create_pipeline(vertex_cfg, vertex_cfg.data.input)
@@ -136,7 +137,9 @@ def test_vertex_config_picks_the_vertex_components_without_another_dag():
     assert [c.id for c in pipeline.components] == local_ids
     gcp = tfx.extensions.google_cloud_ai_platform
     assert type(by_id[dag.TRAINER_ID]) is gcp.Trainer
-    assert type(by_id[dag.PUSHER_ID]) is gcp.Pusher
+    # TFX's Vertex Pusher, extended to turn on the endpoint's request-response logging.
+    assert type(by_id[dag.PUSHER_ID]) is vertex_pusher.Pusher
+    assert issubclass(vertex_pusher.Pusher, gcp.Pusher)
     assert pipeline.pipeline_info.pipeline_root == "gs://my-gcp-project-taxifare/pipeline"
     assert (
         by_id[dag.EXAMPLE_GEN_ID].exec_properties["input_base"]

@@ -262,7 +262,8 @@ def test_pusher_deploys_to_an_autoscaling_endpoint(compiled):
         "max_replica_count": 3,
     }
     args = _executor(job, dag.PUSHER_ID)["args"]
-    assert "tfx.extensions.google_cloud_ai_platform.pusher.executor.Executor" in args
+    # TFX's Vertex Pusher executor, extended to turn on the endpoint's request logging.
+    assert "pipeline.vertex.pusher.Executor" in args
 
 
 def test_pusher_can_push_to_a_gcs_directory_instead(tmp_path):
