@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -40,7 +41,12 @@ def add_monitoring_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Name
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    skew.add_argument("--serving-logs", required=True, help="the request log directory")
+    skew.add_argument(
+        "--serving-logs",
+        required=True,
+        help="the request log directory of `taxifare serve`, or Vertex's request-response"
+        " logging rows: a BigQuery table (bq://project.dataset.table) or its JSONL export",
+    )
     source = skew.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--pipeline-root",
@@ -131,6 +137,20 @@ def _finish(verdict: dict[str, Any], out_dir: str) -> int:
     return EXIT_FOUND if verdict["found"] else EXIT_OK
 
 
+def _serving_log(location: str, workdir: str) -> tuple[str, str]:
+    """The request log to read, and how to name it: `taxifare serve`'s log as it is, or
+    Vertex's request-response logging rows (a BigQuery table or its JSONL export) turned
+    into one in `workdir`."""
+    from pipeline.monitoring.vertex_log import convert_vertex_log, is_vertex_log
+
+    if not is_vertex_log(location):
+        return location, f"request log {location}"
+    converted = os.path.join(workdir, "vertex-log")
+    count = convert_vertex_log(location, converted)
+    print(f"taxifare: read {count:,} logged instances from {location}", file=sys.stderr)
+    return converted, f"Vertex request-response log {location}"
+
+
 def run_skew(args: argparse.Namespace) -> dict[str, Any]:
     """The skew check; returns the verdict. Raises InputError/ThresholdError on bad input.
 
@@ -150,10 +170,10 @@ def run_skew(args: argparse.Namespace) -> dict[str, Any]:
     if stats_file:  # read before the pass over the log: a bad file fails fast
         stats.load_statistics_file(stats_file)
     with tempfile.TemporaryDirectory(prefix="taxifare-skew-") as workdir:
+        log_dir, serving_source = _serving_log(args.serving_logs, workdir)
         serving_stats = stats.serving_statistics(
-            args.serving_logs, workdir, with_versions=bool(args.pipeline_root)
+            log_dir, workdir, with_versions=bool(args.pipeline_root)
         )
-        serving_source = f"request log {args.serving_logs}"
         if args.pipeline_root:
             from pipeline.monitoring import lineage
 
@@ -178,7 +198,7 @@ def run_skew(args: argparse.Namespace) -> dict[str, Any]:
                     f" the newest, {version}, on the {versions[version]:,} instances it answered"
                 )
                 print(f"taxifare: {notes[-1]}", file=sys.stderr)
-                serving_stats = stats.version_statistics(args.serving_logs, workdir, version)
+                serving_stats = stats.version_statistics(log_dir, workdir, version)
                 serving_source += f" (model version {version} only)"
             else:
                 serving_source += f" (model version {version})"
@@ -200,9 +220,7 @@ def run_skew(args: argparse.Namespace) -> dict[str, Any]:
                 derived = (
                     Side(reference, f"the model's eval split ({model_dir})"),
                     Side(
-                        stats.derived_serving_statistics(
-                            args.serving_logs, model_dir, workdir, version
-                        ),
+                        stats.derived_serving_statistics(log_dir, model_dir, workdir, version),
                         serving_source,
                     ),
                 )

@@ -397,3 +397,35 @@ def test_bigquery_table_through_the_bigquery_client(served_rows, tmp_path, monke
     file_records = list(read_request_log(from_file))
     assert len(table_records) == 300
     assert table_records == file_records
+
+
+@pytest.mark.slow
+def test_skew_on_the_export_gives_the_verdict_of_the_same_requests_logged_by_the_server(
+    served_rows, training_stats_file, tmp_path
+):
+    """`taxifare skew --serving-logs <export.jsonl>` judges exactly what the server's own log
+    of the same requests is judged to be."""
+    from pipeline.monitoring.cli import EXIT_OK, main
+
+    requests, trips = _requests(served_rows)
+    export = write_jsonl(
+        tmp_path / "rows.jsonl", [vertex_row(r, 1000 + i) for i, r in enumerate(requests)]
+    )
+    direct = str(tmp_path / "direct")
+    write_log(direct, trips)
+    verdicts = {}
+    for name, log in (("export", export), ("direct", direct)):
+        out = tmp_path / f"out-{name}"
+        code = main(
+            ["skew", "--serving-logs", log, "--training-stats", training_stats_file]
+            + ["--out", str(out)]
+        )
+        assert code == EXIT_OK
+        verdicts[name] = json.loads((out / "verdict.json").read_text())
+    assert verdicts["export"]["sides"]["serving"]["source"].startswith("Vertex request-response")
+    for got, want in zip(
+        verdicts["export"]["features"], verdicts["direct"]["features"], strict=True
+    ):
+        assert got["name"] == want["name"]
+        assert got["distance"] == pytest.approx(want["distance"], abs=1e-9), got["name"]
+        assert got["presence"] == pytest.approx(want["presence"], abs=1e-9), got["name"]
