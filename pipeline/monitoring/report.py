@@ -147,9 +147,9 @@ def _categorical_chart(name: str, ref: dict[str, float], cur: dict[str, float], 
     labels = sorted(set(ref) | set(cur), key=lambda k: -max(ref.get(k, 0.0), cur.get(k, 0.0)))
     if not labels:
         return "<p>No values to draw.</p>"
-    if all(label.lstrip("-").isdigit() for label in labels) and len(labels) <= 31:
-        labels = sorted(labels, key=int)  # hours, days, months in their order
     shown = labels[:TOP_VALUES]
+    if all(label.lstrip("-").isdigit() for label in labels) and len(labels) <= 31:
+        labels = shown = sorted(labels, key=int)  # hours, days, months: all, in order
     rows = [(k, ref.get(k, 0.0), cur.get(k, 0.0)) for k in shown]
     if len(labels) > TOP_VALUES:
         rest = labels[TOP_VALUES:]

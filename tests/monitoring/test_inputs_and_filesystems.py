@@ -84,7 +84,7 @@ def test_out_that_is_a_file(small_log, training_stats_file, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "content, message",
-    [("", "is empty"), (",".join(f.RAW_FEATURE_KEYS) + "\n", "header line and no rows")],
+    [("", "is empty"), (",".join(f.RAW_FEATURE_KEYS) + "\n", "has a header line and no rows")],
     ids=["empty", "header-only"],
 )
 def test_drift_on_an_empty_csv(sample_csv, tmp_path, capsys, content, message):

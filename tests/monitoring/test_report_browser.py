@@ -68,5 +68,11 @@ def test_report_renders_offline(chromium, hours_shifted_log, training_stats_file
     assert charts == verdict["features_checked"]
     assert dom.stdout.count("<rect") > 10 * charts
     # The summary names the failing feature before the per-feature sections.
-    summary = dom.stdout.split('class="feature"')[0]
-    assert f.HOUR_KEY in summary and "1</b> failed" in summary
+    summary = dom.stdout.split('class="feature')[0]
+    assert f.HOUR_KEY in summary and "1</b> flagged" in summary
+    # Readable charts: axes with units, both sides in the legend, presence in words, and
+    # the thresholds' real source.
+    assert dom.stdout.count("share of examples with a value") == charts
+    assert "training (outlined)" in summary and "serving (filled)" in summary
+    assert "Has a value: training 100.0% · serving 100.0%" in dom.stdout
+    assert "pipeline/monitoring/thresholds.py" in summary
