@@ -72,7 +72,7 @@ def test_report_renders_offline(chromium, hours_shifted_log, training_stats_file
     assert f.HOUR_KEY in summary and "1</b> flagged" in summary
     # Readable charts: axes with units, both sides in the legend, presence in words, and
     # the thresholds' real source.
-    assert dom.stdout.count("share of examples with a value") == charts
+    assert dom.stdout.count("share of examples with a value</text>") == charts
     assert "training (outlined)" in summary and "serving (filled)" in summary
     assert "Has a value: training 100.0% · serving 100.0%" in dom.stdout
     assert "pipeline/monitoring/thresholds.py" in summary
