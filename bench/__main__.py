@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bench import (
     baselines,
@@ -386,21 +386,9 @@ def _main_detection_only(args: argparse.Namespace) -> int:
         )
 
     run = _in_workspace(args, "taxifare-bench-detection-", "the logs and verdicts", measure)
-    if run is None:
-        return 1
-    args.output.write_text(
-        report.render_partial_markdown(
-            "Skew detection benchmark",
-            "--detection-only",
-            f"{started:%Y-%m-%d %H:%M}",
-            report.machine_lines(machine.describe()),
-            detection.markdown_section(run),
-            ["# From the repository root:", f"{_display_python()} -m bench --detection-only"],
-        )
+    return _write_partial(
+        args, started, "Skew detection benchmark", "--detection-only", run, detection
     )
-    print("\n".join(detection.summary_lines(run)))
-    print(f"bench: wrote {_display_path(args.output)}")
-    return 0
 
 
 def _main_monitoring_only(args: argparse.Namespace) -> int:
@@ -412,19 +400,28 @@ def _main_monitoring_only(args: argparse.Namespace) -> int:
         "the log and reports",
         lambda workspace: _run_monitoring(reference.find_reference().data_csv, workspace),
     )
+    return _write_partial(
+        args, started, "Monitoring benchmark", "--monitoring-only", run, monitoring
+    )
+
+
+def _write_partial(
+    args: argparse.Namespace, started: datetime, title: str, flag: str, run: Any, part: Any
+) -> int:
+    """Writes the report of one part of the benchmark run alone (1 when it failed)."""
     if run is None:
         return 1
     args.output.write_text(
         report.render_partial_markdown(
-            "Monitoring benchmark",
-            "--monitoring-only",
+            title,
+            flag,
             f"{started:%Y-%m-%d %H:%M}",
             report.machine_lines(machine.describe()),
-            monitoring.markdown_section(run),
-            ["# From the repository root:", f"{_display_python()} -m bench --monitoring-only"],
+            part.markdown_section(run),
+            ["# From the repository root:", f"{_display_python()} -m bench {flag}"],
         )
     )
-    print("\n".join(monitoring.summary_lines(run)))
+    print("\n".join(part.summary_lines(run)))
     print(f"bench: wrote {_display_path(args.output)}")
     return 0
 

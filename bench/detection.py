@@ -145,35 +145,15 @@ def _replay(server_url: str, model_name: str, rows: list[dict[str, str]]) -> Non
 
 def _write_fault_log(log_dir: Path, version_dir: Path, instances: list[dict]) -> None:
     """What the server logs for `instances`: the fields as sent and the model's fares."""
-    import tensorflow as tf
-
+    from pipeline.monitoring.faults import served_fares
     from pipeline.serving.request_log import RequestLog, log_example
-    from taxifare_modules import features as f
 
-    model = tf.saved_model.load(str(version_dir))
-    examples = []
-    for instance in instances:
-        feature = {}
-        for key, value in instance.items():
-            if key in f.FLOAT_FEATURE_KEYS:
-                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-            elif key in f.INT_FEATURE_KEYS:
-                feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-            else:
-                feature[key] = tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[str(value).encode()])
-                )
-        examples.append(
-            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-        )
-    fares = model.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE](
-        **{f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(examples)}
-    )[f.PREDICTION_KEY].numpy()
+    fares = served_fares(str(version_dir), instances)
     version = int(version_dir.name)
     log = RequestLog(str(log_dir))
     log.write(
         log_example(trip, float(fare), version, f"fault-{i // PER_REQUEST}", 0, i, "bench")
-        for i, (trip, fare) in enumerate(zip(instances, fares.reshape(-1), strict=True))
+        for i, (trip, fare) in enumerate(zip(instances, fares, strict=True))
     )
     log.close()
 

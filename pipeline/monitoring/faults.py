@@ -206,3 +206,36 @@ def detected(fault: Fault, flagged: list[str]) -> bool:
     """True when a check saw the fault: some of its features flagged, nothing else."""
     allowed = set(fault.must) | set(fault.may)
     return bool(set(flagged) & set(fault.must)) and set(flagged) <= allowed
+
+
+def instance_examples(instances: list[Instance]) -> list[bytes]:
+    """JSON instances (raw fields, unknown ones left out) as a client's serialized tf.Examples."""
+    import tensorflow as tf
+
+    out = []
+    for instance in instances:
+        feature = {}
+        for key, value in instance.items():
+            if key in f.FLOAT_FEATURE_KEYS:
+                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+            elif key in f.INT_FEATURE_KEYS:
+                feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+            else:
+                feature[key] = tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[str(value).encode()])
+                )
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        out.append(example.SerializeToString())
+    return out
+
+
+def served_fares(model_dir: str, instances: list[Instance]) -> list[float]:
+    """What an exported model answers for `instances` (its `serving_tf_example` signature,
+    called in process): the fares a server would log for this traffic."""
+    import tensorflow as tf
+
+    model = tf.saved_model.load(model_dir)
+    fares = model.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE](
+        **{f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(instance_examples(instances))}
+    )[f.PREDICTION_KEY]
+    return [float(x) for x in fares.numpy().reshape(-1)]

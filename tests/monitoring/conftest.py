@@ -76,37 +76,11 @@ def write_log(log_dir: str, trips: list[dict], fares: list[float] | None = None)
     log.close()
 
 
-def instance_examples(instances: list[dict]) -> list[bytes]:
-    """JSON instances (raw fields, missing ones left out) as serialized tf.Examples."""
-    import tensorflow as tf
-
-    out = []
-    for instance in instances:
-        feature = {}
-        for key, value in instance.items():
-            if key in f.FLOAT_FEATURE_KEYS:
-                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-            elif key in f.INT_FEATURE_KEYS:
-                feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-            else:
-                feature[key] = tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[str(value).encode()])
-                )
-        out.append(
-            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-        )
-    return out
-
-
 def predict(saved_model: str, instances: list[dict]) -> list[float]:
     """The exported model's fares for `instances`, called in process as the server does."""
-    import tensorflow as tf
+    from pipeline.monitoring.faults import served_fares
 
-    model = tf.saved_model.load(saved_model)
-    fares = model.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE](
-        **{f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(instance_examples(instances))}
-    )[f.PREDICTION_KEY]
-    return [float(x) for x in fares.numpy().reshape(-1)]
+    return served_fares(saved_model, instances)
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +93,7 @@ def reference_model(small_model, sample_rows, served_rows, tmp_path_factory) -> 
     """
     import tensorflow as tf
 
+    from pipeline.monitoring.faults import instance_examples
     from taxifare_modules.monitoring_reference import derived_example, reference_file
 
     target = str(tmp_path_factory.mktemp("reference_model") / "1")

@@ -102,9 +102,7 @@ def test_drift_check_twice_on_a_remote_root(ram, training_stats_file):
     assert tf.io.gfile.exists(f"{second.uri}/{mon.BASELINE_DIR}/FeatureStats.pb")
 
 
-def test_skew_check_on_a_remote_root_and_log(
-    ram, training_stats_file, clean_log, reference_model
-):
+def test_skew_check_on_a_remote_root_and_log(ram, training_stats_file, clean_log, reference_model):
     from tfx.types import standard_artifacts
 
     from tests.monitoring.test_inputs_and_filesystems import _copy_tree
@@ -138,9 +136,7 @@ def test_skew_check_on_a_remote_root_and_log(
     assert verdict_artifact.get_string_custom_property(mon.VERDICT_PROPERTY) == "no_skew"
 
 
-def test_the_compiled_vertex_skew_check_reads_its_gcs_log(
-    training_stats_file, clean_log, tmp_path
-):
+def test_the_compiled_vertex_skew_check_reads_its_gcs_log(training_stats_file, clean_log, tmp_path):
     """The SkewCheck task of the compiled Vertex spec, with the parameters the spec holds,
     run by its executor on a log at the same path on a non-local filesystem (the bucket
     `gs://b` stood in for by `ram://b`: no Cloud Storage here)."""

@@ -138,9 +138,7 @@ def test_skew_reads_and_writes_a_non_local_filesystem(
     # The same numbers as from the local disk.
     _skew(clean_log, training_stats_file, str(tmp_path / "local"))
     local = json.loads((tmp_path / "local" / "verdict.json").read_text())
-    assert [x["distance"] for x in remote["features"]] == [
-        x["distance"] for x in local["features"]
-    ]
+    assert [x["distance"] for x in remote["features"]] == [x["distance"] for x in local["features"]]
 
 
 def _write_csv(path, rows) -> None:
