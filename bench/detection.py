@@ -82,26 +82,6 @@ def _rows(data_csv: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _full_row_example(row: dict[str, str]) -> bytes:
-    """A tf.Example of every column of a CSV row, typed as TFX's CsvExampleGen types them."""
-    import tensorflow as tf
-
-    feature = {}
-    for key, text in row.items():
-        if text == "":
-            continue
-        try:
-            number = float(text)
-        except ValueError:
-            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
-            continue
-        if number.is_integer() and "." not in text:
-            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(number)]))
-        else:
-            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[number]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
 def _skew(root: Path, log_dir: Path, out: Path) -> tuple[int, dict]:
     from pipeline.monitoring.cli import EXIT_FOUND, EXIT_OK, cmd_skew
 
@@ -125,6 +105,7 @@ def _replay(server_url: str, model_name: str, rows: list[dict[str, str]]) -> Non
     """Sends `rows` to a running server: half as JSON instances, half as full-row b64."""
     import httpx
 
+    from pipeline.monitoring.faults import full_row_example
     from pipeline.serving.client import csv_row_to_instance
 
     with httpx.Client(base_url=server_url, timeout=60) as client:
@@ -133,9 +114,7 @@ def _replay(server_url: str, model_name: str, rows: list[dict[str, str]]) -> Non
             if (start // PER_REQUEST) % 2 == 0:
                 instances = [csv_row_to_instance(r) for r in chunk]
             else:
-                instances = [
-                    {"b64": base64.b64encode(_full_row_example(r)).decode()} for r in chunk
-                ]
+                instances = [{"b64": base64.b64encode(full_row_example(r)).decode()} for r in chunk]
             response = client.post(
                 f"/v1/models/{model_name}:predict", json={"instances": instances}
             )

@@ -229,6 +229,27 @@ def instance_examples(instances: list[Instance]) -> list[bytes]:
     return out
 
 
+def full_row_example(row: dict[str, str]) -> bytes:
+    """Every column of a CSV row (label and post-trip fields too) as a serialized tf.Example,
+    typed as CsvExampleGen types them: how TFX's examples build the tf.Examples they send."""
+    import tensorflow as tf
+
+    feature = {}
+    for key, text in row.items():
+        if text == "":
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
+            continue
+        if number.is_integer() and "." not in text:
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(number)]))
+        else:
+            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[number]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
 def served_fares(model_dir: str, instances: list[Instance]) -> list[float]:
     """What an exported model answers for `instances` (its `serving_tf_example` signature,
     called in process): the fares a server would log for this traffic."""
