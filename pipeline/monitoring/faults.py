@@ -12,6 +12,7 @@ else flagged is a false alarm.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -229,24 +230,38 @@ def instance_examples(instances: list[Instance]) -> list[bytes]:
     return out
 
 
-def full_row_example(row: dict[str, str]) -> bytes:
+@functools.lru_cache(maxsize=1)
+def _column_types() -> dict[str, str]:
+    """Column -> "INT" / "FLOAT" / "BYTES", as the curated schema types the sample's columns."""
+    import importlib.resources
+
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = schema_pb2.Schema()
+    text = (importlib.resources.files("pipeline") / "schema" / "schema.pbtxt").read_text()
+    text_format.Parse(text, schema)
+    return {feature.name: schema_pb2.FeatureType.Name(feature.type) for feature in schema.feature}
+
+
+def full_row_example(row: dict[str, str], types: dict[str, str] | None = None) -> bytes:
     """Every column of a CSV row (label and post-trip fields too) as a serialized tf.Example,
-    typed as CsvExampleGen types them: how TFX's examples build the tf.Examples they send."""
+    each column typed as CsvExampleGen types it over the whole file (the curated schema's
+    types): how TFX's examples build the tf.Examples they send. Empty cells are left out."""
     import tensorflow as tf
 
+    types = types if types is not None else dict(_column_types())
     feature = {}
     for key, text in row.items():
         if text == "":
             continue
-        try:
-            number = float(text)
-        except ValueError:
-            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
-            continue
-        if number.is_integer() and "." not in text:
-            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(number)]))
+        kind = types.get(key, "BYTES")
+        if kind == "INT":
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(text)]))
+        elif kind == "FLOAT":
+            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(text)]))
         else:
-            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[number]))
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
