@@ -34,7 +34,11 @@ from tfx.utils import io_utils, proto_utils
 
 # The file TF Serving and TFX take as "the model is here"; copied last.
 SAVED_MODEL_FILE = "saved_model.pb"
-_RECORD_SUFFIX = ".pending.json"
+# A pending-push record is named apart from its version's folder: object stores list by
+# name prefix, and `<version>.json` would be listed as part of `<version>`.
+_RECORD_PREFIX = "pending-"
+_RECORD_SUFFIX = ".json"
+_COPY_CHUNK_BYTES = 16 << 20
 # PushedModel custom properties TFX's Pusher sets (MLMD keeps them; lineage reads them).
 PUSHED_PROPERTY = "pushed"
 PUSHED_DESTINATION_PROPERTY = "pushed_destination"
@@ -83,6 +87,14 @@ def _files(root: str) -> list[str]:
     return found
 
 
+def _copy_file(source: str, destination: str) -> None:
+    # Streamed through the file system layer: works between any two file systems (a
+    # server-side copy is not offered by every one of them).
+    with fileio.open(source, "rb") as src, fileio.open(destination, "wb") as dst:
+        while chunk := src.read(_COPY_CHUNK_BYTES):
+            dst.write(chunk)
+
+
 def _copy_model(source: str, target: str) -> None:
     """Copies a SavedModel folder, `saved_model.pb` last."""
     files = sorted(_files(source), key=lambda p: (p == SAVED_MODEL_FILE, p))
@@ -90,7 +102,7 @@ def _copy_model(source: str, target: str) -> None:
     for relative in files:
         destination = os.path.join(target, relative)
         fileio.makedirs(os.path.dirname(destination))
-        io_utils.copy_file(os.path.join(source, relative), destination, overwrite=True)
+        _copy_file(os.path.join(source, relative), destination)
 
 
 def _remove(path: str) -> None:
@@ -114,8 +126,12 @@ class PendingPush:
     record_path: str
 
 
+def _record_path(staging: str, version: str) -> str:
+    return os.path.join(staging, f"{_RECORD_PREFIX}{version}{_RECORD_SUFFIX}")
+
+
 def _write_record(staging: str, version: str, destination: str, artifact_uri: str) -> str:
-    path = os.path.join(staging, version + _RECORD_SUFFIX)
+    path = _record_path(staging, version)
     with fileio.open(path, "w") as fh:
         fh.write(
             json.dumps(
@@ -145,6 +161,7 @@ def publish_version(model_path: str, model_dir: str, version: str, artifact_uri:
     destination = os.path.join(model_dir, version)
     record = None
     moved = False
+    created = [d for d in (staging, model_dir) if not fileio.exists(d)]
     try:
         if fileio.exists(destination):
             raise FileExistsError(f"{destination} already exists")
@@ -168,6 +185,9 @@ def publish_version(model_path: str, model_dir: str, version: str, artifact_uri:
             _remove(destination)
         if record is not None:
             _remove(record)
+        for folder in created:
+            if fileio.isdir(folder) and not fileio.listdir(folder):
+                _remove(folder)
         raise PushError(
             f"push to {destination} failed ({describe_error(e)}); nothing was pushed, the serving"
             f" directory {model_dir} is as it was"
@@ -192,7 +212,7 @@ def pending_pushes(model_dir: str) -> list[PendingPush]:
     found = []
     for name in sorted(fileio.listdir(staging)):
         name = name.rstrip("/")
-        if not name.endswith(_RECORD_SUFFIX):
+        if not (name.startswith(_RECORD_PREFIX) and name.endswith(_RECORD_SUFFIX)):
             continue
         path = os.path.join(staging, name)
         try:
@@ -252,7 +272,7 @@ def reconcile_pushes(model_dir: str, pipeline_root: str, store: Any) -> list[str
     for name in fileio.listdir(staging):
         name = name.rstrip("/")
         path = os.path.join(staging, name)
-        if name.isdigit() and not fileio.exists(path + _RECORD_SUFFIX):
+        if name.isdigit() and not fileio.exists(_record_path(staging, name)):
             _remove(path)
             messages.append(f"removed an unfinished push copy: {path}")
     if not fileio.listdir(staging):
