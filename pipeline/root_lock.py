@@ -35,8 +35,11 @@ def _existing_ancestor(path: str) -> str:
     return path
 
 
-def check_writable_dir(path: str, key: str) -> None:
+def check_writable_dir(path: str, key: str, min_free_bytes: int = 0) -> None:
     """Checks that `path` is, or can be created as, a writable folder with free space.
+
+    A serving root is checked with no minimum: how much a push needs is known only when it
+    runs, and the Pusher fails cleanly when it does not fit.
 
     Raises:
       RootError: a file is in the way, or the folder or its nearest existing parent is not
@@ -52,10 +55,10 @@ def check_writable_dir(path: str, key: str) -> None:
         raise RootError(f"{key}: cannot write to {existing}: {why}")
     stats = os.statvfs(existing)
     free = stats.f_bavail * stats.f_frsize
-    if free < MIN_FREE_BYTES:
+    if free < min_free_bytes:
         raise RootError(
             f"{key}: {existing} has {free // 1024:,} KiB free: [Errno 28] No space left on"
-            f" device (a run needs at least {MIN_FREE_BYTES >> 20} MiB)"
+            f" device (a run needs at least {min_free_bytes >> 20} MiB)"
         )
 
 
@@ -65,7 +68,7 @@ def prepare_root(root: str) -> None:
     Raises:
       RootError: as check_writable_dir, or the root or its lock file cannot be created.
     """
-    check_writable_dir(root, "root")
+    check_writable_dir(root, "root", MIN_FREE_BYTES)
     try:
         os.makedirs(root, exist_ok=True)
         os.close(os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644))
