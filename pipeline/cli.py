@@ -102,17 +102,24 @@ def _check_roots(cfg) -> bool:
     return True
 
 
-def _check_data(cfg) -> bool:
-    """The input files: what ExampleGen would read wrong or fail on deep in Beam."""
-    from pipeline.data_checks import DataCheckError, check_input
+def _check_data(cfg) -> int | None:
+    """The input files: what ExampleGen would read wrong or fail on deep in Beam.
+
+    Returns:
+      None if they are fine, else the exit code (3: malformed, 2: unreadable).
+    """
+    from pipeline.data_checks import DataCheckError, DataReadError, check_input
     from pipeline.data_source import resolve_input
 
     try:
         check_input(cfg, resolve_input(cfg))
     except DataCheckError as e:
         print(f"taxifare: data: {e}; nothing was trained or pushed", file=sys.stderr, flush=True)
-        return False
-    return True
+        return EXIT_ANOMALIES
+    except DataReadError as e:
+        print(f"taxifare: {e}; nothing was run", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    return None
 
 
 def _report_crash(cfg, run_id: str, error: BaseException) -> int:
@@ -151,8 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not _check_input(cfg) or not _check_roots(cfg):
         return EXIT_USAGE
-    if not _check_data(cfg):
-        return EXIT_ANOMALIES
+    if (code := _check_data(cfg)) is not None:
+        return code
     from pipeline.root_lock import RootBusyError, hold_root
     from pipeline.runner import new_run_id, run_local
     from pipeline.summary import build_summary, render, write_summary
@@ -223,8 +230,8 @@ def cmd_infer_schema(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if cfg is None or not _check_input(cfg) or not _check_roots(cfg):
         return EXIT_USAGE
-    if not _check_data(cfg):
-        return EXIT_ANOMALIES
+    if (code := _check_data(cfg)) is not None:
+        return code
     import shutil
 
     from pipeline import dag

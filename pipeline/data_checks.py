@@ -33,6 +33,10 @@ class DataCheckError(Exception):
     """The input is not the CSV it claims to be; the message names the file and the line."""
 
 
+class DataReadError(Exception):
+    """The input cannot be read at all (permissions, a missing bucket); names the path."""
+
+
 def input_files(cfg: Config, data_root: str) -> list[str]:
     """The files CsvExampleGen will read: the pattern's matches (the latest span's)."""
     split = example_gen_pb2.Input.Split(name="single_split", pattern=cfg.data.pattern or "*")
@@ -159,6 +163,15 @@ def check_input(cfg: Config, data_root: str) -> int:
       DataCheckError: a file fails `check_csv_file`, the files' headers differ, or there is
         not one data line in all of them.
     """
+    try:
+        return _check_files(cfg, data_root)
+    except (OSError, tf.errors.OpError) as e:
+        message = getattr(e, "message", None) or str(e)
+        detail = " ".join(message.split())
+        raise DataReadError(f"data.input: cannot read {data_root}: {detail}") from e
+
+
+def _check_files(cfg: Config, data_root: str) -> int:
     files = input_files(cfg, data_root)
     if not files:
         raise DataCheckError(f"{data_root}: no input file matches {cfg.data.pattern or '*'!r}")

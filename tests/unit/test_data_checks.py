@@ -132,3 +132,21 @@ def test_line_numbers_hold_across_read_chunks(tmp_path, sample_rows, monkeypatch
 def test_the_real_sample_passes(sample_csv):
     names, count = data_checks.check_csv_file(sample_csv)
     assert f.LABEL_KEY in names and count == 15_002
+
+
+def test_only_the_latest_span_is_checked(tmp_path, sample_rows):
+    from pipeline.config import load_config
+
+    rows = sample_rows[:20]
+    _write(tmp_path / "trips" / "span-1", "part-0.csv", b"\xff not even text")
+    _write(tmp_path / "trips" / "span-2", "part-0.csv", _csv_text(rows).encode())
+    _write(tmp_path / "trips" / "span-2", "part-1.csv", _csv_text(rows).encode())
+    cfg = load_config(
+        "configs/smoke.yaml", [f"data.input={tmp_path / 'trips'}", "data.pattern=span-{SPAN}/*.csv"]
+    )
+    files = data_checks.input_files(cfg, cfg.data.input)
+    assert [Path(p).relative_to(tmp_path / "trips") for p in files] == [
+        Path("span-2/part-0.csv"),
+        Path("span-2/part-1.csv"),
+    ]
+    assert data_checks.check_input(cfg, cfg.data.input) == 40
