@@ -171,8 +171,8 @@ def publish_version(model_path: str, model_dir: str, version: str, artifact_uri:
         _copy_model(model_path, temporary)
         record = _write_record(staging, version, destination, artifact_uri)
         if _is_local(destination):
-            # One rename(2): the folder is complete or absent for any reader.
-            os.rename(temporary, destination)
+            # One rename(2) of the folder: complete or absent for any reader.
+            fileio.rename(temporary, destination)
             moved = True
         else:
             # An object store has no folder rename: copy beside, saved_model.pb last.

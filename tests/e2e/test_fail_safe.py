@@ -109,10 +109,11 @@ def test_a_relative_root_is_recorded_absolute_and_works_from_another_directory(
 
 
 def test_two_runs_at_once_each_report_their_own_outcome_one_after_the_other(root, first_run):
-    runs = [_start(root), _start(root)]
+    # Two outcomes that differ: the first blesses and pushes, the second is not blessed.
+    runs = [_start(root, "evaluation.max_rmse=19.5"), _start(root, "evaluation.max_rmse=0.5")]
     outputs = [p.communicate(timeout=1800) for p in runs]
     codes = [p.returncode for p in runs]
-    assert codes == [cli.EXIT_OK, cli.EXIT_OK], outputs
+    assert codes == [cli.EXIT_OK, cli.EXIT_NOT_BLESSED], outputs
     ids = [_run_id(out) for out, _ in outputs]
     assert ids[0] != ids[1]
     # One of them waited for the other, and said so once.
@@ -122,8 +123,11 @@ def test_two_runs_at_once_each_report_their_own_outcome_one_after_the_other(root
     for (out, _), run_id, summary in zip(outputs, ids, summaries, strict=True):
         assert summary["run_id"] == run_id
         assert f"run          {run_id}" in out
-        assert f"pushed to    {summary['pushed_to']}" in out
-    assert summaries[0]["pushed_to"] != summaries[1]["pushed_to"]
+    blessed, refused = summaries
+    assert blessed["blessed"] is True and blessed["pushed_to"] != first_run[1]["pushed_to"]
+    assert f"pushed to    {blessed['pushed_to']}" in outputs[0][0]
+    assert refused["blessed"] is False and refused["pushed_to"] is None
+    assert "blessed      NO: root_mean_squared_error" in outputs[1][0]
     # MLMD: the two runs' executions do not overlap; at most one pushed at a time.
     store = open_store(str(root / "metadata.sqlite"))
     spans = []
