@@ -67,14 +67,15 @@ def test_an_empty_root_is_a_config_error(capsys):
     assert any("root" in line for line in err), err
 
 
-def test_a_read_only_root_stops_before_anything_runs(mount, capsys):
-    read_only = mount("ro", "ro,size=1m")
+def test_a_read_only_root_stops_before_anything_runs(tmp_path, mount, capsys):
+    if os.geteuid() == 0:
+        read_only, why = mount("ro", "ro,size=1m"), "[Errno 30] Read-only file system"
+    else:  # without root, a folder this user may not write to
+        read_only, why = tmp_path / "ro", "[Errno 13] Permission denied"
+        read_only.mkdir(mode=0o555)
     code, err = _run(str(read_only / "root"), capsys)
     assert code == cli.EXIT_USAGE
-    assert err == [
-        f"taxifare: root: cannot write to {read_only}: [Errno 30] Read-only file system;"
-        " nothing was run"
-    ]
+    assert err == [f"taxifare: root: cannot write to {read_only}: {why}; nothing was run"]
 
 
 def test_a_full_root_stops_before_anything_runs(mount, capsys):
