@@ -262,3 +262,31 @@ def test_anomalies_are_listed_once(root, first_run, sample_rows, tmp_path, capsy
     # One line per split in the list, and nowhere else.
     assert len(listed) == 2, output
     assert "Traceback" not in output
+
+
+def test_a_failed_component_is_one_line_and_its_traceback_is_in_the_log(tmp_path, capsys):
+    schema = tmp_path / "schema.pbtxt"
+    schema.write_text("feature { name: 'fare' type: NOT_A_TYPE }\n")
+    code = cli.main(
+        [
+            "run",
+            "--config",
+            SMOKE,
+            "--set",
+            f"root={tmp_path / 'root'}",
+            "--set",
+            f"schema.path={schema}",
+        ]
+    )
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == cli.EXIT_FAILED
+    assert len(err) == 1, err
+    assert err[0].startswith(f"taxifare: {dag.SCHEMA_GEN_ID} failed: ") and "NOT_A_TYPE" in err[0]
+    assert "[while running" not in err[0]
+    assert "Traceback" not in captured.out + captured.err
+    log_path = err[0].rsplit("(full log: ", 1)[1].rstrip(")")
+    assert log_path.startswith(str(tmp_path / "root" / "runs"))
+    with open(log_path) as fh:
+        log = fh.read()
+    assert "Traceback (most recent call last)" in log and "NOT_A_TYPE" in log
