@@ -1,7 +1,8 @@
 """The `taxifare` command line.
 
-Exit codes: 0 success; 1 a component failed; 2 usage or config error (nothing ran);
-3 the data has anomalies against the schema (the gate stopped the run, nothing pushed);
+Exit codes: 0 success; 1 a component failed; 2 usage or config error, or an unusable or busy
+root (nothing ran); 3 the data is not what it claims to be: a malformed input file (nothing
+ran) or anomalies against the schema (the gate stopped the run, nothing pushed);
 4 the model was trained but not blessed (nothing pushed); 5 skew or drift found (`skew`,
 `drift`; and `run` when `monitoring.*.on_detect` is `stop`: nothing trained or pushed).
 """
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole pipeline locally")
     add_config_args(run)
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="if another run holds the root, stop at once (exit 2) instead of waiting for it",
+    )
     infer = sub.add_parser(
         "infer-schema", help="infer a schema from the configured data and write it for review"
     )
@@ -48,11 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(message: str) -> None:
+    print(f"taxifare: {message}", file=sys.stderr, flush=True)
+
+
 def _load(args: argparse.Namespace):
     from pipeline.config import ConfigError, load_config
 
     try:
-        return load_config(args.config, args.overrides)
+        # Absolute before anything is written: MLMD and the artifacts record these paths.
+        return load_config(args.config, args.overrides).with_absolute_paths()
     except ConfigError as e:
         print(f"taxifare: {e}", file=sys.stderr)
         return None
@@ -77,6 +88,62 @@ def _check_input(cfg) -> bool:
     return True
 
 
+def _check_roots(cfg) -> bool:
+    """The root and a local serving root: usable folders, checked before anything runs."""
+    from pipeline.root_lock import RootError, check_writable_dir, prepare_root
+
+    try:
+        if cfg.serving_root is not None and "://" not in cfg.serving_root:
+            check_writable_dir(cfg.serving_root, "serving_root")
+        prepare_root(cfg.root)
+    except RootError as e:
+        print(f"taxifare: {e}; nothing was run", file=sys.stderr)
+        return False
+    return True
+
+
+def _check_data(cfg) -> int | None:
+    """The input files: what ExampleGen would read wrong or fail on deep in Beam.
+
+    Returns:
+      None if they are fine, else the exit code (3: malformed, 2: unreadable).
+    """
+    from pipeline.data_checks import DataCheckError, DataReadError, check_input
+    from pipeline.data_source import resolve_input
+
+    try:
+        check_input(cfg, resolve_input(cfg))
+    except DataCheckError as e:
+        print(f"taxifare: data: {e}; nothing was trained or pushed", file=sys.stderr, flush=True)
+        return EXIT_ANOMALIES
+    except DataReadError as e:
+        print(f"taxifare: {e}; nothing was run", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    return None
+
+
+def _report_crash(cfg, run_id: str, error: BaseException) -> int:
+    """One line for a run that failed outside any component (e.g. its disk filled up)."""
+    import traceback
+
+    from pipeline.components.atomic_pusher import describe_error
+    from pipeline.runner import log_path_of
+
+    log_path = log_path_of(cfg, run_id)
+    where = f"full traceback: {log_path}"
+    try:
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "a") as fh:
+            fh.write("".join(traceback.format_exception(error)))
+    except OSError:
+        where = "re-run with --verbose for the traceback"
+    print(
+        f"taxifare: the run on {cfg.root} failed: {describe_error(error)} ({where})",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """`taxifare run`: the whole pipeline, then the summary."""
     cfg = _load(args)
@@ -89,22 +156,38 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if not _check_input(cfg):
+    if not _check_input(cfg) or not _check_roots(cfg):
         return EXIT_USAGE
-    from pipeline.runner import run_local
+    if (code := _check_data(cfg)) is not None:
+        return code
+    from pipeline.root_lock import RootBusyError, hold_root
+    from pipeline.runner import new_run_id, run_local
     from pipeline.summary import build_summary, render, write_summary
 
-    print(
-        f"taxifare: running pipeline '{cfg.name}' ({cfg.orchestrator.runner} orchestrator)"
-        f" into {cfg.root}",
-        flush=True,
-    )
-    outcome = run_local(cfg)
-    summary = build_summary(cfg, outcome.nodes, outcome.seconds)
-    write_summary(summary, cfg)
+    run_id = new_run_id()
+    try:
+        with hold_root(cfg.root, run_id, wait=not args.no_wait, notify=_say):
+            print(
+                f"taxifare: running pipeline '{cfg.name}' ({cfg.orchestrator.runner} orchestrator)"
+                f" into {cfg.root}, run {run_id}",
+                flush=True,
+            )
+            outcome = run_local(cfg, run_id, verbose=args.verbose, notify=_say)
+            summary = build_summary(
+                cfg, outcome.nodes, outcome.seconds, run_id=run_id, log_path=outcome.log_path
+            )
+            write_summary(summary, cfg)
+    except RootBusyError as e:
+        _say(str(e))
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - reported in one line, traceback to the log
+        if args.verbose:
+            raise
+        return _report_crash(cfg, run_id, e)
     if outcome.error is not None:
         from pipeline import dag
         from pipeline.anomalies import format_anomalies
+        from pipeline.runner import error_cause, failed_node_of
 
         if summary.anomalies and summary.components.get(dag.ANOMALY_GATE_ID) == "FAILED":
             print(
@@ -129,13 +212,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_DRIFT_OR_SKEW
-        where = summary.failed_node or "the pipeline"
-        # Beam wraps a component's error in its own traceback text; the last line is the cause.
-        lines = [line for line in str(outcome.error).strip().splitlines() if line.strip()]
-        cause = lines[-1] if lines else type(outcome.error).__name__
+        where = summary.failed_node or failed_node_of(outcome.error) or "the pipeline"
         print(
-            f"\ntaxifare: {where} failed: {cause}\n"
-            f"(artifacts and MLMD under {cfg.root}; re-run with --verbose for the full logs)",
+            f"taxifare: {where} failed: {error_cause(outcome.error)}"
+            f" (full log: {outcome.log_path})",
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -148,21 +228,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_infer_schema(args: argparse.Namespace) -> int:
     """`taxifare infer-schema`: ExampleGen → StatisticsGen → SchemaGen, schema written out."""
     cfg = _load(args)
-    if cfg is None or not _check_input(cfg):
+    if cfg is None or not _check_input(cfg) or not _check_roots(cfg):
         return EXIT_USAGE
-    import os
+    if (code := _check_data(cfg)) is not None:
+        return code
     import shutil
 
     from pipeline import dag
-    from pipeline.runner import run_local
+    from pipeline.root_lock import hold_root
+    from pipeline.runner import error_cause, new_run_id, run_local
 
     cfg = cfg.model_copy(
         update={"schema_": cfg.schema_config.model_copy(update={"source": "inferred"})}
     )
-    outcome = run_local(cfg, until=dag.SCHEMA_GEN_ID)
+    run_id = new_run_id()
+    with hold_root(cfg.root, run_id, notify=_say):
+        outcome = run_local(cfg, run_id, until=dag.SCHEMA_GEN_ID, verbose=args.verbose)
     node = outcome.nodes.get(dag.SCHEMA_GEN_ID)
     if outcome.error is not None or node is None or not node.outputs.get("schema"):
-        print(f"taxifare: schema inference failed: {outcome.error}", file=sys.stderr)
+        cause = error_cause(outcome.error) if outcome.error is not None else "no schema"
+        print(
+            f"taxifare: schema inference failed: {cause} (full log: {outcome.log_path})",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     source = os.path.join(node.outputs["schema"][0].uri, "schema.pbtxt")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -349,7 +349,7 @@ class Config(_Strict):
 
     name: str = Field("taxifare", pattern=r"^[a-z][a-z0-9-]{0,62}$")
     # Everything a run writes: pipeline artifacts, MLMD (SQLite) and the serving directory.
-    root: str = "build/taxifare"
+    root: str = Field("build/taxifare", min_length=1)
     # Where the Pusher writes `<serving_root>/<name>/<version>/`; None: `<root>/serving`.
     serving_root: str | None = None
     data: DataConfig = DataConfig()
@@ -388,6 +388,35 @@ class Config(_Strict):
                 " vertex.dataflow.runner"
             )
         return self
+
+    def with_absolute_paths(self) -> Config:
+        """This config with its local paths made absolute (against the working directory).
+
+        A run records paths in MLMD and in its artifacts, and later runs, `taxifare serve`
+        and `taxifare skew` read them back from wherever they are started: a relative path
+        would only work from the directory the first run was started in.
+        """
+
+        def absolute(path: str | None) -> str | None:
+            return path if path is None or "://" in path else os.path.abspath(path)
+
+        data = self.data
+        if data.input != TFX_SAMPLE:
+            data = data.model_copy(update={"input": absolute(data.input)})
+        schema = self.schema_.model_copy(update={"path": absolute(self.schema_.path)})
+        skew = self.monitoring.skew
+        monitoring = self.monitoring.model_copy(
+            update={"skew": skew.model_copy(update={"serving_logs": absolute(skew.serving_logs)})}
+        )
+        return self.model_copy(
+            update={
+                "root": absolute(self.root),
+                "serving_root": absolute(self.serving_root),
+                "data": data,
+                "schema_": schema,
+                "monitoring": monitoring,
+            }
+        )
 
     @property
     def schema_config(self) -> SchemaConfig:

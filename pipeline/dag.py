@@ -20,6 +20,7 @@ from tfx.components import (
     Transform,
 )
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.base.executor_spec import ExecutorClassSpec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
@@ -30,6 +31,7 @@ from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
+from pipeline.components import atomic_pusher
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.fare_filter import FareFilter
 from pipeline.components.monitoring import (
@@ -313,7 +315,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         ).with_id(PUSHER_ID)
     else:
         # Copies a blessed model to <serving root>/<name>/<version>/, the layout TF Serving
-        # reads (a gs:// folder on Vertex).
+        # reads (a gs:// folder on Vertex): staged beside it, then moved in all at once.
         pusher = Pusher(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
@@ -322,6 +324,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
                     base_directory=cfg.serving_model_dir
                 )
             ),
+            custom_executor_spec=ExecutorClassSpec(atomic_pusher.Executor),
         ).with_id(PUSHER_ID)
 
     components = [

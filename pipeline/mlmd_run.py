@@ -9,7 +9,10 @@ from ml_metadata.proto import metadata_store_pb2
 
 _RUN_CONTEXT_TYPE = "pipeline_run"
 _NODE_CONTEXT_TYPE = "node"
-_STATES = metadata_store_pb2.Execution.State
+_EXECUTION = metadata_store_pb2.Execution
+_STATES = _EXECUTION.State
+# Set on an execution a later run found left RUNNING by a run that was killed.
+ABANDONED_PROPERTY = "abandoned"
 
 
 @dataclasses.dataclass
@@ -31,20 +34,54 @@ def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(config)
 
 
-def latest_run_context(
-    store: metadata_store.MetadataStore, pipeline_name: str, since_ms: int = 0
+def run_context(
+    store: metadata_store.MetadataStore, run_id: str
 ) -> metadata_store_pb2.Context | None:
-    """The newest pipeline_run context of `pipeline_name` created at or after `since_ms`."""
-    runs = [
-        c
-        for c in store.get_contexts_by_type(_RUN_CONTEXT_TYPE)
-        if c.create_time_since_epoch >= since_ms
+    """The pipeline_run context of the run with id `run_id`, or None if it recorded nothing."""
+    return store.get_context_by_type_and_name(_RUN_CONTEXT_TYPE, run_id)
+
+
+def _node_id(store: metadata_store.MetadataStore, execution_id: int) -> str | None:
+    for ctx in store.get_contexts_by_execution(execution_id):
+        ctx_type = store.get_context_types_by_id([ctx.type_id])[0].name
+        if ctx_type == _NODE_CONTEXT_TYPE:
+            return ctx.name.split(".", 1)[-1]
+    return None
+
+
+def abandon_unfinished(store: metadata_store.MetadataStore, by_run: str) -> list[str]:
+    """Marks the executions a killed run left NEW or RUNNING as CANCELED ("abandoned").
+
+    Only call it while holding the root's run lock: then no execution of this store can
+    still be running, and one left RUNNING belongs to a run that died.
+
+    Args:
+      store: the root's MLMD store.
+      by_run: the id of the run doing it (recorded on each execution).
+
+    Returns:
+      "<node> (run <run id>)" for each execution marked.
+    """
+    unfinished = [
+        e
+        for e in store.get_executions()
+        if e.last_known_state in (_EXECUTION.NEW, _EXECUTION.RUNNING)
     ]
-    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
-    if pipeline_ctx is not None:
-        ids = {e.id for e in store.get_executions_by_context(pipeline_ctx.id)}
-        runs = [c for c in runs if {e.id for e in store.get_executions_by_context(c.id)} & ids]
-    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id), default=None)
+    marked = []
+    for execution in unfinished:
+        runs = [
+            c.name
+            for c in store.get_contexts_by_execution(execution.id)
+            if store.get_context_types_by_id([c.type_id])[0].name == _RUN_CONTEXT_TYPE
+        ]
+        execution.last_known_state = _EXECUTION.CANCELED
+        execution.custom_properties[
+            ABANDONED_PROPERTY
+        ].string_value = f"its run stopped before it finished; marked by run {by_run}"
+        marked.append(f"{_node_id(store, execution.id) or execution.id} (run {', '.join(runs)})")
+    if unfinished:
+        store.put_executions(unfinished)
+    return marked
 
 
 def read_run(
@@ -54,11 +91,7 @@ def read_run(
     executions = store.get_executions_by_context(run.id)
     result: dict[str, NodeExecution] = {}
     for execution in executions:
-        node_id = None
-        for ctx in store.get_contexts_by_execution(execution.id):
-            ctx_type = store.get_context_types_by_id([ctx.type_id])[0].name
-            if ctx_type == _NODE_CONTEXT_TYPE:
-                node_id = ctx.name.split(".", 1)[-1]
+        node_id = _node_id(store, execution.id)
         if node_id is None:
             continue
         events = store.get_events_by_execution_ids([execution.id])

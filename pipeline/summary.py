@@ -41,6 +41,8 @@ class RunSummary:
 
     components: dict[str, str]  # node id -> COMPLETE / CACHED / FAILED
     durations: dict[str, float]
+    run_id: str | None = None  # the pipeline run id (MLMD's pipeline_run context)
+    log_path: str | None = None  # the run's full log
     rows_read: int | None = None
     rows_excluded: int | None = None
     examples_uri: str | None = None
@@ -169,10 +171,18 @@ def render_check(
     return lines
 
 
-def build_summary(cfg: Config, nodes: dict[str, NodeExecution], total_seconds: float) -> RunSummary:
-    """Collects the summary of a run from its executions and their artifacts."""
+def build_summary(
+    cfg: Config,
+    nodes: dict[str, NodeExecution],
+    total_seconds: float,
+    run_id: str | None = None,
+    log_path: str | None = None,
+) -> RunSummary:
+    """Collects the summary of a run from its executions (of its run id) and their artifacts."""
     summary = RunSummary(
         components={n: e.state for n, e in nodes.items()},
+        run_id=run_id,
+        log_path=log_path,
         durations={n: e.seconds for n, e in nodes.items()},
         total_seconds=total_seconds,
         train_steps=cfg.training.train_steps,
@@ -223,6 +233,8 @@ def build_summary(cfg: Config, nodes: dict[str, NodeExecution], total_seconds: f
 def render(summary: RunSummary, cfg: Config) -> str:
     """The closing summary a person reads."""
     lines = ["", "taxifare run summary", "--------------------"]
+    if summary.run_id:
+        lines.append(f"run          {summary.run_id}   (log: {summary.log_path})")
     cached = sum(1 for s in summary.components.values() if s == "CACHED")
     lines.append(
         f"components   {len(summary.components)} ran"
@@ -288,9 +300,28 @@ def render(summary: RunSummary, cfg: Config) -> str:
     return "\n".join(lines)
 
 
+def run_dir(cfg: Config, run_id: str) -> str:
+    """The folder of one run's own files (its summary and its log)."""
+    return os.path.join(cfg.root, "runs", run_id)
+
+
+def _write_json(path: str, data: dict) -> None:
+    # Beside, then renamed: a reader sees the previous summary or this one, never half.
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as fh:
+        json.dump(data, fh, indent=2, default=str)
+    os.replace(temporary, path)
+
+
 def write_summary(summary: RunSummary, cfg: Config) -> str:
-    """Writes `<root>/summary.json` and returns its path."""
-    path = os.path.join(cfg.root, "summary.json")
-    with open(path, "w") as fh:
-        json.dump(summary.to_json(), fh, indent=2, default=str)
-    return path
+    """Writes `<root>/runs/<run id>/summary.json` and `<root>/summary.json` (the latest run).
+
+    Returns:
+      The run's own summary file.
+    """
+    data = summary.to_json()
+    own = os.path.join(run_dir(cfg, summary.run_id or "unknown"), "summary.json")
+    _write_json(own, data)
+    _write_json(os.path.join(cfg.root, "summary.json"), data)
+    return own

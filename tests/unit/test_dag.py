@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import dag
+from pipeline.components import atomic_pusher
 from pipeline.config import load_config
 from pipeline.data_source import tfx_sample_dir
 from taxifare_modules import features as f
@@ -119,6 +120,8 @@ def test_local_pipeline_uses_the_local_components_and_mlmd(cfg):
     by_id = {c.id: c for c in pipeline.components}
     assert type(by_id[dag.TRAINER_ID]) is tfx.components.Trainer
     assert type(by_id[dag.PUSHER_ID]) is tfx.components.Pusher
+    # The Pusher's executor is the atomic one (stage beside the serving dir, then rename).
+    assert by_id[dag.PUSHER_ID].executor_spec.executor_class is atomic_pusher.Executor
     assert pipeline.metadata_connection_config.sqlite.filename_uri == cfg.metadata_path
     assert pipeline.beam_pipeline_args == cfg.beam.to_args()
     assert pipeline.pipeline_info.pipeline_root == "/tmp/taxifare-unit/pipeline"

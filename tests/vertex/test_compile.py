@@ -272,7 +272,8 @@ def test_pusher_can_push_to_a_gcs_directory_instead(tmp_path):
     )
     job = compile_pipeline(cfg, tmp_path / "p.json")
     args = _executor(job, dag.PUSHER_ID)["args"]
-    assert "tfx.components.pusher.executor.Executor" in args
+    # The atomic Pusher: on gs:// it copies beside the serving dir, then into place.
+    assert "pipeline.components.atomic_pusher.Executor" in args
     destination = json.loads(_params(job, dag.PUSHER_ID)["push_destination"])
     assert destination == {
         "filesystem": {"base_directory": "gs://my-gcp-project-taxifare/serving/taxifare"}
