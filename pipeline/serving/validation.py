@@ -404,7 +404,7 @@ def _parse_trip(instance: dict, where: str, field_where: Callable[[str], str]) -
     return trip
 
 
-class _BadValueError(Exception):
+class _BadValueError(ValueError):
     """A value failed its check; the message goes after the place that names it."""
 
 
@@ -427,6 +427,15 @@ def check_value(key: str, value: Any, where: str) -> float | int | str | None:
         return _check_value(key, value)
     except _BadValueError as e:
         raise RequestError(f"{where}: {e}") from None
+
+
+def check_raw_value(key: str, value: Any) -> float | int | str | None:
+    """`check_value` without the place, for callers that name it only on failure.
+
+    Raises:
+      ValueError: the value is bad; the message says why (not where).
+    """
+    return _check_value(key, value)
 
 
 def _check_value(key: str, value: Any) -> float | int | str | None:
