@@ -92,17 +92,11 @@ def _open_for_reading(path: str) -> Any:
     return tf.io.gfile.GFile(path, "rb")
 
 
-def _scan_records(fh: Any, check_data: bool = True) -> Iterator[tuple[bytes | None, int, str]]:
+def _scan_records(fh: Any) -> Iterator[tuple[bytes | None, int, str]]:
     """Yields (record, end offset, "") per whole record of an open TFRecord file, then
-    (None, good end, problem) if the file ends in a truncated or corrupt record.
-
-    With `check_data` off, only the length headers are read (record is b""): cheap on large
-    files, and the data checksums are left to the TFRecord reader.
-    """
-    size = fh.size() if hasattr(fh, "size") else None
+    (None, good end, problem) if the file ends in a truncated or corrupt record."""
     offset = 0
     while True:
-        fh.seek(offset)
         header = fh.read(_HEADER.size)
         if not header:
             return
@@ -113,14 +107,6 @@ def _scan_records(fh: Any, check_data: bool = True) -> Iterator[tuple[bytes | No
         if _masked_crc(header[:8]) != length_crc:
             yield None, offset, "corrupt record header"
             return
-        end = offset + _HEADER.size + length + _FOOTER.size
-        if not check_data:
-            if size is not None and end > size:
-                yield None, offset, "truncated record"
-                return
-            offset = end
-            yield b"", offset, ""
-            continue
         data = fh.read(length)
         footer = fh.read(_FOOTER.size)
         if len(data) < length or len(footer) < _FOOTER.size:
@@ -129,7 +115,7 @@ def _scan_records(fh: Any, check_data: bool = True) -> Iterator[tuple[bytes | No
         if _masked_crc(data) != _FOOTER.unpack(footer)[0]:
             yield None, offset, "corrupt record"
             return
-        offset = end
+        offset += _HEADER.size + length + _FOOTER.size
         yield data, offset, ""
 
 
@@ -149,19 +135,34 @@ def iter_records(path: str) -> Iterator[bytes]:
             yield record
 
 
+# How much of a file `whole_records_length` reads at once.
+_SCAN_CHUNK_BYTES = 4 * 1024 * 1024
+
+
 def whole_records_length(path: str) -> int:
     """The byte length of the whole records at the start of a TFRecord file (local or
     `gs://`): the file's size unless its writer was stopped mid-record.
 
-    Walks the length headers only (no record data is read), so it is cheap on large logs;
-    the data checksums are left to the TFRecord reader.
+    Walks the length headers (and their checksums) in large reads, so it is cheap on large
+    logs; the data checksums are left to the TFRecord reader.
     """
-    good = 0
     with _open_for_reading(path) as fh:
-        for record, offset, _ in _scan_records(fh, check_data=False):
-            if record is not None:
-                good = offset
-    return good
+        size = fh.size()
+        buffer, buffer_start, offset = b"", 0, 0
+        while offset + _HEADER.size <= size:
+            if offset + _HEADER.size > buffer_start + len(buffer):
+                fh.seek(offset)
+                buffer, buffer_start = fh.read(_SCAN_CHUNK_BYTES), offset
+            start = offset - buffer_start
+            header = buffer[start : start + _HEADER.size]
+            length, length_crc = _HEADER.unpack(header)
+            if _masked_crc(header[:8]) != length_crc:
+                break
+            end = offset + _HEADER.size + length + _FOOTER.size
+            if end > size:
+                break
+            offset = end
+    return offset
 
 
 def request_log_files(log_dir: str, include_in_progress: bool = True) -> list[str]:
