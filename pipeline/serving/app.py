@@ -176,6 +176,8 @@ class RestApp:
             answer = await self._route(scope, receive)
         except RequestError as e:
             headers = [(b"allow", e.allow.encode("latin-1"))] if e.allow else []
+            if e.status == 413:  # the unread rest of the body must not be taken for a request
+                headers.append((b"connection", b"close"))
             answer = Answer(e.status, error_body(e.message), headers)
         except ClientGoneError:
             return  # nobody to answer

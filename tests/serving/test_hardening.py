@@ -250,6 +250,8 @@ def test_expect_100_continue_over_the_limit_gets_413_not_100(port):
     answer = _raw(port, head)
     assert answer[0] == 413
     assert "limit" in _json_error(answer)
+    # The body never sent must not be waited for on a kept-alive connection.
+    assert answer[1]["connection"] == "close"
 
 
 def test_status_and_stats_say_nothing_about_the_host(server, served_root):
