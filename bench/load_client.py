@@ -274,7 +274,7 @@ def run_grpc_load(
 ) -> dict[str, float]:
     """`run_load` over TF Serving's gRPC `Predict`: `concurrency` calls in flight on one
     channel (HTTP/2 multiplexes them), each answer starting the next call from grpc's own
-    callback thread.
+    callback thread (at concurrency 1: blocking calls one after another).
 
     No Python thread per call and no asyncio: on shared cores the client's CPU per call
     stays small. Requests are serialized before the clock starts and answers are not parsed
@@ -343,9 +343,21 @@ def run_grpc_load(
                 send()
 
         started = time.perf_counter()
-        for _ in range(min(concurrency, total_requests)):
-            send()
-        done.wait()
+        if concurrency == 1:
+            # One blocking call after another in this thread: no hand-off to a callback
+            # thread on the path of each answer.
+            for i in range(total_requests):
+                begun = time.perf_counter()
+                try:
+                    call(requests[i % len(requests)], timeout=timeout)
+                except grpc.RpcError:
+                    failures.append(i)
+                    continue
+                latencies.append((time.perf_counter() - begun) * 1000.0)
+        else:
+            for _ in range(min(concurrency, total_requests)):
+                send()
+            done.wait()
         seconds = time.perf_counter() - started
     return _figures(
         total_requests, concurrency, len(failures), seconds, latencies, instances_per_request
