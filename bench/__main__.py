@@ -283,7 +283,7 @@ def _serve_commands(python: str, model_dir: str) -> list[str]:
         "",
         "# Serving benchmark: each server it starts (free port, fresh log directory):",
         f"{python} -m pipeline serve --model-dir {model_dir} --host {serving.HOST} "
-        "--port $PORT --log-dir $TMP_LOG",
+        "--port $PORT --grpc-port $GRPC_PORT --log-dir $TMP_LOG",
     ]
 
 

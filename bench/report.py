@@ -307,8 +307,11 @@ def serving_section(run: ServingRun | None, note: str = "") -> list[str]:
             ((c.name, c.target, c.value, f"**{c.verdict.value}**") for c in run.checks()),
         ),
         "",
-        f"The server took {run.stop_seconds:.1f} s to exit after SIGTERM "
-        f"(exit code {run.stop_exit_code}).",
+        " ".join(
+            f"After the {protocol} request-log run the server took {log.stop_seconds:.1f} s to"
+            f" exit after SIGTERM (exit code {log.stop_exit_code})."
+            for protocol, log in run.log_runs.items()
+        ),
         "",
         *serving_method_notes(),
     ]
@@ -332,7 +335,7 @@ def serving_method_notes() -> list[str]:
         "- **HTTP**: `python -m pipeline serve --model-dir <dir> --host 127.0.0.1 "
         "--port <free port> --log-dir <tmp>` with its defaults otherwise, started once "
         "`GET /v1/models/taxifare` lists a version AVAILABLE; load from "
-        "`pipeline.serving.loadtest.run_load` in the benchmark process on the same machine: "
+        "`bench.load_client.run_load` in the benchmark process on the same machine: "
         "a lean client, so that it measures the server rather than itself (its CPU per "
         "request is in the table): one thread multiplexing as many keep-alive HTTP/1.1 "
         "connections as the concurrency with `selectors`, each with one request in flight, "
@@ -342,18 +345,26 @@ def serving_method_notes() -> list[str]:
         f"{serving.SINGLE_CLIENT_REQUESTS} at concurrency 1 and "
         f"{serving.CONCURRENT_REQUESTS:,} at concurrency {serving.CONCURRENT_CLIENTS}. "
         "Client and server share the machine's cores.",
+        "- **gRPC**: the same server also serves TF Serving's gRPC API (`--grpc-port <free "
+        "port>`); load from `bench.load_client.run_grpc_load`: one thread's asyncio loop "
+        "with as many `Predict` calls in flight on one channel as the concurrency, each a "
+        "`PredictRequest` of `serving_default` (one tensor per raw field) serialized before "
+        "the clock starts, answers not parsed (status OK is a success). Same warm-up and "
+        "request counts as HTTP.",
         "- **CPU / request**: user plus system CPU time (psutil) over a series divided by its "
         "requests: the server process (and any workers) on one side, the benchmark process "
         "that sends the requests (or makes the in-process calls) on the other. When their "
         "sum per request approaches the wall time per request times the cores, the machine, "
         "not the server's design, bounds the throughput.",
-        f"- **Request log**: a fresh server with an empty `--log-dir` takes exactly "
-        f"{serving.LOG_RUN_REQUESTS:,} requests at concurrency {serving.LOG_RUN_CLIENTS} and "
+        "- **Request log**: for each protocol, a fresh server with an empty `--log-dir` takes "
+        f"exactly {serving.LOG_RUN_REQUESTS:,} requests at concurrency "
+        f"{serving.LOG_RUN_CLIENTS} and "
         "nothing else, is stopped with SIGTERM, and once it has exited the instances in its "
         "log are counted with `pipeline.serving.request_log.read_request_log`; every file "
         "must have been finished (no `.inprogress` left) and the exit code must be 0.",
         f"- Targets: HTTP p50 at concurrency 1 at most {targets.MAX_HTTP_OVERHEAD_MS:g} ms "
-        "above the in-process p50; requests/s at concurrency "
+        f"and gRPC p50 at most {targets.MAX_GRPC_OVERHEAD_MS:g} ms "
+        "above the in-process p50; for each protocol, requests/s at concurrency "
         f"{serving.CONCURRENT_CLIENTS} at least {targets.MIN_CONCURRENCY_SPEEDUP:g}x that at "
         "concurrency 1; zero errors and every instance logged in the request-log run.",
     ]
@@ -369,7 +380,10 @@ def serving_summary(run: ServingRun | None, note: str = "") -> list[str]:
         f"server {_cpu(series.server_cpu_ms)}, client {_cpu(series.client_cpu_ms)}"
         for series in run.series
     ]
-    lines.append(f"{'Instances in the request log':>48}: {run.logged_instances:,}")
+    for protocol, log in run.log_runs.items():
+        lines.append(
+            f"{f'Instances in the request log ({protocol} run)':>48}: {log.logged_instances:,}"
+        )
     lines += [
         f"[{c.verdict.value:>4}] {c.name}: {c.value} (target {c.target})" for c in run.checks()
     ]

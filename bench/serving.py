@@ -1,15 +1,15 @@
 """Serving benchmark: the pushed model in process, then behind ``python -m pipeline serve``.
 
-Three measurements, one after the other, against one model directory (the parent of our
-run's ``pushed_to``):
+Measurements, one after the other, against one model directory (the parent of our run's
+``pushed_to``):
 
 1. In process: ``tf.saved_model.load`` and the ``serving_default`` signature called on one
    instance at a time, the reference for what the model call itself costs.
-2. Over HTTP: a server subprocess on 127.0.0.1, loaded with ``run_load`` (a lean
-   one-thread client multiplexing keep-alive connections, so the client's own CPU time does
-   not swamp the server's on shared cores) at concurrency 1 and at concurrency 16, one
-   instance per request.
-3. Request log: a fresh server with a fresh log directory takes exactly
+2. Over HTTP and gRPC: a server subprocess on 127.0.0.1 serving both, loaded with
+   ``bench.load_client`` (lean one-thread clients, so the client's own CPU time does not
+   swamp the server's on shared cores) at concurrency 1 and at concurrency 16, one instance
+   per request, for each protocol.
+3. Request log: for each protocol, a fresh server with a fresh log directory takes exactly
    :data:`LOG_RUN_REQUESTS` requests at concurrency 32, is stopped with SIGTERM, and the
    instances in its request log are counted.
 
@@ -109,6 +109,25 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class LogRun:
+    """A fresh server taking exactly :data:`LOG_RUN_REQUESTS` requests, then SIGTERM.
+
+    Attributes:
+        load: The timed series.
+        logged_instances: Instances read back from that server's request log.
+        unfinished_log_files: Log files still ``.inprogress`` after the graceful stop.
+        stop_exit_code: That server's exit code after SIGTERM.
+        stop_seconds: How long it took to exit after SIGTERM.
+    """
+
+    load: Latency
+    logged_instances: int
+    unfinished_log_files: int
+    stop_exit_code: int
+    stop_seconds: float
+
+
+@dataclass(frozen=True)
 class ServingRun:
     """Everything the serving benchmark measured.
 
@@ -119,11 +138,10 @@ class ServingRun:
         in_process: The in-process reference.
         single_client: HTTP at concurrency 1.
         concurrent: HTTP at concurrency :data:`CONCURRENT_CLIENTS`.
-        log_run: The :data:`LOG_RUN_REQUESTS`-request run on a fresh server.
-        logged_instances: Instances read back from that server's request log.
-        unfinished_log_files: Log files still ``.inprogress`` after the graceful stop.
-        stop_exit_code: That server's exit code after SIGTERM.
-        stop_seconds: How long it took to exit after SIGTERM.
+        grpc_single_client: gRPC at concurrency 1.
+        grpc_concurrent: gRPC at concurrency :data:`CONCURRENT_CLIENTS`.
+        log_run: The HTTP :data:`LOG_RUN_REQUESTS`-request run on a fresh server.
+        grpc_log_run: The same over gRPC.
     """
 
     model_dir: Path
@@ -132,32 +150,54 @@ class ServingRun:
     in_process: Latency
     single_client: Latency
     concurrent: Latency
-    log_run: Latency
-    logged_instances: int
-    unfinished_log_files: int
-    stop_exit_code: int
-    stop_seconds: float
+    grpc_single_client: Latency
+    grpc_concurrent: Latency
+    log_run: LogRun
+    grpc_log_run: LogRun
 
     @property
     def series(self) -> list[Latency]:
         """The timed series, in the order they ran."""
-        return [self.in_process, self.single_client, self.concurrent, self.log_run]
+        return [
+            self.in_process,
+            self.single_client,
+            self.concurrent,
+            self.grpc_single_client,
+            self.grpc_concurrent,
+            self.log_run.load,
+            self.grpc_log_run.load,
+        ]
+
+    @property
+    def log_runs(self) -> dict[str, LogRun]:
+        """The request-log runs by protocol."""
+        return {"HTTP": self.log_run, "gRPC": self.grpc_log_run}
 
     def checks(self) -> list[targets.Check]:
         """Judges every serving figure that has a target."""
-        return [
-            targets.http_overhead(self.single_client.p50_ms, self.in_process.p50_ms),
-            targets.concurrency_speedup(
-                self.concurrent.requests_per_s, self.single_client.requests_per_s
-            ),
-            targets.log_run_errors(self.log_run.errors, self.log_run.requests),
-            targets.logged_instances(
-                self.logged_instances,
-                LOG_RUN_REQUESTS,
-                self.unfinished_log_files,
-                self.stop_exit_code,
-            ),
-        ]
+        checks = []
+        for protocol, single, concurrent in (
+            ("HTTP", self.single_client, self.concurrent),
+            ("gRPC", self.grpc_single_client, self.grpc_concurrent),
+        ):
+            checks += [
+                targets.http_overhead(single.p50_ms, self.in_process.p50_ms, protocol),
+                targets.concurrency_speedup(
+                    concurrent.requests_per_s, single.requests_per_s, protocol
+                ),
+            ]
+        for protocol, run in self.log_runs.items():
+            checks += [
+                targets.log_run_errors(run.load.errors, run.load.requests, protocol),
+                targets.logged_instances(
+                    run.logged_instances,
+                    LOG_RUN_REQUESTS,
+                    run.unfinished_log_files,
+                    run.stop_exit_code,
+                    protocol,
+                ),
+            ]
+        return checks
 
 
 def _import_tensorflow() -> Any:
@@ -217,7 +257,9 @@ def latest_version(model_dir: Path) -> Path:
     Raises:
         FileNotFoundError: If there is none.
     """
-    versions = [p for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    versions = [
+        p for p in model_dir.glob("*") if p.is_dir() and p.name.isascii() and p.name.isdigit()
+    ]
     if not versions:
         raise FileNotFoundError(f"no model version folder under {model_dir}")
     return max(versions, key=lambda p: int(p.name))
@@ -301,11 +343,12 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def serve_command(model_dir: Path, port: int, log_dir: Path) -> list[str]:
-    """The command that serves ``model_dir`` with this interpreter."""
+def serve_command(model_dir: Path, port: int, grpc_port: int, log_dir: Path) -> list[str]:
+    """The command that serves ``model_dir`` with this interpreter (REST and gRPC)."""
     return [
         sys.executable, "-m", "pipeline", "serve", "--model-dir", str(model_dir),
-        "--host", HOST, "--port", str(port), "--log-dir", str(log_dir),
+        "--host", HOST, "--port", str(port), "--grpc-port", str(grpc_port),
+        "--log-dir", str(log_dir),
     ]  # fmt: skip
 
 
@@ -330,12 +373,14 @@ class Server:
 
     def __init__(self, model_dir: Path, log_dir: Path, output: Path, cwd: Path) -> None:
         self.port = free_port()
+        self.grpc_port = free_port()
         self.url = f"http://{HOST}:{self.port}"
+        self.grpc_target = f"{HOST}:{self.grpc_port}"
         self.output = output
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("wb") as sink:
             self.process = subprocess.Popen(
-                serve_command(model_dir, self.port, log_dir),
+                serve_command(model_dir, self.port, self.grpc_port, log_dir),
                 cwd=cwd,
                 env={**os.environ, **EXTRA_ENV},
                 stdin=subprocess.DEVNULL,
@@ -406,14 +451,27 @@ class Server:
 
 
 def _load(
-    server: Server, instances: list[Any], concurrency: int, total: int, label: str
+    server: Server,
+    instances: list[Any],
+    concurrency: int,
+    total: int,
+    label: str,
+    protocol: str = "HTTP",
 ) -> Latency:
-    """One ``run_load`` series, one instance per request."""
-    from pipeline.serving.loadtest import run_load
+    """One load series, one instance per request, over HTTP or gRPC."""
+    from bench.load_client import run_grpc_load, run_load
 
     server_before, client_before = server.cpu_seconds(), _own_cpu_seconds()
-    figures = run_load(
-        server.url,
+    load, target = (
+        (run_grpc_load, server.grpc_target)
+        if protocol == "gRPC"
+        else (
+            run_load,
+            server.url,
+        )
+    )
+    figures = load(
+        target,
         instances,
         concurrency=concurrency,
         total_requests=total,
@@ -474,46 +532,65 @@ def run(
     server = Server(model_dir, workspace / "latency-log", workspace / "latency-server.out", cwd)
     try:
         server.wait_available()
-        _load(server, instances, 1, HTTP_WARM_UP_REQUESTS, "warm-up")
-        progress("serving: HTTP at concurrency 1 and 16 ...")
-        single = _load(server, instances, 1, SINGLE_CLIENT_REQUESTS, "HTTP, concurrency 1")
-        concurrent = _load(
-            server,
-            instances,
-            CONCURRENT_CLIENTS,
-            CONCURRENT_REQUESTS,
-            f"HTTP, concurrency {CONCURRENT_CLIENTS}",
-        )
+        runs = {}
+        for protocol in ("HTTP", "gRPC"):
+            _load(server, instances, 1, HTTP_WARM_UP_REQUESTS, "warm-up", protocol)
+            progress(f"serving: {protocol} at concurrency 1 and {CONCURRENT_CLIENTS} ...")
+            runs[protocol] = (
+                _load(
+                    server,
+                    instances,
+                    1,
+                    SINGLE_CLIENT_REQUESTS,
+                    f"{protocol}, concurrency 1",
+                    protocol,
+                ),
+                _load(
+                    server,
+                    instances,
+                    CONCURRENT_CLIENTS,
+                    CONCURRENT_REQUESTS,
+                    f"{protocol}, concurrency {CONCURRENT_CLIENTS}",
+                    protocol,
+                ),
+            )
         server.stop()
     finally:
         server.kill()
 
-    progress(f"serving: {LOG_RUN_REQUESTS:,} requests at concurrency {LOG_RUN_CLIENTS} ...")
-    log_dir = workspace / "log-run-log"
-    server = Server(model_dir, log_dir, workspace / "log-run-server.out", cwd)
-    try:
-        server.wait_available()
-        log_run = _load(
-            server,
-            instances,
-            LOG_RUN_CLIENTS,
-            LOG_RUN_REQUESTS,
-            f"HTTP, concurrency {LOG_RUN_CLIENTS}, fresh server",
+    log_runs = {}
+    for protocol in ("HTTP", "gRPC"):
+        progress(
+            f"serving: {LOG_RUN_REQUESTS:,} {protocol} requests at concurrency"
+            f" {LOG_RUN_CLIENTS} ..."
         )
-        exit_code, stop_seconds = server.stop()
-    finally:
-        server.kill()
-    logged, unfinished = count_logged(log_dir)
+        name = protocol.lower()
+        log_dir = workspace / f"log-run-{name}-log"
+        server = Server(model_dir, log_dir, workspace / f"log-run-{name}-server.out", cwd)
+        try:
+            server.wait_available()
+            load = _load(
+                server,
+                instances,
+                LOG_RUN_CLIENTS,
+                LOG_RUN_REQUESTS,
+                f"{protocol}, concurrency {LOG_RUN_CLIENTS}, fresh server",
+                protocol,
+            )
+            exit_code, stop_seconds = server.stop()
+        finally:
+            server.kill()
+        logged, unfinished = count_logged(log_dir)
+        log_runs[protocol] = LogRun(load, logged, unfinished, exit_code, stop_seconds)
     return ServingRun(
         model_dir=model_dir,
         version=version_dir.name,
         trips=len(trips),
         in_process=in_process,
-        single_client=single,
-        concurrent=concurrent,
-        log_run=log_run,
-        logged_instances=logged,
-        unfinished_log_files=unfinished,
-        stop_exit_code=exit_code,
-        stop_seconds=stop_seconds,
+        single_client=runs["HTTP"][0],
+        concurrent=runs["HTTP"][1],
+        grpc_single_client=runs["gRPC"][0],
+        grpc_concurrent=runs["gRPC"][1],
+        log_run=log_runs["HTTP"],
+        grpc_log_run=log_runs["gRPC"],
     )

@@ -88,43 +88,49 @@ def eval_rmse(rmse: float) -> Check:
 MAX_HTTP_OVERHEAD_MS = 2.0
 """HTTP p50 at concurrency 1 may exceed the in-process p50 by at most this."""
 
+MAX_GRPC_OVERHEAD_MS = 1.5
+"""gRPC p50 at concurrency 1 may exceed the in-process p50 by at most this."""
+
 MIN_CONCURRENCY_SPEEDUP = 3.0
 """Requests/s at concurrency 16 must be at least this multiple of concurrency 1's."""
 
 
-def http_overhead(http_p50_ms: float, in_process_p50_ms: float) -> Check:
-    """Judges the HTTP p50 at concurrency 1 against the in-process p50."""
+def http_overhead(http_p50_ms: float, in_process_p50_ms: float, protocol: str = "HTTP") -> Check:
+    """Judges the p50 at concurrency 1 of a protocol against the in-process p50."""
+    limit = MAX_GRPC_OVERHEAD_MS if protocol == "gRPC" else MAX_HTTP_OVERHEAD_MS
     overhead = http_p50_ms - in_process_p50_ms
     return Check(
-        "HTTP p50 overhead, concurrency 1",
-        f"<= {MAX_HTTP_OVERHEAD_MS:g} ms over in process",
+        f"{protocol} p50 overhead, concurrency 1",
+        f"<= {limit:g} ms over in process",
         f"{overhead:+.2f} ms ({http_p50_ms:.2f} vs {in_process_p50_ms:.2f} ms)",
-        _verdict(overhead <= MAX_HTTP_OVERHEAD_MS),
+        _verdict(overhead <= limit),
     )
 
 
-def concurrency_speedup(concurrent_rps: float, single_rps: float) -> Check:
+def concurrency_speedup(concurrent_rps: float, single_rps: float, protocol: str = "HTTP") -> Check:
     """Judges the throughput gained from 16 concurrent clients."""
     ratio = concurrent_rps / single_rps if single_rps > 0 else 0.0
     return Check(
-        "Requests/s, concurrency 16 vs 1",
+        f"{protocol} requests/s, concurrency 16 vs 1",
         f">= {MIN_CONCURRENCY_SPEEDUP:g}x",
         f"{ratio:.2f}x ({concurrent_rps:,.0f} vs {single_rps:,.0f} req/s)",
         _verdict(ratio >= MIN_CONCURRENCY_SPEEDUP),
     )
 
 
-def log_run_errors(errors: int, requests: int) -> Check:
+def log_run_errors(errors: int, requests: int, protocol: str = "HTTP") -> Check:
     """Judges the errors of the request-log run: there must be none."""
     return Check(
-        f"Errors in {requests:,} requests, concurrency 32",
+        f"{protocol} errors in {requests:,} requests, concurrency 32",
         "0",
         f"{errors:,}",
         _verdict(errors == 0),
     )
 
 
-def logged_instances(logged: int, expected: int, unfinished_files: int, exit_code: int) -> Check:
+def logged_instances(
+    logged: int, expected: int, unfinished_files: int, exit_code: int, protocol: str = "HTTP"
+) -> Check:
     """Judges the request log after a graceful stop: every instance, all files finished."""
     notes = []
     if unfinished_files:
@@ -132,7 +138,7 @@ def logged_instances(logged: int, expected: int, unfinished_files: int, exit_cod
     if exit_code != 0:
         notes.append(f"server exited with {exit_code}")
     return Check(
-        "Instances in the request log after SIGTERM",
+        f"Instances in the request log after SIGTERM ({protocol} run)",
         f"exactly {expected:,}",
         f"{logged:,}" + (f" ({'; '.join(notes)})" if notes else ""),
         _verdict(logged == expected and not unfinished_files and exit_code == 0),

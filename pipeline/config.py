@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.monitoring.thresholds import ThresholdError, Thresholds, parse_thresholds
+from pipeline.serving.config import ServingConfig
 from pipeline.vertex import scale_tiers
 
 # The value of `data.input` that means "the real Chicago sample shipped inside tfx".
@@ -359,6 +360,8 @@ class Config(_Strict):
     beam: BeamConfig = BeamConfig()
     orchestrator: OrchestratorConfig = OrchestratorConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    # `taxifare serve` (its flags override single fields).
+    serving: ServingConfig = ServingConfig()
     # Vertex AI Pipelines; None: the pipeline runs on this machine only.
     vertex: VertexConfig | None = None
 

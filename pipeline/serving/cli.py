@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from pipeline.cli_args import add_config_args
 from pipeline.serving import config as serve_config
 
 EXIT_OK = 0
@@ -20,100 +21,118 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+# Flags of `taxifare serve` -> (field of the `serving:` config section, type, help).
+# Every flag defaults to None: only a flag that is given overrides the config.
+_SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--model-dir": (
+        "model_dir",
+        str,
+        "the versioned model directory the Pusher writes: <serving root>/<model name>"
+        " (default: the config's)",
+    ),
+    "--model-name": ("model_name", str, "the model name in URLs and gRPC model specs"),
+    "--host": ("host", str, "address to bind (default 127.0.0.1, loopback only)"),
+    "--port": ("port", int, "the REST port (default 8501)"),
+    "--grpc-port": ("grpc_port", int, "also serve TF Serving's gRPC API here (e.g. 8500)"),
+    "--workers": ("workers", int, "server processes, each with its own copy of the model"),
+    "--log-dir": ("log_dir", str, "write the request log (TFRecord) here; off if unset"),
+    "--log-sample-rate": ("log_sample_rate", float, "fraction of requests logged, 0..1"),
+    "--max-body-bytes": ("max_body_bytes", int, "larger bodies / gRPC messages are refused"),
+    "--max-instances": ("max_instances", int, "most instances per request"),
+    "--max-batch-size": ("max_batch_size", int, "most instances merged into one model call"),
+    "--max-wait-ms": (
+        "max_wait_ms",
+        float,
+        "how long a batch that could start waits for more requests to share its model call;"
+        " 0 runs at once, and requests arriving during a call share the next one",
+    ),
+    "--batch-threads": ("batch_threads", int, "model calls that may run at once per process"),
+    "--poll-seconds": ("poll_seconds", float, "how often to look for a newly pushed version"),
+    "--empty-version-timeout": (
+        "empty_version_timeout_seconds",
+        float,
+        "seconds a version folder may stay without a model before it is reported failed",
+    ),
+    "--max-fare": ("max_fare", float, "a predicted fare beyond this is never answered"),
+    "--max-header-bytes": ("max_header_bytes", int, "larger request heads get 431"),
+    "--header-timeout": ("header_timeout_seconds", float, "seconds to send a request head"),
+    "--body-timeout": ("body_timeout_seconds", float, "seconds to send a request body (408)"),
+    "--keep-alive": ("keep_alive_seconds", float, "seconds an idle connection is kept"),
+    "--max-connections": ("max_connections", int, "connections beyond this get 503"),
+    "--shutdown-timeout": (
+        "shutdown_timeout_seconds",
+        float,
+        "seconds requests in flight get to finish on SIGTERM",
+    ),
+}
+
+
 def _add_serve_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="serve the pushed model over TF Serving's REST API",
+        help="serve the pushed model over TF Serving's REST (and gRPC) API",
         description=(
-            "Serve the highest version under --model-dir over TF Serving's REST API"
-            " (/v1/models/<name>...), switching to newly pushed versions as they appear,"
-            " and log every served instance to --log-dir."
+            "Serve the highest version under the model directory over TF Serving's REST API"
+            " (/v1/models/<name>...) and, with --grpc-port, its gRPC PredictionService,"
+            " switching to newly pushed versions as they appear, and log every served"
+            " instance to --log-dir. Settings come from the `serving:` section of --config;"
+            " --set serving.KEY=VALUE and the flags below override single fields."
         ),
     )
-    parser.add_argument(
-        "--model-dir",
-        required=True,
-        help="the versioned model directory the Pusher writes: <serving root>/<model name>",
-    )
-    parser.add_argument(
-        "--model-name",
-        default=serve_config.DEFAULT_MODEL_NAME,
-        help="the model name in the URLs (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--host",
-        default=serve_config.DEFAULT_HOST,
-        help="address to bind (default: %(default)s, loopback only; 0.0.0.0 for all)",
-    )
-    parser.add_argument(
-        "--port", type=int, default=serve_config.DEFAULT_PORT, help="(default: %(default)s)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="server processes, each with its own copy of the model (default: %(default)s)",
-    )
-    parser.add_argument("--log-dir", help="write the request log (TFRecord) here; off if unset")
-    parser.add_argument(
-        "--log-sample-rate",
-        type=float,
-        default=1.0,
-        help="fraction of requests logged, 0..1 (default: %(default)s)",
-    )
+    add_config_args(parser, example_override="serving.port=8502")
+    for flag, (field, kind, text) in _SERVE_FLAGS.items():
+        parser.add_argument(flag, dest=f"serving_{field}", type=kind, default=None, help=text)
     parser.add_argument(
         "--log-rotate-mb",
         type=float,
-        default=serve_config.DEFAULT_LOG_ROTATE_BYTES / 2**20,
-        help="start a new log file past this size in MiB (default: %(default)s)",
+        default=None,
+        help="start a new log file past this size in MiB (default 64)",
     )
     parser.add_argument(
         "--log-rotate-minutes",
         type=float,
-        default=serve_config.DEFAULT_LOG_ROTATE_SECONDS / 60,
-        help="... or when the current one is this old (default: %(default)s)",
+        default=None,
+        help="... or when the current one is this old (default 60)",
     )
     parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=serve_config.DEFAULT_MAX_BODY_BYTES,
-        help="larger request bodies get 413 (default: %(default)s)",
+        "--strict-examples",
+        dest="serving_strict_examples",
+        action="store_const",
+        const=True,
+        default=None,
+        help="reject tf.Example features the model does not declare (default: ignore them,"
+        " as TF Serving does, and count them in /stats)",
     )
-    parser.add_argument(
-        "--max-instances",
-        type=int,
-        default=serve_config.DEFAULT_MAX_INSTANCES,
-        help="most instances per request (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=serve_config.DEFAULT_MAX_BATCH_SIZE,
-        help="most instances merged into one model call (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=serve_config.DEFAULT_MAX_WAIT_MS,
-        help=(
-            "how long a batch that could start waits for more requests to share its model call;"
-            " 0 runs at once, and requests arriving during a call share the next one"
-            " (default: %(default)s)"
-        ),
-    )
-    parser.add_argument(
-        "--batch-threads",
-        type=int,
-        default=1,
-        help="model calls that may run at once per process (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--poll-seconds",
-        type=float,
-        default=1.0,
-        help="how often to look for a newly pushed version (default: %(default)s)",
-    )
-    parser.add_argument("--verbose", action="store_true", help="log every request")
+
+
+def serve_config_from_args(args: argparse.Namespace) -> serve_config.ServeConfig:
+    """The serving settings: the config file's `serving:` section, `--set` overrides, then
+    the flags that were given; relative paths made absolute.
+
+    Raises:
+      ConfigError: the file, an override or a flag value is invalid (names the key).
+    """
+    from pydantic import ValidationError
+
+    from pipeline.config import ConfigError, _format_error, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    values = cfg.serving.model_dump()
+    for key, value in vars(args).items():
+        if key.startswith("serving_") and value is not None:
+            values[key[len("serving_") :]] = value
+    if args.log_rotate_mb is not None:
+        values["log_rotate_bytes"] = int(args.log_rotate_mb * 2**20)
+    if args.log_rotate_minutes is not None:
+        values["log_rotate_seconds"] = args.log_rotate_minutes * 60
+    values["model_dir"] = os.path.abspath(values["model_dir"] or cfg.serving_model_dir)
+    if values["log_dir"]:
+        values["log_dir"] = os.path.abspath(values["log_dir"])
+    try:
+        return serve_config.ServeConfig.model_validate(values)
+    except ValidationError as e:
+        message = _format_error(e, f"{args.config} (serving section, with flags)")
+        raise ConfigError(message.replace("\n  ", "\n  serving.")) from None
 
 
 def _add_predict_parser(subparsers) -> None:
@@ -126,9 +145,11 @@ def _add_predict_parser(subparsers) -> None:
             " one predicted fare per line."
         ),
     )
-    parser.add_argument(
-        "--url", default="http://127.0.0.1:8501", help="the server (default: %(default)s)"
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--url", default="http://127.0.0.1:8501", help="a REST server (default: %(default)s)"
     )
+    target.add_argument("--grpc", metavar="HOST:PORT", help="a gRPC server (TF Serving's API)")
     parser.add_argument("--instances", required=True, help="a .json or .csv file of trips")
     parser.add_argument(
         "--model-name", default=serve_config.DEFAULT_MODEL_NAME, help="(default: %(default)s)"
@@ -147,55 +168,42 @@ def _add_predict_parser(subparsers) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`taxifare serve`: runs the REST server until stopped."""
-    if not os.path.isdir(args.model_dir):
+    """`taxifare serve`: runs the server until stopped."""
+    from pipeline.config import ConfigError
+
+    try:
+        cfg = serve_config_from_args(args)
+    except ConfigError as e:
+        print(f"taxifare: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not os.path.isdir(cfg.model_dir):
         print(
-            f"taxifare: no model directory at {args.model_dir} (run the pipeline so the Pusher"
+            f"taxifare: no model directory at {cfg.model_dir} (run the pipeline so the Pusher"
             " writes one, or point --model-dir at <serving root>/<model name>)",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if args.log_dir:
+    if cfg.log_dir:
         try:
-            os.makedirs(args.log_dir, exist_ok=True)
+            os.makedirs(cfg.log_dir, exist_ok=True)
         except OSError as e:
-            print(f"taxifare: cannot create --log-dir {args.log_dir}: {e}", file=sys.stderr)
+            print(f"taxifare: cannot create --log-dir {cfg.log_dir}: {e}", file=sys.stderr)
             return EXIT_USAGE
-        if not os.access(args.log_dir, os.W_OK):
-            print(f"taxifare: --log-dir {args.log_dir} is not writable", file=sys.stderr)
+        if not os.access(cfg.log_dir, os.W_OK):
+            print(f"taxifare: --log-dir {cfg.log_dir} is not writable", file=sys.stderr)
             return EXIT_USAGE
-    if args.workers < 1:
-        print(f"taxifare: --workers must be at least 1, got {args.workers}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        cfg = serve_config.ServeConfig(
-            model_dir=os.path.abspath(args.model_dir),
-            model_name=args.model_name,
-            host=args.host,
-            port=args.port,
-            log_dir=os.path.abspath(args.log_dir) if args.log_dir else None,
-            log_sample_rate=args.log_sample_rate,
-            log_rotate_bytes=int(args.log_rotate_mb * 2**20),
-            log_rotate_seconds=args.log_rotate_minutes * 60,
-            max_body_bytes=args.max_body_bytes,
-            max_instances=args.max_instances,
-            max_batch_size=args.max_batch_size,
-            max_wait_ms=args.max_wait_ms,
-            batch_threads=args.batch_threads,
-            poll_seconds=args.poll_seconds,
-        )
-    except serve_config.ConfigError as e:
-        print(f"taxifare: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    from pipeline.serving.server import serve
+    from pipeline.serving.server import NO_AUTH_WARNING, serve
 
+    grpc = f" and grpc://{cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""
     print(
         f"taxifare: serving {cfg.model_dir} as model '{cfg.model_name}' on"
-        f" http://{cfg.host}:{cfg.port} ({args.workers} worker(s))",
+        f" http://{cfg.host}:{cfg.port}{grpc} ({cfg.workers} worker(s))",
         file=sys.stderr,
         flush=True,
     )
-    return serve(cfg, workers=args.workers, verbose=args.verbose)
+    if not cfg.is_loopback:
+        print(f"taxifare: warning: {NO_AUTH_WARNING.format(host=cfg.host)}", file=sys.stderr)
+    return serve(cfg, verbose=args.verbose)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -211,8 +219,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"taxifare: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        fares = predict(
-            args.url,
+        if args.grpc:
+            from pipeline.serving.client import predict_grpc
+
+            predict_fn = predict_grpc
+            target = args.grpc
+        else:
+            predict_fn = predict
+            target = args.url
+        fares = predict_fn(
+            target,
             instances,
             model_name=args.model_name,
             version=args.model_version,

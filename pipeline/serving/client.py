@@ -135,3 +135,81 @@ def predict(
                 )
             fares.extend(answer["predictions"])
     return fares
+
+
+def _column_tensor(key: str, values: list[Any]) -> Any:
+    """One raw field of every instance as a TensorProto (sentinels where missing)."""
+    import numpy as np
+    import tensorflow as tf
+
+    if key in f.FLOAT_FEATURE_KEYS:
+        return tf.make_tensor_proto(
+            np.array([f.MISSING_FLOAT if v is None else v for v in values], np.float32)
+        )
+    if key in f.INT_FEATURE_KEYS:
+        return tf.make_tensor_proto(
+            np.array([f.MISSING_INT if v is None else v for v in values], np.int64)
+        )
+    return tf.make_tensor_proto(
+        [(f.MISSING_STRING if v is None else v).encode("utf-8") for v in values], tf.string
+    )
+
+
+def predict_grpc(
+    target: str,
+    instances: list[Any],
+    model_name: str = "taxifare",
+    version: int | None = None,
+    signature_name: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    timeout: float = 30.0,
+) -> list[float]:
+    """Sends `instances` to TF Serving's gRPC `Predict` (`serving_default`, one tensor per
+    raw field) in requests of `batch_size` and returns one fare per instance.
+
+    Raises:
+      PredictError: an instance cannot be made into the typed tensors, or the server
+        refused a request or could not be reached.
+    """
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    if signature_name not in (None, f.SERVING_DEFAULT_SIGNATURE):
+        raise PredictError(
+            f"--grpc sends raw fields, the {f.SERVING_DEFAULT_SIGNATURE!r} signature; got"
+            f" {signature_name!r}"
+        )
+    fares: list[float] = []
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for start in range(0, len(instances), batch_size):
+            batch = instances[start : start + batch_size]
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = f.SERVING_DEFAULT_SIGNATURE
+            if version is not None:
+                request.model_spec.version.value = version
+            for i, instance in enumerate(batch):
+                if not isinstance(instance, dict):
+                    raise PredictError(f"instances[{start + i}]: expected an object of fields")
+            for key in f.RAW_FEATURE_KEYS:
+                values = [instance.get(key) for instance in batch]
+                if all(v is None for v in values):
+                    continue
+                try:
+                    tensor = _column_tensor(key, values)
+                except (TypeError, ValueError, AttributeError) as e:
+                    raise PredictError(
+                        f"{key}: cannot send the values of instances {start}.."
+                        f"{start + len(batch) - 1} as a typed tensor: {e}"
+                    ) from None
+                request.inputs[key].CopyFrom(tensor)
+            try:
+                response = stub.Predict(request, timeout=timeout)
+            except grpc.RpcError as e:
+                raise PredictError(f"gRPC {e.code().name}: {e.details()}") from None
+            output = response.outputs[f.PREDICTION_KEY]
+            import tensorflow as tf
+
+            fares.extend(float(x) for x in tf.make_ndarray(output).reshape(-1))
+    return fares

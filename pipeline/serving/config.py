@@ -1,90 +1,115 @@
-"""The settings of `taxifare serve`."""
+"""The settings of `taxifare serve`: the `serving:` section of the typed config.
+
+`taxifare serve` reads them from the config file (`--config`, `--set serving.port=8502`) and
+its flags override single fields. Code (tests, the benchmark) may build one directly:
+`ServeConfig(model_dir=..., port=0)`; a bad value is a pydantic `ValidationError` there, and a
+`pipeline.config.ConfigError` naming the key when it comes from a file or the command line.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_MODEL_NAME = "taxifare"
 DEFAULT_HOST = "127.0.0.1"  # loopback unless told otherwise
 DEFAULT_PORT = 8501  # TF Serving's REST port
+DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port (used only when asked for)
 DEFAULT_MAX_BODY_BYTES = 1_572_864  # 1.5 MiB
 DEFAULT_MAX_INSTANCES = 1_000
 DEFAULT_LOG_ROTATE_BYTES = 64 * 1024 * 1024
 DEFAULT_LOG_ROTATE_SECONDS = 3_600.0
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_WAIT_MS = 0.0  # an idle model runs a request at once
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-class ConfigError(ValueError):
-    """A setting is out of its valid range."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ServeConfig:
-    """Everything the server needs; the CLI builds one from its flags.
+class ServingConfig(BaseModel):
+    """Everything the server needs.
 
     Attributes:
       model_dir: the versioned model directory (`<serving root>/<model name>`), holding one
-        integer-named folder per version.
-      model_name: the name in the URLs (`/v1/models/<model_name>`).
-      host: the address to bind.
-      port: the port to bind.
+        integer-named folder per version; None: the config's `serving_root`/`name`.
+      model_name: the name in the URLs (`/v1/models/<model_name>`) and gRPC model specs.
+      host: the address to bind (REST and gRPC).
+      port: the REST port.
+      grpc_port: the gRPC port (TF Serving's PredictionService); None: no gRPC.
+      workers: server processes, each with its own copy of the model.
       log_dir: where the request log goes; None turns logging off.
       log_sample_rate: the fraction of requests logged (all their instances), 0..1.
       log_rotate_bytes: a log file is closed and a new one started past this size.
       log_rotate_seconds: ... or when it is older than this.
-      max_body_bytes: larger request bodies are refused with 413.
+      max_body_bytes: larger request bodies (and gRPC messages) are refused (413 /
+        RESOURCE_EXHAUSTED).
       max_instances: more instances in one request are refused with 400.
       max_batch_size: the most instances merged into one model call.
       max_wait_ms: how long a batch that could start waits for others to share its model
         call (0: not at all; requests that arrive while a call runs share the next one).
       batch_threads: how many model calls may run at once.
       poll_seconds: how often the model directory is scanned for new versions.
+      empty_version_timeout_seconds: a version folder with no model after this long is
+        reported as failed.
+      strict_examples: reject tf.Example features the model does not declare (by default
+        they are ignored, as TF Serving ignores them, and counted in the stats).
+      max_fare: a predicted fare above this (or not finite) is never answered: the request
+        gets a 500 that is counted and logged.
+      max_header_bytes: a request head (request line and headers) over this gets 431.
+      header_timeout_seconds: a connection that has not sent a whole request head this long
+        after it opened (or after its last answer) is closed.
+      body_timeout_seconds: a request whose body is not all in this long gets 408.
+      keep_alive_seconds: an idle keep-alive connection is closed after this long.
+      max_connections: connections over this are answered 503 and closed at once.
+      shutdown_timeout_seconds: on SIGTERM, requests in flight get this long to finish; the
+        rest are answered 503.
     """
 
-    model_dir: str
-    model_name: str = DEFAULT_MODEL_NAME
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    log_dir: str | None = None
-    log_sample_rate: float = 1.0
-    log_rotate_bytes: int = DEFAULT_LOG_ROTATE_BYTES
-    log_rotate_seconds: float = DEFAULT_LOG_ROTATE_SECONDS
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_instances: int = DEFAULT_MAX_INSTANCES
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
-    max_wait_ms: float = DEFAULT_MAX_WAIT_MS
-    batch_threads: int = 1
-    poll_seconds: float = 1.0
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        if not self.model_name or "/" in self.model_name or ":" in self.model_name:
-            raise ConfigError(f"invalid model name {self.model_name!r}")
-        if not 0 <= self.port <= 65_535:
-            raise ConfigError(f"port {self.port} is not in 0..65535")
-        if not 0.0 <= self.log_sample_rate <= 1.0:
-            raise ConfigError(f"log sample rate {self.log_sample_rate} is not in 0..1")
-        positive = {
-            "log_rotate_bytes": self.log_rotate_bytes,
-            "log_rotate_seconds": self.log_rotate_seconds,
-            "max_body_bytes": self.max_body_bytes,
-            "max_instances": self.max_instances,
-            "max_batch_size": self.max_batch_size,
-            "batch_threads": self.batch_threads,
-            "poll_seconds": self.poll_seconds,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{name} must be positive, got {value}")
-        if self.max_wait_ms < 0:
-            raise ConfigError(f"max_wait_ms must not be negative, got {self.max_wait_ms}")
+    model_dir: str | None = None
+    model_name: str = Field(DEFAULT_MODEL_NAME, pattern=r"^[^/:\s]+$")
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, ge=0, le=65_535)
+    grpc_port: int | None = Field(None, ge=0, le=65_535)
+    workers: int = Field(1, ge=1, le=64)
+    log_dir: str | None = None
+    log_sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    log_rotate_bytes: int = Field(DEFAULT_LOG_ROTATE_BYTES, gt=0)
+    log_rotate_seconds: float = Field(DEFAULT_LOG_ROTATE_SECONDS, gt=0)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
+    max_instances: int = Field(DEFAULT_MAX_INSTANCES, gt=0)
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, gt=0)
+    max_wait_ms: float = Field(DEFAULT_MAX_WAIT_MS, ge=0)
+    batch_threads: int = Field(1, gt=0)
+    poll_seconds: float = Field(1.0, gt=0)
+    empty_version_timeout_seconds: float = Field(60.0, gt=0)
+    strict_examples: bool = False
+    max_fare: float = Field(10_000.0, gt=0)
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    keep_alive_seconds: float = Field(5.0, gt=0)
+    max_connections: int = Field(4096, gt=0)
+    shutdown_timeout_seconds: float = Field(10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> ServingConfig:
+        if self.grpc_port is not None and self.grpc_port == self.port and self.port != 0:
+            raise ValueError(f"grpc_port and port are both {self.port}; they must differ")
+        return self
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the server listens on this machine only."""
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
 
     def to_json(self) -> str:
         """The config as JSON (how it reaches uvicorn's worker processes)."""
-        return json.dumps(dataclasses.asdict(self))
+        return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, text: str) -> ServeConfig:
+    def from_json(cls, text: str) -> ServingConfig:
         """The inverse of `to_json`."""
-        return cls(**json.loads(text))
+        return cls.model_validate_json(text)
+
+
+# The name the server's code and tests use.
+ServeConfig = ServingConfig

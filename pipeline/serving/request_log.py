@@ -17,6 +17,12 @@ and the next server start (`recover_request_logs`) cuts it off and renames the f
 
 File names carry the host, the process id and a sequence number, so several workers (or
 servers) can share one log directory.
+
+This module is the one owner of the log's format: the server writes with `frame_record` and
+`RequestLog`; readers (the monitoring's skew check among them) list files with
+`request_log_files`, read records with `iter_records` and find the whole records of a file
+cut mid-record with `whole_records_length`. The readers go through `tf.io.gfile`, so a log
+copied to `gs://` reads the same.
 """
 
 from __future__ import annotations
@@ -79,53 +85,94 @@ def frame_record(data: bytes) -> bytes:
     return length + _FOOTER.pack(_masked_crc(length)) + data + _FOOTER.pack(_masked_crc(data))
 
 
-def _scan_records(path: str) -> Iterator[tuple[bytes | None, int, str]]:
-    """Yields (record, end offset, "") per good record, then (None, good end, problem) if the
-    file ends in a truncated or corrupt record."""
-    with open(path, "rb") as fh:
-        offset = 0
-        while True:
-            header = fh.read(_HEADER.size)
-            if not header:
-                return
-            if len(header) < _HEADER.size:
-                yield None, offset, "truncated record header"
-                return
-            length, length_crc = _HEADER.unpack(header)
-            if _masked_crc(header[:8]) != length_crc:
-                yield None, offset, "corrupt record header"
-                return
-            data = fh.read(length)
-            footer = fh.read(_FOOTER.size)
-            if len(data) < length or len(footer) < _FOOTER.size:
-                yield None, offset, "truncated record"
-                return
-            if _masked_crc(data) != _FOOTER.unpack(footer)[0]:
-                yield None, offset, "corrupt record"
-                return
-            offset += _HEADER.size + length + _FOOTER.size
-            yield data, offset, ""
+def _open_for_reading(path: str) -> Any:
+    """A binary reader of `path`, local or `gs://` (through `tf.io.gfile`)."""
+    import tensorflow as tf
+
+    return tf.io.gfile.GFile(path, "rb")
+
+
+def _scan_records(fh: Any) -> Iterator[tuple[bytes | None, int, str]]:
+    """Yields (record, end offset, "") per whole record of an open TFRecord file, then
+    (None, good end, problem) if the file ends in a truncated or corrupt record."""
+    offset = 0
+    while True:
+        header = fh.read(_HEADER.size)
+        if not header:
+            return
+        if len(header) < _HEADER.size:
+            yield None, offset, "truncated record header"
+            return
+        length, length_crc = _HEADER.unpack(header)
+        if _masked_crc(header[:8]) != length_crc:
+            yield None, offset, "corrupt record header"
+            return
+        data = fh.read(length)
+        footer = fh.read(_FOOTER.size)
+        if len(data) < length or len(footer) < _FOOTER.size:
+            yield None, offset, "truncated record"
+            return
+        if _masked_crc(data) != _FOOTER.unpack(footer)[0]:
+            yield None, offset, "corrupt record"
+            return
+        offset += _HEADER.size + length + _FOOTER.size
+        yield data, offset, ""
 
 
 def iter_records(path: str) -> Iterator[bytes]:
-    """The records of one TFRecord file; a truncated or corrupt tail is skipped with a warning."""
-    for record, offset, problem in _scan_records(path):
-        if record is None:
-            _LOG.warning(
-                "%s: skipping a %s at byte %d (the writer was stopped mid-record)",
-                path,
-                problem,
-                offset,
-            )
-            return
-        yield record
+    """The records of one TFRecord file (local or `gs://`); a truncated or corrupt tail is
+    skipped with a warning."""
+    with _open_for_reading(path) as fh:
+        for record, offset, problem in _scan_records(fh):
+            if record is None:
+                _LOG.warning(
+                    "%s: skipping a %s at byte %d (the writer was stopped mid-record)",
+                    path,
+                    problem,
+                    offset,
+                )
+                return
+            yield record
+
+
+# How much of a file `whole_records_length` reads at once.
+_SCAN_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def whole_records_length(path: str) -> int:
+    """The byte length of the whole records at the start of a TFRecord file (local or
+    `gs://`): the file's size unless its writer was stopped mid-record.
+
+    Walks the length headers (and their checksums) in large reads, so it is cheap on large
+    logs; the data checksums are left to the TFRecord reader.
+    """
+    with _open_for_reading(path) as fh:
+        size = fh.size()
+        buffer, buffer_start, offset = b"", 0, 0
+        while offset + _HEADER.size <= size:
+            if offset + _HEADER.size > buffer_start + len(buffer):
+                fh.seek(offset)
+                buffer, buffer_start = fh.read(_SCAN_CHUNK_BYTES), offset
+            start = offset - buffer_start
+            header = buffer[start : start + _HEADER.size]
+            length, length_crc = _HEADER.unpack(header)
+            if _masked_crc(header[:8]) != length_crc:
+                break
+            end = offset + _HEADER.size + length + _FOOTER.size
+            if end > size:
+                break
+            offset = end
+    return offset
 
 
 def request_log_files(log_dir: str, include_in_progress: bool = True) -> list[str]:
-    """The log files under `log_dir`, complete ones (and those being written), by name."""
-    paths = glob.glob(os.path.join(log_dir, f"*{LOG_SUFFIX}"))
+    """The log files under `log_dir` (local or `gs://`), complete ones (and those being
+    written), by name."""
+    import tensorflow as tf
+
+    paths = tf.io.gfile.glob(f"{log_dir.rstrip('/')}/*{LOG_SUFFIX}")
     if include_in_progress:
-        paths += glob.glob(os.path.join(log_dir, f"*{LOG_SUFFIX}{IN_PROGRESS_SUFFIX}"))
+        paths += tf.io.gfile.glob(f"{log_dir.rstrip('/')}/*{LOG_SUFFIX}{IN_PROGRESS_SUFFIX}")
     return sorted(paths)
 
 
@@ -166,9 +213,10 @@ def recover_request_logs(log_dir: str) -> list[str]:
             if not os.path.exists(path):
                 continue  # another process recovered it between our open and lock
             good_end, total = 0, os.fstat(fd).st_size
-            for record, offset, _ in _scan_records(path):
-                if record is not None:
-                    good_end = offset
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                for record, offset, _ in _scan_records(fh):
+                    if record is not None:
+                        good_end = offset
             if good_end < total:
                 _LOG.warning(
                     "%s: cutting off %d bytes of a truncated last record", path, total - good_end
@@ -192,8 +240,8 @@ _FIELD_1 = b"\x0a"  # field 1, length-delimited
 _FIELD_2 = b"\x12"
 _FIELD_3 = b"\x1a"
 # Encoded map entries of values that repeat (small ints, strings, coordinates) are kept in
-# a memo of this many at most.
-_ENTRY_CACHE_SIZE = 50_000
+# a memo of this many bytes at most.
+_ENTRY_CACHE_BYTES = 16 * 1024 * 1024
 
 
 def _varint(value: int) -> bytes:
@@ -225,7 +273,7 @@ def _feature_entry(key: str, value: float | int | str | bytes) -> bytes:
     return _delimited(_FIELD_1, entry)
 
 
-_cached_entry = FieldValueMemo(_feature_entry, _ENTRY_CACHE_SIZE)
+_cached_entry = FieldValueMemo(_feature_entry, _ENTRY_CACHE_BYTES)
 
 
 # The Python type of each raw field's training dtype.

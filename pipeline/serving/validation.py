@@ -8,15 +8,25 @@ with an optional `"signature_name"`. An instance is either an object of raw trip
 (the `serving_default` signature) or `{"b64": "<serialized tf.Example>"}` (the
 `serving_tf_example` signature, chosen automatically when the instances are b64 objects).
 
-Rules, the same for both forms and both signatures:
-- Unknown fields are rejected (400), never silently dropped: a misspelt optional field would
-  otherwise be served as "missing" without anyone noticing.
+Rules, the same for both forms and both signatures (and for gRPC, see `tensors`):
+- JSON named inputs the signature does not have are rejected (400), never silently dropped: a
+  misspelt optional field would otherwise be served as "missing" without anyone noticing.
+  TF Serving's REST layer (`json_tensor.cc`) refuses an unknown, missing or mistyped named
+  input with INVALID_ARGUMENT, its 400, as here.
+- A tf.Example is read as the signature's parse op reads it: features the model does not
+  declare (the label, post-trip fields, census tracts, anything) are ignored and reported
+  back (`PredictRequest.ignored_features`) so the stats can count them; a declared feature of
+  the wrong kind, or bytes that are not a tf.Example, are a 400 naming the instance and the
+  feature. `strict_examples` rejects undeclared features instead.
 - An optional field may be omitted or `null` (JSON) / left out (tf.Example); it is then
   passed to the model as missing, exactly as training examples lack it. The named-tensor
   sentinels (`-1` for an integer, `""` for a string) are accepted as "missing" too.
 - A required field must be present; NaN and Infinity are refused (JSON cannot carry them
   and a model input must be finite); an integer field refuses numbers with a fraction; a
-  number field refuses strings; the time fields must be in their documented ranges.
+  number field refuses strings; a string must be valid Unicode; every value must lie in
+  the range the curated schema (`pipeline/schema/schema.pbtxt`) declares for its field, so
+  the model is never asked about a trip it cannot have seen (a latitude of 2^70 would be
+  answered with a fare of 1e23).
 """
 
 from __future__ import annotations
@@ -42,6 +52,35 @@ _FLOAT32_MAX = 3.4028234663852886e38
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _RANGES = {f.HOUR_KEY: f.HOUR_RANGE, f.DAY_KEY: f.DAY_RANGE, f.MONTH_KEY: f.MONTH_RANGE}
 _MIN_VALUES = {f.TIMESTAMP_KEY: 0}  # seconds since the epoch
+
+
+def schema_ranges() -> dict[str, tuple[float, float]]:
+    """(lowest, highest) valid value of each raw field the curated schema gives a domain."""
+    import importlib.resources
+
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    text = (importlib.resources.files("pipeline") / "schema" / "schema.pbtxt").read_text()
+    schema = text_format.Parse(text, schema_pb2.Schema())
+    ranges: dict[str, tuple[float, float]] = {}
+    for feature in schema.feature:
+        if feature.name not in f.RAW_FEATURE_KEYS:
+            continue
+        if feature.HasField("float_domain"):
+            domain = feature.float_domain
+            low = domain.min if domain.HasField("min") else -_FLOAT32_MAX
+            high = domain.max if domain.HasField("max") else _FLOAT32_MAX
+            ranges[feature.name] = (low, high)
+        elif feature.HasField("int_domain"):
+            domain = feature.int_domain
+            low = domain.min if domain.HasField("min") else _INT64_MIN
+            high = domain.max if domain.HasField("max") else _INT64_MAX
+            ranges[feature.name] = (low, high)
+    return ranges
+
+
+_SCHEMA_RANGES = schema_ranges()
 _FIELD_LIST = ", ".join(f.RAW_FEATURE_KEYS)
 _RAW_KEYS = frozenset(f.RAW_FEATURE_KEYS)
 _FLOAT_KEYS = frozenset(f.FLOAT_FEATURE_KEYS)
@@ -50,21 +89,29 @@ _REQUIRED_KEYS = frozenset(f.REQUIRED_FEATURE_KEYS)
 _OPTIONAL_KEYS = frozenset(f.OPTIONAL_FEATURE_KEYS)
 # (lowest, highest) valid value of each integer field.
 _INT_BOUNDS = {
-    key: _RANGES.get(key, (_MIN_VALUES.get(key, _INT64_MIN), _INT64_MAX))
+    key: _SCHEMA_RANGES.get(key, _RANGES.get(key, (_MIN_VALUES.get(key, _INT64_MIN), _INT64_MAX)))
     for key in f.INT_FEATURE_KEYS
 }
+# (lowest, highest) valid value of each float field.
+_FLOAT_BOUNDS = {
+    key: _SCHEMA_RANGES.get(key, (-_FLOAT32_MAX, _FLOAT32_MAX)) for key in f.FLOAT_FEATURE_KEYS
+}
+# JSON nested deeper than this is refused before it is walked.
+MAX_JSON_DEPTH = 64
 
 # A validated trip: the raw fields it has (float, int or str); missing optional fields absent.
 Trip = dict[str, Any]
 
 
 class RequestError(Exception):
-    """What the client did wrong, with the HTTP status to answer."""
+    """What the client did wrong, with the HTTP status to answer (and, for a 405, the
+    method the URL allows)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, allow: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.allow = allow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +130,15 @@ class PredictRequest:
       columnar: True for the `inputs` form (answered with `outputs`).
       trips: the raw fields of each instance (what is logged).
       examples: the serialized tf.Examples as sent, for `serving_tf_example`; else None.
+      ignored_features: tf.Example features the model does not declare -> how many of the
+        request's instances carried them (they were ignored, as TF Serving ignores them).
     """
 
     signature_name: str
     columnar: bool
     trips: list[Trip]
     examples: list[bytes] | None = None
+    ignored_features: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.trips)
@@ -111,18 +161,54 @@ def parse_json_body(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass  # the strict parser failed; the standard one says where, and allows NaN
+    depth = _nesting_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise RequestError(
+            f"request body is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted"
+        )
     try:
         return json.loads(body, parse_constant=_NonFinite)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(f"request body is not valid JSON: {e}") from None
+    except RecursionError:  # nesting hidden from the bracket count is still refused
+        raise RequestError("request body is nested too deeply") from None
 
 
-def parse_predict_request(body: Any, max_instances: int) -> PredictRequest:
+def _nesting_depth(body: bytes) -> int:
+    """How deep brackets nest in `body`, counted outside strings (a cheap scan)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    return deepest
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def parse_predict_request(
+    body: Any, max_instances: int, strict_examples: bool = False
+) -> PredictRequest:
     """Validates a parsed predict body.
 
     Args:
       body: the parsed JSON.
       max_instances: the most instances one request may carry.
+      strict_examples: reject tf.Example features the model does not declare (TF Serving,
+        and this server by default, ignore them).
 
     Returns:
       The validated request.
@@ -159,11 +245,13 @@ def parse_predict_request(body: Any, max_instances: int) -> PredictRequest:
                 f" {', '.join(map(repr, SERVABLE_SIGNATURES))}"
             )
     if INSTANCES_KEY in body:
-        return _parse_instances(body[INSTANCES_KEY], signature, max_instances)
-    return _parse_inputs(body[INPUTS_KEY], signature, max_instances)
+        return _parse_instances(body[INSTANCES_KEY], signature, max_instances, strict_examples)
+    return _parse_inputs(body[INPUTS_KEY], signature, max_instances, strict_examples)
 
 
-def _parse_instances(instances: Any, signature: str | None, max_instances: int) -> PredictRequest:
+def _parse_instances(
+    instances: Any, signature: str | None, max_instances: int, strict: bool
+) -> PredictRequest:
     if not isinstance(instances, list):
         raise RequestError(f"{INSTANCES_KEY!r} must be a list, got {_describe(instances)}")
     _check_count(len(instances), INSTANCES_KEY, max_instances)
@@ -175,10 +263,10 @@ def _parse_instances(instances: Any, signature: str | None, max_instances: int) 
         )
     trips: list[Trip] = []
     if signature == f.SERVING_TF_EXAMPLE_SIGNATURE:
-        examples, trips = _parse_b64_items(
-            instances, INSTANCES_KEY, f" for signature {signature!r}"
+        examples, trips, ignored = _parse_b64_items(
+            instances, INSTANCES_KEY, f" for signature {signature!r}", strict
         )
-        return PredictRequest(signature, False, trips, examples)
+        return PredictRequest(signature, False, trips, examples, ignored)
     for i, instance in enumerate(instances):
         where = f"{INSTANCES_KEY}[{i}]"
         if _b64_value(instance) is not None:
@@ -194,10 +282,14 @@ def _parse_instances(instances: Any, signature: str | None, max_instances: int) 
     return PredictRequest(signature, False, trips)
 
 
-def _parse_b64_items(items: list, label: str, context: str) -> tuple[list[bytes], list[Trip]]:
-    """Decodes `{"b64": ...}` items (row or column form) into examples and their trips."""
+def _parse_b64_items(
+    items: list, label: str, context: str, strict: bool
+) -> tuple[list[bytes], list[Trip], dict[str, int]]:
+    """Decodes `{"b64": ...}` items (row or column form) into examples, their trips and the
+    counts of the features the model ignores."""
     examples: list[bytes] = []
     trips: list[Trip] = []
+    ignored: dict[str, int] = {}
     for i, item in enumerate(items):
         where = f"{label}[{i}]"
         value = _b64_value(item)
@@ -206,13 +298,16 @@ def _parse_b64_items(items: list, label: str, context: str) -> tuple[list[bytes]
                 f"{where}: expected {{{B64_KEY!r}: <base64 serialized tf.Example>}}{context},"
                 f" got {_describe(item)}"
             )
-        data, trip = _parse_b64_example(value, where)
+        data = _decode_b64(value, where)
+        trip = parse_example_trip(data, f"{where}.{B64_KEY}", strict, ignored)
         examples.append(data)
         trips.append(trip)
-    return examples, trips
+    return examples, trips, ignored
 
 
-def _parse_inputs(inputs: Any, signature: str | None, max_instances: int) -> PredictRequest:
+def _parse_inputs(
+    inputs: Any, signature: str | None, max_instances: int, strict: bool
+) -> PredictRequest:
     # TF Serving lets a single-input signature take the list itself instead of a dict.
     examples_column: Any = None
     if isinstance(inputs, list):
@@ -237,8 +332,8 @@ def _parse_inputs(inputs: Any, signature: str | None, max_instances: int) -> Pre
         if not isinstance(examples_column, list):
             raise RequestError(f"{label} must be a list, got {_describe(examples_column)}")
         _check_count(len(examples_column), label, max_instances)
-        examples, trips = _parse_b64_items(examples_column, label, "")
-        return PredictRequest(signature, True, trips, examples)
+        examples, trips, ignored = _parse_b64_items(examples_column, label, "", strict)
+        return PredictRequest(signature, True, trips, examples, ignored)
     if not isinstance(inputs, dict):
         raise RequestError(
             f"signature {signature!r} takes {INPUTS_KEY!r} as an object of columns, one list"
@@ -309,7 +404,7 @@ def _parse_trip(instance: dict, where: str, field_where: Callable[[str], str]) -
     return trip
 
 
-class _BadValueError(Exception):
+class _BadValueError(ValueError):
     """A value failed its check; the message goes after the place that names it."""
 
 
@@ -334,19 +429,29 @@ def check_value(key: str, value: Any, where: str) -> float | int | str | None:
         raise RequestError(f"{where}: {e}") from None
 
 
+def check_raw_value(key: str, value: Any) -> float | int | str | None:
+    """`check_value` without the place, for callers that name it only on failure.
+
+    Raises:
+      ValueError: the value is bad; the message says why (not where).
+    """
+    return _check_value(key, value)
+
+
 def _check_value(key: str, value: Any) -> float | int | str | None:
     """`check_value` without the place: raises _BadValueError."""
     # The common cases first: a plain valid value of the field's own type.
     kind = type(value)
     if key in _FLOAT_KEYS:
-        if kind is float and -_FLOAT32_MAX <= value <= _FLOAT32_MAX:  # NaN fails too
+        low, high = _FLOAT_BOUNDS[key]
+        if kind is float and low <= value <= high:  # NaN fails too
             return value
     elif key in _INT_KEYS:
         if kind is int:
             low, high = _INT_BOUNDS[key]
             if low <= value <= high and not (value == f.MISSING_INT and key in _OPTIONAL_KEYS):
                 return value
-    elif kind is str and value != f.MISSING_STRING:
+    elif kind is str and value != f.MISSING_STRING and value.isascii():
         return value
     return _check_value_slowly(key, value)
 
@@ -365,6 +470,9 @@ def _check_value_slowly(key: str, value: Any) -> float | int | str | None:
             raise _BadValueError(f"expected a number, got {_describe(value)}")
         if abs(value) > _FLOAT32_MAX:
             raise _BadValueError(f"{value} is out of the float32 range")
+        low, high = _FLOAT_BOUNDS[key]
+        if not low <= value <= high:
+            raise _BadValueError(f"{value} is out of range; it must be in {low}..{high}")
         return float(value)
     if key in _INT_KEYS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -389,6 +497,10 @@ def _check_value_slowly(key: str, value: Any) -> float | int | str | None:
         if key in _REQUIRED_KEYS:
             raise _BadValueError("a required field must not be empty")
         return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+        raise _BadValueError("the string is not valid Unicode (a lone surrogate)") from None
     return value
 
 
@@ -403,8 +515,8 @@ def _b64_value(instance: Any) -> Any:
     return None
 
 
-def _parse_b64_example(value: Any, where: str) -> tuple[bytes, Trip]:
-    """Decodes and validates one serialized tf.Example; returns its bytes and its trip."""
+def _decode_b64(value: Any, where: str) -> bytes:
+    """The bytes of one `b64` value."""
     where = f"{where}.{B64_KEY}"
     if not isinstance(value, str):
         raise RequestError(f"{where}: expected a base64 string, got {_describe(value)}")
@@ -415,15 +527,24 @@ def _parse_b64_example(value: Any, where: str) -> tuple[bytes, Trip]:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
         raise RequestError(f"{where}: invalid base64: {e}") from None
-    return data, parse_example_trip(data, where)
+    return data
 
 
-def parse_example_trip(data: bytes, where: str) -> Trip:
+def parse_example_trip(
+    data: bytes, where: str, strict: bool = False, ignored: dict[str, int] | None = None
+) -> Trip:
     """Validates a serialized tf.Example of raw trip fields and returns its trip.
 
+    Args:
+      data: the serialized tf.Example.
+      where: how error messages name it, e.g. `instances[3].b64`.
+      strict: reject features the model does not declare instead of ignoring them.
+      ignored: if given, each ignored feature name's count is incremented here.
+
     Raises:
-      RequestError: the bytes are not a tf.Example, or a feature is unknown, of the wrong
-        kind, has more than one value, or fails the value checks.
+      RequestError: the bytes are not a tf.Example, or a declared feature is of the wrong
+        kind, has more than one value, or fails the value checks (or, if `strict`, a feature
+        is not declared).
     """
     from google.protobuf.message import DecodeError
     from tensorflow.core.example import example_pb2
@@ -443,11 +564,14 @@ def parse_example_trip(data: bytes, where: str) -> Trip:
     trip: Trip = {}
     features = example.features.feature
     for key in features:
-        if key not in f.RAW_FEATURE_KEYS:
-            raise RequestError(
-                f"{where}: unknown feature {key!r} in the tf.Example (the raw trip fields are:"
-                f" {_FIELD_LIST})"
-            )
+        if key not in _RAW_KEYS:
+            if strict:
+                raise RequestError(
+                    f"{where}: unknown feature {key!r} in the tf.Example (the raw trip fields"
+                    f" are: {_FIELD_LIST})"
+                )
+            if ignored is not None:
+                ignored[key] = ignored.get(key, 0) + 1
     for key in f.RAW_FEATURE_KEYS:
         value = None
         if key in features:

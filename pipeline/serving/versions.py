@@ -57,9 +57,9 @@ _WARM_UP_TRIP: dict[str, Any] = {
 # The inputs of a one-instance call are tensors made once per (field, value) and reused:
 # most values recur (hours, days, areas, payment types, companies, the coarse coordinates),
 # so a lone request costs a dictionary lookup per field instead of a tensor conversion. The
-# timestamp, new with every trip, is converted each time. The memo keeps this many tensors
-# at most.
-_ONE_VALUE_TENSORS_MAX = 20_000
+# timestamp, new with every trip, is converted each time. The memo holds this many bytes
+# at most (its estimate of them).
+_ONE_VALUE_TENSORS_MAX_BYTES = 8 * 1024 * 1024
 _UNCACHED_KEYS = frozenset({f.TIMESTAMP_KEY})
 _MISSING_VALUES = {
     **{key: f.MISSING_FLOAT for key in f.FLOAT_FEATURE_KEYS},
@@ -120,7 +120,7 @@ def _one_value_tensor(key: str, value: float | int | str) -> Any:
     return tf.constant([value], tf.string)
 
 
-_one_value_tensors = FieldValueMemo(_one_value_tensor, _ONE_VALUE_TENSORS_MAX)
+_one_value_tensors = FieldValueMemo(_one_value_tensor, _ONE_VALUE_TENSORS_MAX_BYTES)
 
 
 def trip_to_example(trip: dict[str, Any], extra: dict[str, Any] | None = None) -> Any:
@@ -172,7 +172,7 @@ def read_signature_defs(path: str) -> dict[str, Any]:
         with open(pb_path, "rb") as fh:
             saved_model.ParseFromString(fh.read())
     except FileNotFoundError:
-        raise ModelLoadError(f"no {SAVED_MODEL_FILE} in {path}") from None
+        raise ModelLoadError(f"no {SAVED_MODEL_FILE} in the version folder") from None
     except DecodeError as e:
         raise ModelLoadError(f"{SAVED_MODEL_FILE} is not a SavedModel: {e}") from None
     graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
@@ -287,13 +287,24 @@ def _fingerprint(path: str) -> tuple | None:
     return tuple(sorted(entries))
 
 
+def is_version_name(name: str) -> bool:
+    """Whether a folder or URL name is a version number: ASCII digits only (Python's
+    `isdigit` also takes superscripts and other scripts' digits)."""
+    return name.isascii() and name.isdigit()
+
+
 class VersionManager:
     """Serves the highest loadable version of a model directory and swaps in new ones.
+
+    Folders whose name is not a version number are ignored (with one warning each). A
+    version folder that still has no model `empty_timeout_seconds` after it appeared is
+    reported as failed (it is loaded if its files come later).
 
     Args:
       model_dir: the versioned model directory.
       poll_seconds: how often to rescan it.
       loader: loads one version (for tests); `load_model` by default.
+      empty_timeout_seconds: how long a version folder may stay without a model.
     """
 
     def __init__(
@@ -301,9 +312,13 @@ class VersionManager:
         model_dir: str,
         poll_seconds: float = 1.0,
         loader: Callable[[str, int], LoadedModel] = load_model,
+        empty_timeout_seconds: float = 60.0,
     ) -> None:
         self.model_dir = model_dir
         self.poll_seconds = poll_seconds
+        self.empty_timeout_seconds = empty_timeout_seconds
+        self._empty_since: dict[int, float] = {}
+        self._ignored_names: set[str] = set()
         self._loader = loader
         self._current: LoadedModel | None = None
         self._statuses: dict[int, VersionStatus] = {}
@@ -337,11 +352,12 @@ class VersionManager:
         self._thread = threading.Thread(target=self._watch, name="model-versions", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stops watching (a load in progress finishes first)."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stops watching; waits up to `timeout` seconds for a load in progress (the watcher
+        is a daemon thread, so a load still running then does not keep the process)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -355,14 +371,20 @@ class VersionManager:
             names = os.listdir(self.model_dir)
         except FileNotFoundError:
             return []
-        return sorted(
-            (
-                int(n)
-                for n in names
-                if n.isdigit() and os.path.isdir(os.path.join(self.model_dir, n))
-            ),
-            reverse=True,
-        )
+        versions = []
+        for name in names:
+            if not os.path.isdir(os.path.join(self.model_dir, name)):
+                continue
+            if is_version_name(name):
+                versions.append(int(name))
+            elif name not in self._ignored_names:
+                self._ignored_names.add(name)
+                _LOG.warning(
+                    "ignoring folder %r in the model directory: a version folder's name is"
+                    " an integer",
+                    name,
+                )
+        return sorted(versions, reverse=True)
 
     def _set_status(self, version: int, state: str, code: str = ERROR_OK, msg: str = "") -> None:
         with self._lock:
@@ -390,6 +412,7 @@ class VersionManager:
                     del self._statuses[version]
                     self._seen.pop(version, None)
                     self._failed.pop(version, None)
+                    self._empty_since.pop(version, None)
         for version in on_disk:
             if floor is not None and version <= floor:
                 break
@@ -400,9 +423,25 @@ class VersionManager:
             previous = self._seen.get(version, ())
             self._seen[version] = fingerprint
             if fingerprint is None:
-                if version not in self._statuses:
+                first_seen = self._empty_since.setdefault(version, time.monotonic())
+                waited = time.monotonic() - first_seen
+                if waited > self.empty_timeout_seconds:
+                    status = self._statuses.get(version)
+                    if status is None or status.state != STATE_END:
+                        _LOG.warning(
+                            "version %d has no %s after %.0fs", version, SAVED_MODEL_FILE, waited
+                        )
+                        self._set_status(
+                            version,
+                            STATE_END,
+                            ERROR_UNKNOWN,
+                            f"no {SAVED_MODEL_FILE} in the version folder after"
+                            f" {self.empty_timeout_seconds:g}s",
+                        )
+                elif version not in self._statuses:
                     self._set_status(version, STATE_START)
                 continue
+            self._empty_since.pop(version, None)
             if version in self._failed and self._failed[version] == fingerprint:
                 continue  # failed on these very files; retried only when they change
             if wait_until_stable and previous != fingerprint:
@@ -415,6 +454,10 @@ class VersionManager:
             except Exception as e:
                 message = str(e) if isinstance(e, ModelLoadError) else f"{type(e).__name__}: {e}"
                 _LOG.warning("version %d of %s failed to load: %s", version, path, message)
+                # The status is for clients: it names the version, never this host's paths.
+                message = message.replace(path, f"version {version}").replace(
+                    self.model_dir, "the model directory"
+                )
                 self._failed[version] = fingerprint
                 self._set_status(version, STATE_END, ERROR_UNKNOWN, message)
                 continue

@@ -27,6 +27,7 @@ class InProcessServer:
         import uvicorn
 
         from pipeline.serving.app import create_app
+        from pipeline.serving.server import uvicorn_options
 
         self.app = create_app(config)
         self.state = self.app.state.serving
@@ -34,9 +35,8 @@ class InProcessServer:
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", log_config=None, lifespan="on")
-        )
+        options = dict(uvicorn_options(config), log_level="warning", log_config=None)
+        self._server = uvicorn.Server(uvicorn.Config(self.app, **options))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
@@ -46,6 +46,9 @@ class InProcessServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.05)
+        # gRPC (when configured) is up with the app; port 0 lets it pick a free one.
+        port = self.app.grpc_bound_port
+        self.grpc_target = f"127.0.0.1:{port}" if port else None
 
     def stop(self) -> None:
         """Graceful stop, as on SIGTERM."""

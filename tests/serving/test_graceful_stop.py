@@ -56,7 +56,7 @@ def _start(model_dir: str, log_dir: str, tmp_path, *extra: str):
     return process, url, stderr
 
 
-def _send_until_stopped(url: str, instances: list, answered: dict, pids: set) -> None:
+def _send_until_stopped(url: str, instances: list, answered: dict) -> None:
     """Sends predict requests (each on a new connection) until the server stops answering."""
     while True:
         request_id = uuid.uuid4().hex
@@ -71,18 +71,14 @@ def _send_until_stopped(url: str, instances: list, answered: dict, pids: set) ->
                 if response.status_code != 200:
                     return
                 answered[request_id] = size
-                if len(answered) % 10 == 0:
-                    stats = client.get(f"{url}/v1/models/{MODEL_NAME}/stats")
-                    pids.add(stats.json()["pid"])
         except httpx.HTTPError:
             return
 
 
 def _stop_under_load(process, url: str, instances: list, senders: int = 4):
     answered: dict[str, int] = {}
-    pids: set[int] = set()
     threads = [
-        threading.Thread(target=_send_until_stopped, args=(url, instances, answered, pids))
+        threading.Thread(target=_send_until_stopped, args=(url, instances, answered))
         for _ in range(senders)
     ]
     for t in threads:
@@ -96,7 +92,7 @@ def _stop_under_load(process, url: str, instances: list, senders: int = 4):
             process.kill()
         for t in threads:
             t.join(timeout=60)
-    return code, answered, pids
+    return code, answered
 
 
 def _check_log(log_dir: str, answered: dict[str, int]) -> list:
@@ -118,7 +114,7 @@ def test_sigterm_under_load_loses_nothing_answered(model_dir, instances, tmp_pat
     log_dir = str(tmp_path / "log")
     process, url, output = _start(model_dir, log_dir, tmp_path, "--max-wait-ms", "5")
     with output:
-        code, answered, _ = _stop_under_load(process, url, instances)
+        code, answered = _stop_under_load(process, url, instances)
     assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
     _check_log(log_dir, answered)
 
@@ -138,10 +134,10 @@ def test_two_workers_serve_and_stop_gracefully(model_dir, instances, tmp_path):
     log_dir = str(tmp_path / "log")
     process, url, output = _start(model_dir, log_dir, tmp_path, "--workers", "2")
     with output:
-        # Both workers load the model; wait until a burst of new connections has met both.
-        code, answered, pids = _stop_under_load(process, url, instances, senders=6)
+        # Both workers load the model; requests on new connections reach both.
+        code, answered = _stop_under_load(process, url, instances, senders=6)
     assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
     names = _check_log(log_dir, answered)
-    # Each worker writes its own files (the process id is in the name).
-    for pid in pids:
-        assert any(f"-{pid}-" in n for n in names)
+    # Each worker writes its own files (the process id is in the name, after the host).
+    writers = {n.split("-")[-2] for n in names}
+    assert len(writers) == 2, names

@@ -170,3 +170,19 @@ def test_corrupt_record_stops_the_file_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline.serving.request_log"):
         assert len(list(iter_records(str(path)))) == 2
     assert any("corrupt" in r.getMessage() for r in caplog.records)
+
+
+def test_whole_records_length_stops_before_a_truncated_tail(tmp_path):
+    from pipeline.serving.request_log import whole_records_length
+
+    records = [frame_record(r) for r in _records(3)]
+    whole = b"".join(records)
+    path = tmp_path / "cut.tfrecord"
+    path.write_bytes(whole + records[0][:-5])  # the writer died mid-record
+    assert whole_records_length(str(path)) == len(whole)
+    path.write_bytes(whole)
+    assert whole_records_length(str(path)) == len(whole)
+    path.write_bytes(b"")
+    assert whole_records_length(str(path)) == 0
+    path.write_bytes(records[0][:6])  # not even a whole header
+    assert whole_records_length(str(path)) == 0

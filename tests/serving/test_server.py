@@ -19,9 +19,9 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.load_client import run_load
 from pipeline.serving import cli as serving_cli
 from pipeline.serving.config import ServeConfig
-from pipeline.serving.loadtest import run_load
 from pipeline.serving.request_log import read_request_log
 from taxifare_modules import features as f
 from tests.serving.helpers import MODEL_NAME, InProcessServer, free_port, wait_for

@@ -64,7 +64,7 @@ def test_numbers_are_converted_to_the_field_dtype():
         (f.HOUR_KEY, True, "integer"),
         (f.HOUR_KEY, -3, "range"),
         (f.DAY_KEY, 8, "range"),
-        (f.TIMESTAMP_KEY, -5, ">= 0"),
+        (f.TIMESTAMP_KEY, -5, "range"),
         (f.TIMESTAMP_KEY, 2**64, "int64"),
         (f.PICKUP_LATITUDE_KEY, "41.9", "number"),
         (f.PICKUP_LATITUDE_KEY, 1e39, "float32"),
@@ -127,3 +127,39 @@ def test_top_level_shape_errors():
     assert "unknown key 'instance'" in _error({"instance": [TRIP]})
     assert "signature_name" in _error({"instances": [TRIP], "signature_name": 3})
     assert "at most 2" in _error({"instances": [TRIP] * 3}, max_instances=2)
+
+
+def test_undeclared_example_features_are_ignored_counted_or_refused_when_strict():
+    from tensorflow.core.example import example_pb2
+
+    from tests.trips import row_to_example
+
+    example = example_pb2.Example.FromString(row_to_example({k: str(v) for k, v in TRIP.items()}))
+    feature = example.features.feature
+    feature[f.LABEL_KEY].float_list.value.append(12.5)
+    feature["trip_miles"].float_list.value.append(3.0)
+    feature["anything"].bytes_list.value.append(b"\xff\xfe not text")
+    b64 = {"b64": base64.b64encode(example.SerializeToString()).decode()}
+    request = parse_predict_request({"instances": [b64, b64]}, 10)
+    assert request.trips == [TRIP, TRIP]
+    assert request.ignored_features == {f.LABEL_KEY: 2, "trip_miles": 2, "anything": 2}
+    with pytest.raises(RequestError, match=r"instances\[0\].b64: unknown feature"):
+        parse_predict_request({"instances": [b64]}, 10, strict_examples=True)
+    # A declared feature of the wrong kind is still refused, naming it.
+    feature[f.HOUR_KEY].Clear()
+    feature[f.HOUR_KEY].float_list.value.append(7.0)
+    wrong = {"b64": base64.b64encode(example.SerializeToString()).decode()}
+    message = _error({"instances": [b64, wrong]})
+    assert message.startswith(f"instances[1].b64.{f.HOUR_KEY}: ") and "int64_list" in message
+
+
+def test_hostile_json_is_refused_before_it_can_hurt():
+    deep = b'{"instances": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+    with pytest.raises(RequestError, match="nested 65 levels deep"):
+        parse_json_body(deep)
+    surrogate = parse_json_body(b'{"instances": [{"company": "\\ud800"}]}')
+    message = _error({"instances": [dict(TRIP, **surrogate["instances"][0])]})
+    assert message.startswith(f"instances[0].{f.COMPANY_KEY}: ") and "Unicode" in message
+    # Valid non-ASCII text is fine.
+    trip = dict(TRIP, **{f.COMPANY_KEY: "Taxi Élite 東京"})
+    assert parse_predict_request({"instances": [trip]}, 10).trips == [trip]

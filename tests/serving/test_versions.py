@@ -110,3 +110,37 @@ def test_background_watch_picks_up_a_new_version(tmp_path):
         assert manager.current.version == 7
     finally:
         manager.stop()
+
+
+def test_a_stray_folder_is_ignored_with_one_warning(tmp_path, caplog):
+    loader = FakeLoader()
+    _push(tmp_path, 1)
+    (tmp_path / "\u00b2").mkdir()
+    (tmp_path / "latest").mkdir()
+    manager = VersionManager(str(tmp_path), loader=loader)
+    with caplog.at_level("WARNING", logger="pipeline.serving.versions"):
+        manager.scan(wait_until_stable=False)
+        _push(tmp_path, 2)
+        manager.scan(wait_until_stable=False)
+    assert manager.current.version == 2
+    warnings = [r.getMessage() for r in caplog.records if "ignoring folder" in r.getMessage()]
+    assert len(warnings) == 2 and any("latest" in w for w in warnings)
+
+
+def test_an_empty_version_folder_fails_after_the_timeout(tmp_path):
+    import time
+
+    _push(tmp_path, 1)
+    (tmp_path / "2").mkdir()
+    manager = VersionManager(str(tmp_path), loader=FakeLoader(), empty_timeout_seconds=0.2)
+    manager.scan(wait_until_stable=False)
+    assert _states(manager) == {1: "AVAILABLE", 2: "START"}
+    time.sleep(0.3)
+    manager.scan()
+    status = manager.status(2)
+    assert status.state == "END" and "saved_model.pb" in status.error_message
+    # Files that come later are still loaded.
+    (tmp_path / "2" / SAVED_MODEL_FILE).write_bytes(b"model")
+    manager.scan()
+    manager.scan()
+    assert manager.current.version == 2

@@ -1,0 +1,206 @@
+"""The gRPC adapter: TF Serving's `PredictionService` (Predict, GetModelMetadata) and
+`ModelService` (GetModelStatus) over the predict core, with `tensorflow-serving-api`'s
+protos on grpcio's asyncio server.
+
+It runs on the REST server's event loop, so both protocols share one batcher, one set of
+model versions and one request log. Errors use TF Serving's status codes: NOT_FOUND for an
+unknown model or version, INVALID_ARGUMENT for bad input, UNAVAILABLE while nothing is
+loaded (or while stopping), RESOURCE_EXHAUSTED for a message over `max_body_bytes` (grpcio
+refuses it before it reaches us), INTERNAL for a failure of the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from pipeline.serving.core import PredictCore
+from pipeline.serving.tensors import fares_tensor, parse_tensor_request
+from pipeline.serving.validation import RequestError
+from pipeline.serving.versions import STATE_AVAILABLE, STATE_END, STATE_LOADING, STATE_START
+from taxifare_modules import features as f
+
+_LOG = logging.getLogger(__name__)
+
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+_STATES = {
+    STATE_START: get_model_status_pb2.ModelVersionStatus.START,
+    STATE_LOADING: get_model_status_pb2.ModelVersionStatus.LOADING,
+    STATE_AVAILABLE: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+    STATE_END: get_model_status_pb2.ModelVersionStatus.END,
+}
+_ERROR_CODES = {"OK": 0, "UNKNOWN": 2}  # tensorflow.error.Code
+_SIGNATURE_DEF_FIELD = "signature_def"
+_REQUEST_ID_KEY = "x-request-id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def grpc_code(status: int) -> grpc.StatusCode:
+    """The gRPC status code of an HTTP status, as TF Serving maps its errors."""
+    return _CODES.get(status, grpc.StatusCode.UNKNOWN)
+
+
+def _version(spec: Any) -> int | None:
+    """The version a ModelSpec names, or None for the served one.
+
+    Raises:
+      RequestError: a version label (this server has none).
+    """
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return spec.version.value
+    if choice == "version_label":
+        raise RequestError(
+            f"unrecognized version label {spec.version_label!r}; this server has no labels,"
+            " name a version number or none",
+            400,
+        )
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> None:
+    await context.abort(grpc_code(error.status), error.message)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """`tensorflow.serving.PredictionService`: Predict and GetModelMetadata."""
+
+    def __init__(self, core: PredictCore) -> None:
+        self.core = core
+
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        core = self.core
+        spec = request.model_spec
+        try:
+            version = _version(spec)
+            core.resolve(spec.name, version)  # NOT_FOUND / UNAVAILABLE before decoding
+            parsed = parse_tensor_request(
+                spec.signature_name,
+                request.inputs,
+                core.config.max_instances,
+                core.config.strict_examples,
+            )
+            unknown = set(request.output_filter) - {f.PREDICTION_KEY}
+            if unknown:
+                raise RequestError(
+                    f"output_filter: unknown output(s) {sorted(unknown)}; the output is"
+                    f" {f.PREDICTION_KEY!r}"
+                )
+            given = dict(context.invocation_metadata() or ()).get(_REQUEST_ID_KEY)
+            request_id = given if given and _REQUEST_ID.match(given) else None
+            prediction = await core.predict(parsed, spec.name, version, request_id, "grpc")
+        except RequestError as e:
+            await _abort(context, e)
+            return None
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = prediction.version
+        response.model_spec.signature_name = parsed.signature_name
+        model = core.versions.current
+        rank = _output_rank(model, parsed.signature_name) if model is not None else 1
+        response.outputs[f.PREDICTION_KEY].CopyFrom(
+            fares_tensor(prediction.fares, rank, type(response.outputs[f.PREDICTION_KEY]))
+        )
+        return response
+
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        spec = request.model_spec
+        try:
+            fields = list(request.metadata_field)
+            if not fields:
+                raise RequestError("metadata_field is empty; ask for 'signature_def'")
+            for field in fields:
+                if field != _SIGNATURE_DEF_FIELD:
+                    raise RequestError(
+                        f"metadata field {field!r} is not supported; ask for 'signature_def'"
+                    )
+            model = self.core.resolve(spec.name, _version(spec))
+        except RequestError as e:
+            await _abort(context, e)
+            return None
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature in model.signature_defs.items():
+            json_format.ParseDict(signature, signatures.signature_def[name])
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = model.version
+        response.metadata[_SIGNATURE_DEF_FIELD].Pack(signatures)
+        return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """`tensorflow.serving.ModelService`: GetModelStatus."""
+
+    def __init__(self, core: PredictCore) -> None:
+        self.core = core
+
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        spec = request.model_spec
+        try:
+            statuses = self.core.status_json(spec.name, _version(spec))["model_version_status"]
+        except RequestError as e:
+            await _abort(context, e)
+            return None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for status in statuses:
+            entry = response.model_version_status.add()
+            entry.version = int(status["version"])
+            entry.state = _STATES.get(
+                status["state"], get_model_status_pb2.ModelVersionStatus.UNKNOWN
+            )
+            entry.status.error_code = _ERROR_CODES.get(status["status"]["error_code"], 2)
+            entry.status.error_message = status["status"]["error_message"]
+        return response
+
+
+def _output_rank(model: Any, signature: str) -> int:
+    """The rank of the fare output the signature declares (TF Serving answers its shape)."""
+    outputs = model.signature_defs.get(signature, {}).get("outputs", {})
+    dims = outputs.get(f.PREDICTION_KEY, {}).get("tensor_shape", {}).get("dim", [])
+    return 2 if len(dims) == 2 else 1
+
+
+async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[Any, int]:
+    """Starts the gRPC services on `host:port` on the running event loop.
+
+    Returns:
+      The `grpc.aio` server (stop it with `await server.stop(grace)`) and the bound port.
+
+    Raises:
+      RuntimeError: the port cannot be bound.
+    """
+    limit = core.config.max_body_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", max(limit, 4 * 1024 * 1024)),
+        ]
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(core), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if not bound:
+        raise RuntimeError(f"cannot listen for gRPC on {address}")
+    await server.start()
+    _LOG.info("serving gRPC on %s", address.rsplit(":", 1)[0] + f":{bound}")
+    return server, bound
