@@ -44,7 +44,11 @@ def served_rows(sample_rows) -> list[dict[str, str]]:
 
 
 def serve(model_dir: str, log_dir: str, instances: list[dict]) -> None:  # noqa: F811
-    """Sends `instances` through a real server on loopback that logs to `log_dir`."""
+    """Sends `instances` through a real server on loopback that logs to `log_dir`.
+
+    An instance is a JSON instance (a dict of raw fields) or `{"b64": ...}`, a serialized
+    tf.Example as TF Serving's REST API takes it.
+    """
     from pipeline.serving.config import ServeConfig
 
     server = InProcessServer(
@@ -58,6 +62,24 @@ def serve(model_dir: str, log_dir: str, instances: list[dict]) -> None:  # noqa:
                 assert response.status_code == 200, response.text
     finally:
         server.stop()  # graceful: the log file is closed and renamed
+
+
+def as_clients_send(rows: list[dict[str, str]]) -> list[dict]:
+    """Real trips as clients send them: every other request of PER_REQUEST as JSON instances
+    (unknown optional fields left out, as the README says), the others as base64 tf.Examples
+    of the whole CSV row (label and post-trip fields included, as TFX's examples build them).
+    """
+    import base64
+
+    from pipeline.monitoring.faults import full_row_example
+
+    out = []
+    for i, row in enumerate(rows):
+        if (i // PER_REQUEST) % 2 == 0:
+            out.append(csv_row_to_instance(row))
+        else:
+            out.append({"b64": base64.b64encode(full_row_example(row)).decode()})
+    return out
 
 
 def write_log(log_dir: str, trips: list[dict], fares: list[float] | None = None) -> None:
@@ -114,9 +136,10 @@ def reference_model(small_model, sample_rows, served_rows, tmp_path_factory) -> 
 
 @pytest.fixture(scope="session")
 def clean_log(model_dir, served_rows, tmp_path_factory) -> str:  # noqa: F811
-    """Real trips sent through the real server."""
+    """Real trips sent through the real server, half as JSON and half as whole-row
+    tf.Examples."""
     log_dir = str(tmp_path_factory.mktemp("clean_log"))
-    serve(model_dir, log_dir, [csv_row_to_instance(r) for r in served_rows])
+    serve(model_dir, log_dir, as_clients_send(served_rows))
     return log_dir
 
 
