@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from typing import Any
 
 from pipeline.monitoring.stats_options import MODEL_VERSION_KEY, monitoring_stats_options
@@ -19,12 +18,6 @@ _LOG = logging.getLogger(__name__)
 
 _STATS_FILE = "FeatureStats.pb"
 _TRAIN_SPLIT = "Split-train"
-# TFRecord framing: uint64 length, masked crc32c of the length, data, masked crc32c of data.
-_HEADER = struct.Struct("<QI")
-_FOOTER = struct.Struct("<I")
-_MASK_DELTA = 0xA282EAD8
-_LOG_SUFFIX = ".tfrecord"
-_IN_PROGRESS_SUFFIX = ".inprogress"
 # Records of one batch of the derived-feature pass.
 _DERIVED_BATCH = 2048
 
@@ -90,13 +83,6 @@ def model_versions(stats: Any) -> dict[int, int]:
     return {}
 
 
-def _masked_crc(data: bytes) -> int:
-    import google_crc32c
-
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
 def scan_tfrecord(path: str) -> tuple[int, int]:
     """Checks a TFRecord file's framing and checksums; returns (whole records, their bytes).
 
@@ -106,68 +92,38 @@ def scan_tfrecord(path: str) -> tuple[int, int]:
     Raises:
       InputError: the file is not a TFRecord file, or is corrupt before its end.
     """
-    gfile = _gfile()
-    size = gfile.stat(path).length
-    offset = records = 0
-    with gfile.GFile(path, "rb") as fh:
-        while offset < size:
-            header = fh.read(_HEADER.size)
-            if len(header) < _HEADER.size:
-                break  # a header cut short: the writer stopped here
-            length, length_crc = _HEADER.unpack(header)
-            if _masked_crc(header[:8]) != length_crc:
-                if offset == 0:
-                    raise InputError(f"{path} is not a TFRecord file")
-                raise InputError(f"{path}: corrupt record at byte {offset} (bad length checksum)")
-            end = offset + _HEADER.size + length + _FOOTER.size
-            if end > size:
-                break  # the last record cut short
-            data = fh.read(length)
-            (crc,) = _FOOTER.unpack(fh.read(_FOOTER.size))
-            if _masked_crc(data) != crc:
-                if offset == 0 and end == size:
-                    raise InputError(f"{path} is not a TFRecord file (its one record is corrupt)")
-                raise InputError(f"{path}: corrupt record at byte {offset} (bad data checksum)")
-            offset, records = end, records + 1
-    if offset < size:
-        if records == 0 and size >= _HEADER.size:
+    from pipeline.serving.request_log import check_records
+
+    records, good, problem = check_records(path)
+    if problem.startswith("corrupt"):
+        if records == 0:
             raise InputError(f"{path} is not a TFRecord file")
+        raise InputError(f"{path}: corrupt record at byte {good} ({problem})")
+    if problem:
         _LOG.warning(
             "%s: ignoring an incomplete last record at byte %d (a writer stopped mid-record);"
             " the %d whole records before it are used",
             path,
-            offset,
+            good,
             records,
         )
-    return records, offset
-
-
-def read_records(path: str, length: int) -> Any:
-    """The records in the first `length` bytes of a TFRecord file (see scan_tfrecord)."""
-    gfile = _gfile()
-    with gfile.GFile(path, "rb") as fh:
-        offset = 0
-        while offset < length:
-            (size, _) = _HEADER.unpack(fh.read(_HEADER.size))
-            data = fh.read(size)
-            fh.read(_FOOTER.size)
-            offset += _HEADER.size + size + _FOOTER.size
-            yield data
+    return records, good
 
 
 def request_log_files(log_dir: str) -> list[str]:
-    """A request log's files, complete ones and those being written, by name."""
+    """A request log's files, complete ones and those being written, by name.
+
+    Raises:
+      InputError: `log_dir` is not a directory.
+    """
+    from pipeline.serving import request_log
+
     gfile = _gfile()
     if not gfile.isdir(log_dir):
         if gfile.exists(log_dir):
             raise InputError(f"request log {log_dir} is a file, not a directory")
         raise InputError(f"request log directory {log_dir} does not exist")
-    names = sorted(
-        name
-        for name in gfile.listdir(log_dir)
-        if name.endswith((_LOG_SUFFIX, _LOG_SUFFIX + _IN_PROGRESS_SUFFIX))
-    )
-    return [join(log_dir, name) for name in names]
+    return request_log.request_log_files(log_dir, include_in_progress=True)
 
 
 def request_log_inputs(log_dir: str, workdir: str) -> list[str]:
@@ -239,7 +195,7 @@ def _tfrecord_stats(
         # Remote files: read in place when they share a folder, else copied to the workdir.
         folders = {p.rsplit("/", 1)[0] for p in paths}
         if len(folders) == 1 and not local:
-            pattern = f"{folders.pop()}/*{_LOG_SUFFIX}*"
+            pattern = f"{folders.pop()}/*.tfrecord*"
         else:
             return _tfrecord_stats(
                 [_local_copy(p, workdir, i) for i, p in enumerate(paths)],
@@ -296,11 +252,12 @@ def _version_records(log_dir: str, workdir: str, version: int | None) -> Any:
     """Yields the serialized logged examples (of one model version, when given)."""
     import tensorflow as tf
 
+    from pipeline.serving.request_log import iter_records
+
     spec = {MODEL_VERSION_KEY: tf.io.VarLenFeature(tf.int64)}
-    for path in request_log_inputs(log_dir, workdir):
-        records, length = scan_tfrecord(path)
+    for path in request_log_inputs(log_dir, workdir):  # checked, incomplete tails cut off
         batch: list[bytes] = []
-        for record in read_records(path, length):
+        for record in iter_records(path):
             batch.append(record)
             if len(batch) == _DERIVED_BATCH:
                 yield from _of_version(batch, spec, version)

@@ -119,6 +119,23 @@ def _scan_records(fh: Any) -> Iterator[tuple[bytes | None, int, str]]:
         yield data, offset, ""
 
 
+def check_records(path: str) -> tuple[int, int, str]:
+    """Reads a TFRecord file (local or `gs://`) checking every record's framing and checksums.
+
+    Returns:
+      (whole records, their byte length, problem): problem is "" for a sound file, else what
+      ends its sound part ("truncated record", "corrupt record header", ...), found at that
+      byte length.
+    """
+    records = good = 0
+    with _open_for_reading(path) as fh:
+        for record, offset, problem in _scan_records(fh):
+            if record is None:
+                return records, offset, problem
+            records, good = records + 1, offset
+    return records, good, ""
+
+
 def iter_records(path: str) -> Iterator[bytes]:
     """The records of one TFRecord file (local or `gs://`); a truncated or corrupt tail is
     skipped with a warning."""
