@@ -143,13 +143,19 @@ def _input_fn(
     )
 
 
+# Batch size of the one pass over the eval split that records the monitoring reference.
+REFERENCE_BATCH_SIZE = 4096
+
+
 def _eval_pass(
     file_pattern: list[str], data_accessor: DataAccessor, tf_transform_output: tft.TFTransformOutput
 ) -> tf.data.Dataset:
     """One pass over a split in large batches of (transformed features, label)."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=4096, label_key=f.LABEL_KEY, num_epochs=1),
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=REFERENCE_BATCH_SIZE, label_key=f.LABEL_KEY, num_epochs=1
+        ),
         tf_transform_output.transformed_metadata.schema,
     )
 
