@@ -62,11 +62,14 @@ def default_output(cfg: Config) -> Path:
 def _compile(cfg: Config, output: Path) -> int:
     from pipeline.vertex.compiler import compile_pipeline
     from pipeline.vertex.component_config import worker_pool_specs
+    from pipeline.vertex.spec_checks import SpecCheckError
 
     try:
         spec = compile_pipeline(cfg, output)
     except OSError as e:
         return _fail(f"cannot write the pipeline spec to {output}: {e}", EXIT_FAILED)
+    except SpecCheckError as e:
+        return _fail(f"{e}\nnothing was written to {output}", EXIT_FAILED)
     steps = len(spec["pipelineSpec"]["root"]["dag"]["tasks"])
     pools = worker_pool_specs(cfg.vertex)
     machines = ", ".join(
