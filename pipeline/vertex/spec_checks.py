@@ -20,8 +20,8 @@ from typing import Any
 
 from pipeline.vertex import scale_tiers
 
-# Titles Vertex and TFX resolve themselves (no import by name).
-_BUILTIN_PREFIXES = ("system.", "google.", "tfx.")
+# KFP's own types (never imported by TFX's entrypoint).
+_KFP_PREFIXES = ("system.", "google.")
 _TITLE_PATTERN = re.compile(r"^title:\s*(\S+)\s*$", re.M)
 _QUERY_TITLE_PATTERN = re.compile(r'schema_title="([^"]+)"')
 # The Trainer's custom_config key of its Vertex training job (TFX's TRAINING_ARGS_KEY).
@@ -59,17 +59,20 @@ def _all_artifact_types(spec: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 def check_artifact_types(job: dict[str, Any]) -> list[str]:
     """Problems with the custom artifact types: each must import by its title."""
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
     from tfx.types.artifact import Artifact
     from tfx.utils import import_utils
 
     problems = []
     seen: set[str] = set()
     for component, title in _all_artifact_types(_pipeline_spec(job)):
-        if title in seen or title.startswith(_BUILTIN_PREFIXES):
+        if title in seen or title.startswith(_KFP_PREFIXES):
             continue
         seen.add(title)
+        # As the entrypoint finds the class: TFX's own titles by its table, others by name.
+        path = compiler_utils.TITLE_TO_CLASS_PATH.get(title, title)
         try:
-            cls = import_utils.import_class_by_path(title)
+            cls = import_utils.import_class_by_path(path)
         except (ImportError, AttributeError, ValueError) as e:
             problems.append(
                 f"{component}: artifact type {title!r} does not import in this package ({e});"
@@ -78,7 +81,7 @@ def check_artifact_types(job: dict[str, Any]) -> list[str]:
             continue
         if not (isinstance(cls, type) and issubclass(cls, Artifact)):
             problems.append(f"{component}: artifact type {title!r} is not a TFX Artifact class")
-        elif cls.TYPE_NAME != title:
+        elif path == title and cls.TYPE_NAME != title:
             problems.append(
                 f"{component}: artifact type {title!r} imports a class whose TYPE_NAME is"
                 f" {cls.TYPE_NAME!r}"
