@@ -46,8 +46,8 @@ REPORT_PROPERTY = "report"
 NOTE_PROPERTY = "note"
 SPAN_PROPERTY = "span"
 BASELINE_SPAN_PROPERTY = "baseline_span"
-# The verdict the baseline statistics came from (the previous run's, as the pointer said).
-BASELINE_VERDICT_PROPERTY = "baseline_verdict"
+# The previous verdict the pointer named when the check ran (absent for the first check).
+PREVIOUS_VERDICT_PROPERTY = "previous_verdict"
 
 # The pointer file in the baseline folder: {"uri", "span", "baseline_span"} of the latest
 # verdict. Written whole under another name, then renamed over the old one.
@@ -226,6 +226,7 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     previous_baseline = False
     baseline_span = None
     if previous is not None:
+        verdict.set_string_custom_property(PREVIOUS_VERDICT_PROPERTY, previous.uri)
         previous_span = previous.span
         if previous.baseline_span is not None:
             baseline_span = previous.baseline_span
@@ -248,7 +249,6 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     used_span = previous_span if chosen == STATISTICS_DIR else baseline_span
     _copy(baseline_file, join(verdict.uri, BASELINE_DIR))
     verdict.set_int_custom_property(BASELINE_SPAN_PROPERTY, used_span)
-    verdict.set_string_custom_property(BASELINE_VERDICT_PROPERTY, previous.uri)
     result = compare(
         DRIFT,
         Side(load_statistics_file(baseline_file), f"span {used_span} ({baseline_file})"),

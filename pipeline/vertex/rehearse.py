@@ -415,7 +415,10 @@ class Rehearsal:
 
         if "verdict" in produced:
             m = meta("verdict")
-            return f"{m.get('check', '')} verdict: {m.get('verdict', '?')} ({m.get('note', '')})"
+            note = f"{m.get('check', '')} verdict: {m.get('verdict', '?')} ({m.get('note', '')})"
+            if m.get("previous_verdict"):
+                note += f"; previous verdict {m['previous_verdict']}"
+            return note
         if "blessing" in produced:
             return "blessed" if meta("blessing").get("blessed") == 1 else "not blessed"
         if "pushed_model" in produced:

@@ -102,7 +102,8 @@ def test_drift_check_twice_on_a_remote_root(ram, training_stats_file):
     assert second.get_int_custom_property(mon.BASELINE_SPAN_PROPERTY) == 1
     assert tf.io.gfile.exists(f"{second.uri}/report.html")
     assert tf.io.gfile.exists(f"{second.uri}/{mon.BASELINE_DIR}/FeatureStats.pb")
-    assert second.get_string_custom_property(mon.BASELINE_VERDICT_PROPERTY) == first.uri
+    assert second.get_string_custom_property(mon.PREVIOUS_VERDICT_PROPERTY) == first.uri
+    assert not first.has_custom_property(mon.PREVIOUS_VERDICT_PROPERTY)
     pointer = _read_json(f"{ram}/baseline/{mon.LATEST_VERDICT_FILE}")
     assert pointer == {"uri": second.uri, "span": 2, "baseline_span": 1}
 
