@@ -370,15 +370,27 @@ def _file_uri_filesystem() -> type:
     return FileUriFileSystem
 
 
+def _offline_job_client(self: Any) -> None:
+    """TFX's Vertex job client, built with anonymous credentials: it sends nothing here."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform import gapic
+
+    self._client = gapic.JobServiceClient(
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": f"{self._region}-aiplatform.googleapis.com"},
+    )
+
+
 def install() -> None:
     """Puts the stand-ins in place of the training job, the deploy and the endpoint client."""
-    from tfx.extensions.google_cloud_ai_platform import runner
+    from tfx.extensions.google_cloud_ai_platform import runner, training_clients
 
     global FileUriFileSystem
     FileUriFileSystem = _file_uri_filesystem()  # registered with Beam by being defined
 
     from pipeline.vertex import pusher
 
+    training_clients.VertexJobClient.create_client = _offline_job_client
     runner._launch_cloud_training = run_training_job
     runner.deploy_model_for_aip_prediction = deploy_model
     pusher.endpoint_client = lambda region: StandInEndpointClient(os.environ[ENDPOINT_FILE_ENV])
