@@ -12,8 +12,13 @@ FROM gcr.io/tfx-oss-public/tfx:1.16.0
 ENV TF_USE_LEGACY_KERAS=1
 
 # The exact versions the pipeline is tested with; pip changes only what the base differs in.
+# Runtime only: the lock's test and lint tools, and what only they need, are left out (the
+# list is checked against the lock by tests/vertex/test_image.py).
+ARG DEV_ONLY="pytest pytest-timeout ruff iniconfig pluggy"
 COPY requirements.lock /tmp/taxifare/requirements.lock
-RUN python -m pip install --no-cache-dir -r /tmp/taxifare/requirements.lock
+RUN pattern="^($(echo $DEV_ONLY | tr ' ' '|'))==" \
+    && grep -v -E "$pattern" /tmp/taxifare/requirements.lock > /tmp/taxifare/runtime.lock \
+    && python -m pip install --no-cache-dir -r /tmp/taxifare/runtime.lock
 
 # The package: pipeline (with the curated schema as package data) and taxifare_modules, which
 # the compiled spec and Dataflow reference by dotted path. Installed, not left as a source

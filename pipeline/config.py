@@ -204,6 +204,18 @@ class DataflowConfig(_Strict):
     temp_location: str | None = None
     machine_type: str = "e2-standard-4"
     max_workers: int = Field(10, ge=1, le=1000)
+    # Each worker's boot disk (GB); None: Dataflow's default (250 GB batch, 30 GB with
+    # Dataflow Shuffle). Transform and StatisticsGen spill to it on large spans.
+    disk_size_gb: int | None = Field(None, ge=30, le=2000)
+    # The VPC network and subnetwork the workers join; None: the project's `default` network.
+    # A subnetwork is a full URL or regions/REGION/subnetworks/NAME.
+    network: str | None = Field(None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    subnetwork: str | None = Field(
+        None,
+        pattern=r"^(https://www\.googleapis\.com/compute/v1/projects/[^/]+/)?regions/[a-z0-9-]+/subnetworks/[a-z0-9-]+$",
+    )
+    # false: the workers get no public IP (the subnetwork needs Private Google Access).
+    use_public_ips: bool = True
     # The workers' container: it needs the Beam SDK and this package; None: vertex.image.
     sdk_container_image: str | None = None
 
@@ -271,6 +283,11 @@ _BQ_TABLE_PATTERN = (
 )
 
 
+# Google Cloud labels (the same rules for Vertex AI and Dataflow).
+_LABEL_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+_LABEL_VALUE_PATTERN = r"^[a-z0-9_-]{0,63}$"
+
+
 class RequestLoggingConfig(_Strict):
     """The endpoint's request-response logging to BigQuery, which the Pusher turns on.
 
@@ -308,6 +325,9 @@ class EndpointConfig(_Strict):
     serving_image: str | None = None
     # Request-response logging to BigQuery: the serving side of the skew check on Vertex.
     request_logging: RequestLoggingConfig = RequestLoggingConfig()
+    # After a successful deploy the Pusher undeploys the endpoint's earlier models but the
+    # newest `keep_previous` of them (each deployed model holds its min replicas, billed).
+    keep_previous: int = Field(1, ge=0, le=10)
 
     @model_validator(mode="after")
     def _check_replicas(self) -> EndpointConfig:
@@ -338,6 +358,27 @@ class VertexConfig(_Strict):
     # <serving_root>/<name>/<version>/ on gs:// (serving_root required).
     push: Literal["endpoint", "directory"] = "endpoint"
     endpoint: EndpointConfig = EndpointConfig()
+    # Labels of every billed resource a run creates (the pipeline job, the training job, the
+    # Dataflow jobs), e.g. {team: pricing, cost-center: ml}: the bill can be split by them.
+    labels: dict[str, str] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 64:
+            raise ValueError("at most 64 labels")
+        for key, label in value.items():
+            if not re.match(_LABEL_KEY_PATTERN, key):
+                raise ValueError(
+                    f"label key {key!r}: lowercase letters, digits, _ and -, starting with a"
+                    " letter, at most 63 characters"
+                )
+            if not re.match(_LABEL_VALUE_PATTERN, label):
+                raise ValueError(
+                    f"label {key}: value {label!r}: lowercase letters, digits, _ and -, at most"
+                    " 63 characters"
+                )
+        return value
 
     @field_validator("pipeline_root")
     @classmethod

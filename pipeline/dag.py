@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import posixpath
 
 import tensorflow_model_analysis as tfma
 
@@ -22,7 +23,6 @@ from tfx.components import (
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base.executor_spec import ExecutorClassSpec
 from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy,
 )
@@ -34,13 +34,7 @@ from tfx.types import Channel, standard_artifacts
 from pipeline.components import atomic_pusher
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.fare_filter import FareFilter
-from pipeline.components.monitoring import (
-    DriftCheck,
-    DriftVerdict,
-    LatestOrNothingStrategy,
-    MonitoringGate,
-    SkewCheck,
-)
+from pipeline.components.monitoring import DriftCheck, MonitoringGate, SkewCheck
 from pipeline.config import Config
 from pipeline.monitoring.stats import request_log_fingerprint
 from pipeline.monitoring.stats_options import monitoring_stats_options
@@ -60,7 +54,6 @@ STATISTICS_GEN_ID = "StatisticsGen"
 SCHEMA_GEN_ID = "SchemaGen"
 EXAMPLE_VALIDATOR_ID = "ExampleValidator"
 ANOMALY_GATE_ID = "AnomalyGate"
-DRIFT_RESOLVER_ID = "LatestDriftVerdictResolver"
 DRIFT_CHECK_ID = "DriftCheck"
 SKEW_CHECK_ID = "SkewCheck"
 MONITORING_GATE_ID = "MonitoringGate"
@@ -69,6 +62,15 @@ TRAINER_ID = "Trainer"
 MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
 EVALUATOR_ID = "Evaluator"
 PUSHER_ID = "Pusher"
+
+
+def drift_baseline_dir(cfg: Config) -> str:
+    """The folder whose pointer names the latest drift verdict (see DriftCheck).
+
+    A fixed place under the pipeline root, the same for every run of the pipeline: on Vertex
+    each run writes its artifacts under a folder of its own.
+    """
+    return posixpath.join(cfg.pipeline_root, "baselines", cfg.name, "drift")
 
 
 def curated_schema_file(cfg: Config) -> str:
@@ -209,21 +211,15 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
     gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"]).with_id(ANOMALY_GATE_ID)
 
     thresholds = thresholds_to_json(cfg.monitoring.thresholds())
-    # Finds the latest drift verdict: it holds the statistics of the span checked before.
-    drift_resolver = Resolver(
-        strategy_class=(
-            LatestArtifactStrategy if cfg.vertex is not None else LatestOrNothingStrategy
-        ),
-        previous=Channel(type=DriftVerdict),
-    ).with_id(DRIFT_RESOLVER_ID)
-
-    # Compares this span's training statistics with the previous span's (data drift).
+    # Compares this span's training statistics with the previous span's (data drift); the
+    # latest verdict, which holds the statistics of the span checked before, is found through
+    # a pointer at a fixed place under the pipeline root (on every orchestrator alike).
     drift_check = DriftCheck(
         examples=example_gen.outputs["examples"],
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
-        previous=drift_resolver.outputs["previous"],
         thresholds=thresholds,
+        baseline=drift_baseline_dir(cfg),
     ).with_id(DRIFT_CHECK_ID)
 
     # Finds the last blessed model: the served one, whose request log SkewCheck reads, and
@@ -234,7 +230,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id(MODEL_RESOLVER_ID)
 
-    monitoring = [drift_resolver, drift_check]
+    monitoring = [drift_check]
     skew_verdict = None
     serving_logs = cfg.monitoring.skew.serving_logs
     if serving_logs is not None:

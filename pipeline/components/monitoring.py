@@ -2,9 +2,11 @@
 """DriftCheck, SkewCheck and MonitoringGate: drift and skew as pipeline steps.
 
 DriftCheck compares the train split of this run's span with the previous span's. Its verdict
-artifact keeps a copy of the statistics it judged (and of the baseline it used), so the next
-run finds the previous span's statistics through the latest DriftVerdict alone: a Resolver
-with LatestArtifactStrategy, which every orchestrator here supports (Vertex only that one).
+artifact keeps a copy of the statistics it judged (and of the baseline it used), and the
+check records where its verdict is in a pointer file at a fixed place under the pipeline root
+(`baseline`, see dag.drift_baseline_dir): the next run reads the previous verdict from there.
+A Resolver cannot find it on Vertex: the compiled query of a custom type asks for
+`schema_title="tfx.Artifact"`, while Vertex records the verdicts under their own title.
 
 SkewCheck compares the request log of the served model with this run's training statistics.
 
@@ -17,7 +19,7 @@ succeeds.
 
 import json
 import tempfile
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from tfx.dsl.component.experimental.annotations import (
@@ -27,7 +29,6 @@ from tfx.dsl.component.experimental.annotations import (
     Parameter,
 )
 from tfx.dsl.component.experimental.decorators import component
-from tfx.dsl.input_resolution.strategies import latest_artifact_strategy
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
@@ -45,6 +46,12 @@ REPORT_PROPERTY = "report"
 NOTE_PROPERTY = "note"
 SPAN_PROPERTY = "span"
 BASELINE_SPAN_PROPERTY = "baseline_span"
+# The previous verdict the pointer named when the check ran (absent for the first check).
+PREVIOUS_VERDICT_PROPERTY = "previous_verdict"
+
+# The pointer file in the baseline folder: {"uri", "span", "baseline_span"} of the latest
+# verdict. Written whole under another name, then renamed over the old one.
+LATEST_VERDICT_FILE = "latest_verdict.json"
 
 # The verdict when there was nothing to compare (first span, empty request log).
 NOT_COMPARED = "not_compared"
@@ -71,19 +78,6 @@ class SkewVerdict(Artifact):
     """The skew check of one run: verdict.json, report.html and the serving statistics."""
 
     TYPE_NAME = "pipeline.SkewVerdict"
-
-
-class LatestOrNothingStrategy(latest_artifact_strategy.LatestArtifactStrategy):
-    """The latest artifact, or nothing (not an input-resolution error) before the first one.
-
-    TFX's LatestArtifactStrategy fails its Resolver node when no artifact exists yet, which
-    the first run of a pipeline always meets; the local orchestrators take this one. The
-    Vertex compiler accepts only LatestArtifactStrategy itself (see dag.py).
-    """
-
-    def resolve_artifacts(self, store: Any, input_dict: dict[str, list[Any]]) -> dict:
-        del store
-        return self._resolve(input_dict)
 
 
 def artifact_span(artifact: Artifact) -> int:
@@ -167,6 +161,45 @@ def choose_baseline(
     )
 
 
+class PreviousVerdict(NamedTuple):
+    """What the pointer file says of the latest earlier drift verdict."""
+
+    uri: str
+    span: int
+    baseline_span: int | None
+
+
+def read_latest_verdict(baseline: str) -> PreviousVerdict | None:
+    """The latest verdict recorded in `baseline`, or None before the first check."""
+    pointer = join(baseline, LATEST_VERDICT_FILE)
+    if not fileio.exists(pointer):
+        return None
+    with fileio.open(pointer, "r") as fh:
+        text = fh.read()
+    try:
+        data = json.loads(text)
+        return PreviousVerdict(
+            str(data["uri"]),
+            int(data["span"]),
+            None if data.get("baseline_span") is None else int(data["baseline_span"]),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{pointer}: not a drift baseline pointer ({e}); delete it to start the drift"
+            " comparison afresh with the next span"
+        ) from e
+
+
+def write_latest_verdict(baseline: str, latest: PreviousVerdict) -> None:
+    """Points `baseline` at `latest`: written beside, then renamed over the old pointer."""
+    fileio.makedirs(baseline)
+    pointer = join(baseline, LATEST_VERDICT_FILE)
+    partial = pointer + ".partial"
+    with fileio.open(partial, "w") as fh:
+        fh.write(json.dumps(latest._asdict(), indent=2) + "\n")
+    fileio.rename(partial, pointer, overwrite=True)
+
+
 @component
 def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     examples: InputArtifact[standard_artifacts.Examples],
@@ -174,9 +207,13 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     schema: InputArtifact[standard_artifacts.Schema],
     verdict: OutputArtifact[DriftVerdict],
     thresholds: Parameter[str],
-    previous: InputArtifact[DriftVerdict] = None,
+    baseline: Parameter[str],
 ) -> None:
-    """Compares this span's training statistics with the previous span's."""
+    """Compares this span's training statistics with the previous span's.
+
+    `baseline` is the folder (any filesystem) whose pointer file names the latest earlier
+    verdict; this check's verdict becomes the latest once it is written.
+    """
     from pipeline.monitoring.compare import DRIFT, Side, compare
     from pipeline.monitoring.stats import load_statistics_file
     from pipeline.monitoring.thresholds import thresholds_from_json
@@ -184,13 +221,15 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     # ExampleGen's artifact carries the span (what FareFilter writes does not).
     span = artifact_span(examples)
     current_file = _train_stats_file(statistics.uri)
+    previous = read_latest_verdict(baseline)
     previous_span = None
     previous_baseline = False
     baseline_span = None
-    if previous is not None and previous.has_custom_property(SPAN_PROPERTY):
-        previous_span = previous.get_int_custom_property(SPAN_PROPERTY)
-        if previous.has_custom_property(BASELINE_SPAN_PROPERTY):
-            baseline_span = previous.get_int_custom_property(BASELINE_SPAN_PROPERTY)
+    if previous is not None:
+        verdict.set_string_custom_property(PREVIOUS_VERDICT_PROPERTY, previous.uri)
+        previous_span = previous.span
+        if previous.baseline_span is not None:
+            baseline_span = previous.baseline_span
             previous_baseline = fileio.exists(join(previous.uri, BASELINE_DIR, _STATS_FILE))
     chosen, note = choose_baseline(span, previous_span, previous_baseline, baseline_span)
     # This span's statistics travel with the verdict: the next span's baseline.
@@ -198,8 +237,15 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     verdict.set_int_custom_property(SPAN_PROPERTY, span)
     if chosen is None:
         _record(verdict, not_compared(DRIFT, note))
+        write_latest_verdict(baseline, PreviousVerdict(verdict.uri, span, None))
         return
     baseline_file = join(previous.uri, chosen, _STATS_FILE)
+    if not fileio.exists(baseline_file):
+        raise FileNotFoundError(
+            f"the previous drift verdict ({join(baseline, LATEST_VERDICT_FILE)} points to"
+            f" {previous.uri}) has no statistics at {baseline_file}; delete the pointer to"
+            " start the drift comparison afresh"
+        )
     used_span = previous_span if chosen == STATISTICS_DIR else baseline_span
     _copy(baseline_file, join(verdict.uri, BASELINE_DIR))
     verdict.set_int_custom_property(BASELINE_SPAN_PROPERTY, used_span)
@@ -213,6 +259,7 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
     )
     result["notes"] = [note]
     _record(verdict, result)
+    write_latest_verdict(baseline, PreviousVerdict(verdict.uri, span, used_span))
 
 
 @component(use_beam=True)

@@ -62,11 +62,14 @@ def default_output(cfg: Config) -> Path:
 def _compile(cfg: Config, output: Path) -> int:
     from pipeline.vertex.compiler import compile_pipeline
     from pipeline.vertex.component_config import worker_pool_specs
+    from pipeline.vertex.spec_checks import SpecCheckError
 
     try:
         spec = compile_pipeline(cfg, output)
     except OSError as e:
         return _fail(f"cannot write the pipeline spec to {output}: {e}", EXIT_FAILED)
+    except SpecCheckError as e:
+        return _fail(f"{e}\nnothing was written to {output}", EXIT_FAILED)
     steps = len(spec["pipelineSpec"]["root"]["dag"]["tasks"])
     pools = worker_pool_specs(cfg.vertex)
     machines = ", ".join(
@@ -147,6 +150,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    """`taxifare rehearse`: the compiled spec, task by task, on this machine."""
+    cfg = _load(args)
+    if cfg is None:
+        return EXIT_USAGE
+    if args.runs < 1:
+        return _fail(f"--runs must be at least 1, not {args.runs}", EXIT_USAGE)
+    from pipeline.vertex.rehearse import rehearse
+    from pipeline.vertex.spec_checks import SpecCheckError
+
+    try:
+        ok = rehearse(cfg, Path(args.root), runs=args.runs)
+    except SpecCheckError as e:
+        return _fail(str(e), EXIT_FAILED)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def add_vertex_parsers(
     subparsers: argparse._SubParsersAction,
 ) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -182,4 +202,17 @@ def add_vertex_parsers(
     submit_parser.add_argument(
         "--wait", action="store_true", help="wait until the pipeline job ends"
     )
-    return {"compile": cmd_compile, "submit": cmd_submit}
+    rehearse_parser = subparsers.add_parser(
+        "rehearse",
+        help="compile the Vertex pipeline and run every task of the spec on this machine",
+    )
+    _add_config_args(rehearse_parser)
+    rehearse_parser.add_argument(
+        "--runs", type=int, default=2, help="pipeline runs, one after another (default 2)"
+    )
+    rehearse_parser.add_argument(
+        "--root",
+        default="build/rehearsal",
+        help="the rehearsal's folder: artifacts, ML Metadata, logs (default build/rehearsal)",
+    )
+    return {"compile": cmd_compile, "submit": cmd_submit, "rehearse": cmd_rehearse}

@@ -10,6 +10,7 @@ from typing import Any
 from pipeline import dag
 from pipeline.config import Config, VertexConfig
 from pipeline.data_source import resolve_input
+from pipeline.vertex.spec_checks import check_spec
 
 
 class VertexConfigMissingError(ValueError):
@@ -30,7 +31,8 @@ def compile_pipeline(cfg: Config, output: str | os.PathLike[str]) -> dict[str, A
     """Writes the pipeline job spec of `create_pipeline(cfg)` for Vertex AI Pipelines.
 
     Every component runs in `vertex.image`; TFX's KubeflowV2DagRunner turns the same DAG the
-    local runs use into the PipelineJob JSON that `aiplatform.PipelineJob` submits.
+    local runs use into the PipelineJob JSON that `aiplatform.PipelineJob` submits. The spec
+    is checked (spec_checks.check_spec) before it replaces `output`.
 
     Args:
       cfg: a config with a `vertex` section.
@@ -38,6 +40,9 @@ def compile_pipeline(cfg: Config, output: str | os.PathLike[str]) -> dict[str, A
 
     Returns:
       The compiled PipelineJob as a dict (what the file holds).
+
+    Raises:
+      SpecCheckError: the spec would fail on Vertex (nothing is written).
     """
     vertex = require_vertex(cfg)
     from tfx import v1 as tfx
@@ -45,13 +50,21 @@ def compile_pipeline(cfg: Config, output: str | os.PathLike[str]) -> dict[str, A
     pipeline = dag.create_pipeline(cfg, resolve_input(cfg))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target first: a spec that fails its checks replaces nothing.
+    partial = output.with_name(output.name + ".partial")
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             display_name=cfg.name, default_image=vertex.image
         ),
-        output_dir=str(output.parent),
-        output_filename=output.name,
+        output_dir=str(partial.parent),
+        output_filename=partial.name,
     )
-    runner.run(pipeline, write_out=True)
-    # The file, not the runner's return value, is what gets submitted: read it back.
-    return json.loads(output.read_text())
+    try:
+        runner.run(pipeline, write_out=True)
+        # The file, not the runner's return value, is what gets submitted: read it back.
+        job = json.loads(partial.read_text())
+        check_spec(job)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return job

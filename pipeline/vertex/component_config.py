@@ -23,6 +23,8 @@ IMAGE_SCHEMA_FILE = "/opt/taxifare/schema.pbtxt"
 # The Pusher's custom_config key of the endpoint's logging settings (read by
 # pipeline.vertex.pusher.Executor).
 REQUEST_LOGGING_KEY = "taxifare_request_logging"
+# ... and of how many earlier models stay deployed beside the new one.
+KEEP_PREVIOUS_KEY = "taxifare_keep_previous"
 
 # TFX's key for the Vertex AI Training job of the Trainer's custom_config (its value is in
 # the Trainer executor's module, which imports the Vertex client; the string is stable).
@@ -62,7 +64,11 @@ def training_job_args(vertex: VertexConfig) -> dict[str, Any]:
         # A worker that restarts (maintenance, preemption) breaks the others' collectives:
         # restart them all so they resume together from the backup in the model run dir.
         job_spec["scheduling"] = {"restart_job_on_worker_restart": True}
-    return {"project": vertex.project, "job_spec": job_spec}
+    args: dict[str, Any] = {"project": vertex.project, "job_spec": job_spec}
+    if vertex.labels:
+        # TFX adds these to the CustomJob's labels (beside its own telemetry label).
+        args["labels"] = dict(vertex.labels)
+    return args
 
 
 def trainer_custom_config(vertex: VertexConfig) -> dict[str, Any]:
@@ -94,6 +100,8 @@ def pusher_custom_config(vertex: VertexConfig, pipeline_name: str) -> dict[str, 
             "min_replica_count": endpoint.min_replicas,
             "max_replica_count": endpoint.max_replicas,
         },
+        # Read by pipeline.vertex.pusher.Executor after a successful deploy.
+        KEEP_PREVIOUS_KEY: endpoint.keep_previous,
         # Read by pipeline.vertex.pusher.Executor after a successful deploy.
         REQUEST_LOGGING_KEY: request_logging_settings(endpoint.request_logging),
     }
@@ -133,6 +141,16 @@ def beam_pipeline_args(vertex: VertexConfig, beam: BeamConfig) -> list[str]:
         # The image already has Beam and this package: stage nothing, install nothing.
         "--sdk_location=container",
     ]
+    if dataflow.disk_size_gb is not None:
+        args.append(f"--disk_size_gb={dataflow.disk_size_gb}")
+    if dataflow.network:
+        args.append(f"--network={dataflow.network}")
+    if dataflow.subnetwork:
+        args.append(f"--subnetwork={dataflow.subnetwork}")
+    if not dataflow.use_public_ips:
+        args.append("--no_use_public_ips")
+    # Beam takes one --labels=key=value per label.
+    args += [f"--labels={key}={value}" for key, value in sorted(vertex.labels.items())]
     if vertex.service_account:
         args.append(f"--service_account_email={vertex.service_account}")
     return args + list(beam.extra_args)

@@ -17,10 +17,18 @@ project alone, for which Vertex creates
 If setting the logging fails (a missing permission, say), the step fails after the deploy:
 the model is serving, without the configured logging, and the run says so.
 
+Then the endpoint's earlier models are undeployed, all but the newest
+`vertex.endpoint.keep_previous` of them: TFX deploys each blessed model beside the ones
+already there (at 100% of the traffic), and every deployed model holds its minimum replicas,
+billed whether it gets traffic or not. A kept model is one traffic-split change away from
+serving again; an undeployed one stays uploaded in the Model Registry (storage only). A model
+that still has a share of the traffic is never undeployed.
+
 What runs offline: the request objects (`logging_config`, `update_logging_request`,
-`list_endpoints_request`) and `apply_request_logging` against any EndpointService, e.g. one
-on loopback. What cannot: the deploy itself and the patch of a real endpoint, which need a
-Google Cloud project, credentials and the Vertex API.
+`list_endpoints_request`, `undeploy_requests`) and `apply_request_logging` /
+`undeploy_earlier_models` against any EndpointService, e.g. one on loopback. What cannot:
+the deploy itself and the calls to a real endpoint, which need a Google Cloud project,
+credentials and the Vertex API.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from tfx.extensions.google_cloud_ai_platform.pusher import executor as vertex_pu
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils
 
-from pipeline.vertex.component_config import REQUEST_LOGGING_KEY
+from pipeline.vertex.component_config import KEEP_PREVIOUS_KEY, REQUEST_LOGGING_KEY
 
 _LOG = logging.getLogger(__name__)
 
@@ -142,6 +150,74 @@ def apply_request_logging(
     return updated
 
 
+def find_endpoint(client: Any, project: str, region: str, display_name: str) -> Any:
+    """The endpoint named `display_name` (the first, as TFX's Pusher picks it).
+
+    Raises:
+      RuntimeError: no endpoint has that display name.
+    """
+    request = list_endpoints_request(project, region, display_name)
+    endpoints = list(client.list_endpoints(request=request))
+    if not endpoints:
+        raise RuntimeError(f"no Vertex endpoint named {display_name!r} in {request.parent}")
+    return endpoints[0]
+
+
+def models_to_undeploy(endpoint: Any, keep_previous: int) -> list[Any]:
+    """The deployed models to undeploy after a deploy: all but the newest 1 + keep_previous.
+
+    The newest deployed model (by create time) is the one just deployed; of the others the
+    newest `keep_previous` stay. A model with a share of the traffic always stays.
+    """
+    if keep_previous < 0:
+        raise ValueError(f"keep_previous must be 0 or more, not {keep_previous}")
+    newest_first = sorted(
+        endpoint.deployed_models, key=lambda m: m.create_time.timestamp(), reverse=True
+    )
+    traffic = dict(endpoint.traffic_split)
+    return [m for m in newest_first[1 + keep_previous :] if not traffic.get(m.id)]
+
+
+def undeploy_requests(endpoint: Any, keep_previous: int) -> list[Any]:
+    """The UndeployModel requests that leave the new model and `keep_previous` earlier ones."""
+    from google.cloud import aiplatform_v1
+
+    return [
+        aiplatform_v1.UndeployModelRequest(endpoint=endpoint.name, deployed_model_id=m.id)
+        for m in models_to_undeploy(endpoint, keep_previous)
+    ]
+
+
+def undeploy_earlier_models(
+    client: Any,
+    project: str,
+    region: str,
+    display_name: str,
+    keep_previous: int,
+    timeout: float = 1800.0,
+) -> list[str]:
+    """Undeploys the earlier models of the endpoint named `display_name`.
+
+    Args:
+      client: an `aiplatform_v1.EndpointServiceClient` for the region.
+      project: the endpoint's project.
+      region: the endpoint's region.
+      display_name: the endpoint's display name.
+      keep_previous: how many earlier models stay deployed beside the newest.
+      timeout: seconds to wait for each undeploy operation.
+
+    Returns:
+      The ids of the deployed models that were undeployed.
+    """
+    endpoint = find_endpoint(client, project, region, display_name)
+    undeployed = []
+    for request in undeploy_requests(endpoint, keep_previous):
+        client.undeploy_model(request=request).result(timeout=timeout)
+        _LOG.info("endpoint %s: undeployed model %s", endpoint.name, request.deployed_model_id)
+        undeployed.append(request.deployed_model_id)
+    return undeployed
+
+
 def endpoint_client(region: str) -> Any:
     """The Vertex EndpointService client of `region` (needs Google Cloud credentials)."""
     from google.cloud import aiplatform_v1
@@ -169,19 +245,31 @@ class Executor(vertex_pusher_executor.Executor):
             return  # not blessed: nothing was deployed
         custom_config = json_utils.loads(exec_properties.get(_CUSTOM_CONFIG_KEY, "null")) or {}
         settings = custom_config.get(REQUEST_LOGGING_KEY)
-        if settings is None:
+        keep_previous = custom_config.get(KEEP_PREVIOUS_KEY)
+        if settings is None and keep_previous is None:
             return
         serving_args = custom_config[vertex_keys.SERVING_ARGS_KEY]
         project = serving_args.get("project_id") or serving_args["project"]
         region = custom_config[vertex_keys.VERTEX_REGION_KEY]
         name = serving_args["endpoint_name"]
-        try:
-            apply_request_logging(endpoint_client(region), project, region, name, settings)
-        except Exception as e:  # re-raised: the step fails, saying the model is deployed
-            raise RuntimeError(
-                f"the model was deployed to endpoint {name!r}, but setting its request-response"
-                f" logging failed (rerun the pipeline to retry): {e}"
-            ) from e
+        client = endpoint_client(region)
+        if settings is not None:
+            try:
+                apply_request_logging(client, project, region, name, settings)
+            except Exception as e:  # re-raised: the step fails, saying the model is deployed
+                raise RuntimeError(
+                    f"the model was deployed to endpoint {name!r}, but setting its"
+                    f" request-response logging failed (rerun the pipeline to retry): {e}"
+                ) from e
+        if keep_previous is not None:
+            try:
+                undeploy_earlier_models(client, project, region, name, int(keep_previous))
+            except Exception as e:  # re-raised: the step fails, saying the model is deployed
+                raise RuntimeError(
+                    f"the model was deployed to endpoint {name!r}, but undeploying its earlier"
+                    f" models failed (they stay deployed and billed; rerun the pipeline or"
+                    f" undeploy them in the console): {e}"
+                ) from e
 
 
 class Pusher(vertex_pusher_component.Pusher):

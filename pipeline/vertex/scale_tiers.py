@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,19 +27,43 @@ MULTI_WORKER = "multi-worker"
 CUSTOM = "custom"
 TIERS = (BASIC, BASIC_GPU, MULTI_GPU, MULTI_WORKER, CUSTOM)
 
-# GPUs Vertex AI Training offers, with the machine family each attaches to. K80s are gone.
+# GPUs Vertex AI Training offers on N1 machines, each with the vCPU limit per GPU count
+# (Compute Engine attaches 1, 2, 4 or 8 of them to an N1 VM of at most that many vCPUs).
+# K80s are gone.
+N1_GPU_LIMITS: dict[str, dict[int, int]] = {
+    "NVIDIA_TESLA_T4": {1: 48, 2: 48, 4: 96},
+    "NVIDIA_TESLA_V100": {1: 12, 2: 24, 4: 48, 8: 96},
+    "NVIDIA_TESLA_P100": {1: 16, 2: 32, 4: 64},
+    "NVIDIA_TESLA_P4": {1: 24, 2: 48, 4: 96},
+}
+# Machine types that come with their GPUs: the accelerator and its count are fixed by the
+# machine type (G2: L4; A2: A100 40 GB / 80 GB; A3: H100 / H200; A4: B200).
+FIXED_GPU_MACHINES: dict[str, tuple[str, int]] = {
+    **{
+        f"g2-standard-{cpus}": ("NVIDIA_L4", gpus)
+        for cpus, gpus in ((4, 1), (8, 1), (12, 1), (16, 1), (24, 2), (32, 1), (48, 4), (96, 8))
+    },
+    **{f"a2-highgpu-{n}g": ("NVIDIA_TESLA_A100", n) for n in (1, 2, 4, 8)},
+    "a2-megagpu-16g": ("NVIDIA_TESLA_A100", 16),
+    **{f"a2-ultragpu-{n}g": ("NVIDIA_A100_80GB", n) for n in (1, 2, 4, 8)},
+    **{f"a3-highgpu-{n}g": ("NVIDIA_H100_80GB", n) for n in (1, 2, 4, 8)},
+    "a3-megagpu-8g": ("NVIDIA_H100_MEGA_80GB", 8),
+    "a3-ultragpu-8g": ("NVIDIA_H200_141GB", 8),
+    "a4-highgpu-8g": ("NVIDIA_B200", 8),
+}
+# Every GPU type, with the machine types it attaches to (for the messages).
 ACCELERATOR_MACHINE_FAMILIES: dict[str, tuple[str, ...]] = {
-    "NVIDIA_TESLA_T4": ("n1-",),
-    "NVIDIA_TESLA_V100": ("n1-",),
-    "NVIDIA_TESLA_P100": ("n1-",),
-    "NVIDIA_TESLA_P4": ("n1-",),
-    "NVIDIA_L4": ("g2-",),
-    "NVIDIA_TESLA_A100": ("a2-highgpu-", "a2-megagpu-"),
-    "NVIDIA_A100_80GB": ("a2-ultragpu-",),
-    "NVIDIA_H100_80GB": ("a3-highgpu-",),
+    **{gpu: ("n1-",) for gpu in N1_GPU_LIMITS},
+    **{
+        gpu: tuple(sorted(m for m, (g, _) in FIXED_GPU_MACHINES.items() if g == gpu))
+        for gpu, _ in FIXED_GPU_MACHINES.values()
+    },
 }
 # Machine families that always come with GPUs: they need an accelerator in the spec.
-_GPU_ONLY_FAMILIES = ("g2-", "a2-", "a3-")
+_GPU_ONLY_FAMILIES = ("g2-", "a2-", "a3-", "a4-")
+# N1 shapes: n1-standard-8, n1-highmem-16, ... (the number is the vCPU count).
+_N1_PATTERN = re.compile(r"^n1-(standard|highmem|highcpu)-(\d+)$")
+
 
 # Keys of a worker pool (snake_case: TFX hands the dict to the Vertex client as is).
 _POOL_KEYS = {"machine_spec", "replica_count", "container_spec", "disk_spec"}
@@ -65,8 +90,22 @@ DEFAULT_SHAPES: dict[str, TierShape] = {
 }
 
 
-def check_machine(machine_type: str, accelerator_type: str | None, where: str) -> None:
-    """Raises ValueError when the accelerator cannot attach to the machine type."""
+def fixed_gpus(machine_type: str) -> tuple[str, int] | None:
+    """(accelerator type, count) a machine type comes with, or None for an N1/CPU machine."""
+    return FIXED_GPU_MACHINES.get(machine_type)
+
+
+def check_machine(
+    machine_type: str, accelerator_type: str | None, where: str, accelerator_count: int = 0
+) -> None:
+    """Raises ValueError unless the machine type can have that GPU type (and count).
+
+    Args:
+      machine_type: a Compute Engine machine type.
+      accelerator_type: the GPU type, or None for a CPU machine.
+      where: the message's prefix naming the place in the config.
+      accelerator_count: GPUs per VM; 0 checks the type alone.
+    """
     if accelerator_type is None:
         if machine_type.startswith(_GPU_ONLY_FAMILIES):
             raise ValueError(
@@ -74,6 +113,12 @@ def check_machine(machine_type: str, accelerator_type: str | None, where: str) -
                 " accelerator_type (or choose a GPU tier)"
             )
         return
+    fixed = fixed_gpus(machine_type)
+    if machine_type.startswith(_GPU_ONLY_FAMILIES) and fixed is None:
+        raise ValueError(
+            f"{where}machine_type {machine_type!r} is not a GPU machine type Vertex AI"
+            f" Training offers; expected one of {sorted(FIXED_GPU_MACHINES)}"
+        )
     families = ACCELERATOR_MACHINE_FAMILIES.get(accelerator_type)
     if families is None:
         raise ValueError(
@@ -85,6 +130,43 @@ def check_machine(machine_type: str, accelerator_type: str | None, where: str) -
             f"{where}accelerator_type {accelerator_type} attaches to"
             f" {'/'.join(f + '*' for f in families)} machine types, not machine_type"
             f" {machine_type!r}: set machine_type too"
+        )
+    if not accelerator_count:
+        return
+    if fixed is not None:
+        if accelerator_count != fixed[1]:
+            raise ValueError(
+                f"{where}machine_type {machine_type} comes with exactly {fixed[1]}"
+                f" {fixed[0]} (accelerator_count is {accelerator_count}); machine types with"
+                f" {accelerator_count}: "
+                + (
+                    ", ".join(
+                        m
+                        for m, (g, n) in FIXED_GPU_MACHINES.items()
+                        if g == fixed[0] and n == accelerator_count
+                    )
+                    or "none"
+                )
+            )
+        return
+    limits = N1_GPU_LIMITS[accelerator_type]
+    if accelerator_count not in limits:
+        raise ValueError(
+            f"{where}accelerator_count {accelerator_count}: an N1 machine takes"
+            f" {', '.join(map(str, limits))} {accelerator_type}"
+        )
+    match = _N1_PATTERN.match(machine_type)
+    if match is None:
+        raise ValueError(
+            f"{where}machine_type {machine_type!r}: {accelerator_type} attaches to N1"
+            " machine types (n1-standard-*, n1-highmem-*, n1-highcpu-*)"
+        )
+    cpus = int(match.group(2))
+    if cpus > limits[accelerator_count]:
+        raise ValueError(
+            f"{where}machine_type {machine_type} has {cpus} vCPUs: {accelerator_count}"
+            f" {accelerator_type} attach to an N1 machine of at most"
+            f" {limits[accelerator_count]} vCPUs; take more GPUs or a smaller machine"
         )
 
 
@@ -120,18 +202,33 @@ def resolve_shape(
         )
     if tier == MULTI_WORKER and accelerator_count and not accelerator_type:
         raise ValueError("accelerator_count needs accelerator_type (which GPU)")
-    gpu = accelerator_type or shape.accelerator_type
-    if gpu is None:
-        count = 0
+    machine = machine_type or shape.machine_type
+    # A machine type that comes with its GPUs fixes their type and count: the tier's default
+    # (4 T4s for multi-gpu, say) cannot be asked of it.
+    fixed = fixed_gpus(machine)
+    if fixed is not None and tier != BASIC:
+        gpu = accelerator_type or fixed[0]
+        count = accelerator_count or fixed[1]
     else:
-        count = accelerator_count or shape.accelerator_count or 1
+        gpu = accelerator_type or shape.accelerator_type
+        count = 0 if gpu is None else accelerator_count or shape.accelerator_count or 1
     resolved = TierShape(
-        machine_type=machine_type or shape.machine_type,
+        machine_type=machine,
         accelerator_type=gpu,
         accelerator_count=count,
         workers=shape.workers if workers is None else workers,
     )
-    check_machine(resolved.machine_type, resolved.accelerator_type, "")
+    check_machine(resolved.machine_type, resolved.accelerator_type, "", resolved.accelerator_count)
+    if tier == BASIC_GPU and resolved.accelerator_count != 1:
+        raise ValueError(
+            f"machine_type {machine} comes with {resolved.accelerator_count} GPUs: tier"
+            f" {BASIC_GPU} has one GPU; use {MULTI_GPU}"
+        )
+    if tier == MULTI_GPU and resolved.accelerator_count < 2:
+        raise ValueError(
+            f"machine_type {machine} comes with one GPU: tier {MULTI_GPU} has several GPUs;"
+            f" use {BASIC_GPU}"
+        )
     return resolved
 
 
@@ -158,10 +255,12 @@ def check_custom_pools(pools: Sequence[Any]) -> None:
         machine_type = spec.get("machine_type")
         if not isinstance(machine_type, str) or not machine_type:
             raise ValueError(f"{where}.machine_spec.machine_type is required")
-        check_machine(machine_type, spec.get("accelerator_type"), f"{where}.machine_spec: ")
         count = spec.get("accelerator_count")
         if spec.get("accelerator_type") and not (isinstance(count, int) and count >= 1):
             raise ValueError(f"{where}.machine_spec.accelerator_count must be a positive integer")
+        check_machine(
+            machine_type, spec.get("accelerator_type"), f"{where}.machine_spec: ", count or 0
+        )
         replicas = pool.get("replica_count", 1)
         if not isinstance(replicas, int) or replicas < 1:
             raise ValueError(f"{where}.replica_count must be a positive integer")

@@ -60,8 +60,15 @@ def build_pipeline_job(cfg: Config, template_path: str | os.PathLike[str], crede
         enable_caching=cfg.orchestrator.enable_cache,
         # The pipeline has no runtime parameters: every value is compiled from the config.
         parameter_values={},
+        # The compiled spec's own labels (TFX's) plus the config's, for the bill.
+        labels={**_spec_labels(template_path), **vertex.labels} or None,
         credentials=credentials,
     )
+
+
+def _spec_labels(template_path: str | os.PathLike[str]) -> dict[str, str]:
+    with open(template_path) as fh:  # a local file: compile_pipeline wrote it here
+        return dict(json.load(fh).get("labels", {}))
 
 
 def create_request(job: Any, service_account: str | None) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def test_every_component_ran_and_a_model_was_pushed(first_run, root):
         node: "COMPLETE"
         for node in UPSTREAM
         + [dag.ANOMALY_GATE_ID, dag.MODEL_RESOLVER_ID, dag.EVALUATOR_ID, dag.PUSHER_ID]
-        + [dag.DRIFT_RESOLVER_ID, dag.DRIFT_CHECK_ID, dag.MONITORING_GATE_ID]
+        + [dag.DRIFT_CHECK_ID, dag.MONITORING_GATE_ID]
     }
     # One span only (the sample): nothing to compare, and the summary says so.
     assert summary["drift"]["verdict"] == "not_compared"

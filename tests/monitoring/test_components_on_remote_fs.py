@@ -78,10 +78,13 @@ def test_drift_check_twice_on_a_remote_root(ram, training_stats_file):
             "schema": schema,
         },
         {"verdict": first},
-        {"thresholds": thresholds},
+        {"thresholds": thresholds, "baseline": f"{ram}/baseline"},
     )
     assert _read_json(f"{first.uri}/verdict.json")["verdict"] == mon.NOT_COMPARED
     assert tf.io.gfile.exists(f"{first.uri}/{mon.STATISTICS_DIR}/FeatureStats.pb")
+    # The pointer the next run reads names this verdict and its span.
+    pointer = _read_json(f"{ram}/baseline/{mon.LATEST_VERDICT_FILE}")
+    assert pointer == {"uri": first.uri, "span": 1, "baseline_span": None}
     second = _artifact(mon.DriftVerdict, f"{ram}/verdict-2")
     _run(
         mon.DriftCheck,
@@ -89,10 +92,9 @@ def test_drift_check_twice_on_a_remote_root(ram, training_stats_file):
             "examples": _artifact(standard_artifacts.Examples, f"{ram}/ex2", span=2),
             "statistics": _statistics(ram, "stats-2", training_stats_file),
             "schema": schema,
-            "previous": first,
         },
         {"verdict": second},
-        {"thresholds": thresholds},
+        {"thresholds": thresholds, "baseline": f"{ram}/baseline"},
     )
     verdict = _read_json(f"{second.uri}/verdict.json")
     assert verdict["verdict"] == "no_drift", verdict["failed_features"]
@@ -100,6 +102,10 @@ def test_drift_check_twice_on_a_remote_root(ram, training_stats_file):
     assert second.get_int_custom_property(mon.BASELINE_SPAN_PROPERTY) == 1
     assert tf.io.gfile.exists(f"{second.uri}/report.html")
     assert tf.io.gfile.exists(f"{second.uri}/{mon.BASELINE_DIR}/FeatureStats.pb")
+    assert second.get_string_custom_property(mon.PREVIOUS_VERDICT_PROPERTY) == first.uri
+    assert not first.has_custom_property(mon.PREVIOUS_VERDICT_PROPERTY)
+    pointer = _read_json(f"{ram}/baseline/{mon.LATEST_VERDICT_FILE}")
+    assert pointer == {"uri": second.uri, "span": 2, "baseline_span": 1}
 
 
 def test_skew_check_on_a_remote_root_and_log(ram, training_stats_file, clean_log, reference_model):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tfx.dsl.components.common.resolver import Resolver
 
 from pipeline import dag
 from pipeline.components import atomic_pusher
@@ -34,7 +35,6 @@ def test_pipeline_has_every_component_with_explicit_ids(cfg):
         dag.SCHEMA_GEN_ID,
         dag.EXAMPLE_VALIDATOR_ID,
         dag.ANOMALY_GATE_ID,
-        dag.DRIFT_RESOLVER_ID,
         dag.DRIFT_CHECK_ID,
         dag.MONITORING_GATE_ID,
         dag.TRANSFORM_ID,
@@ -171,10 +171,12 @@ def test_skew_check_and_stop_modes_follow_the_monitoring_config(cfg, tmp_path):
     assert dag.SKEW_CHECK_ID not in by_id
     gate = by_id[dag.MONITORING_GATE_ID]
     assert (gate.exec_properties["stop_on_drift"], gate.exec_properties["stop_on_skew"]) == (0, 0)
-    # The drift check reads the span from ExampleGen and the previous verdict from a resolver.
+    # The drift check reads the span from ExampleGen and the previous verdict through the
+    # pointer at a fixed place under the pipeline root (no resolver: see DriftCheck).
     drift = by_id[dag.DRIFT_CHECK_ID]
     assert by_id[dag.EXAMPLE_GEN_ID] in drift.upstream_nodes
-    assert by_id[dag.DRIFT_RESOLVER_ID] in drift.upstream_nodes
+    assert drift.exec_properties["baseline"] == f"{cfg.pipeline_root}/baselines/{cfg.name}/drift"
+    assert not any(isinstance(c, Resolver) and "previous" in c.outputs for c in by_id.values())
 
     logs = tmp_path / "requests"
     logs.mkdir()

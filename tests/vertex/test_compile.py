@@ -104,6 +104,8 @@ DATAFLOW_ARGS = [
     "--max_num_workers=10",
     f"--sdk_container_image={IMAGE}",
     "--sdk_location=container",
+    "--disk_size_gb=50",
+    "--labels=app=taxifare",
     f"--service_account_email={SERVICE_ACCOUNT}",
 ]
 # Components whose executor runs Beam.
@@ -200,9 +202,9 @@ def test_every_component_runs_the_pipeline_image(compiled):
     executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
     containers = [e["container"] for e in executors.values() if "container" in e]
     # Every component but the resolvers (metadata queries Vertex runs itself: two for the
-    # latest blessed model, one for the latest drift verdict) is a container.
+    # latest blessed model; the drift check finds its baseline itself) is a container.
     resolvers = [e for e in executors.values() if "resolver" in e]
-    assert len(resolvers) == 3
+    assert len(resolvers) == 2
     assert len(containers) == len(executors) - len(resolvers)
     assert {c["image"] for c in containers} == {IMAGE}
 
@@ -331,3 +333,62 @@ def test_a_config_without_vertex_is_not_compiled(tmp_path):
     with pytest.raises(VertexConfigMissingError, match="no `vertex` section"):
         compile_pipeline(load_config(LOCAL), tmp_path / "p.json")
     assert not (tmp_path / "p.json").exists()
+
+
+def test_dataflow_network_disk_and_labels_reach_every_billed_job(tmp_path):
+    from google.auth.credentials import AnonymousCredentials
+
+    from pipeline.vertex import submit
+
+    cfg = load_config(
+        VERTEX,
+        [
+            "vertex.labels={app: taxifare, team: pricing}",
+            "vertex.dataflow.disk_size_gb=100",
+            "vertex.dataflow.network=taxifare-vpc",
+            "vertex.dataflow.subnetwork=regions/us-central1/subnetworks/dataflow",
+            "vertex.dataflow.use_public_ips=false",
+        ],
+    )
+    out = tmp_path / "spec.json"
+    job = compile_pipeline(cfg, out)
+    args = _executor(job, "StatisticsGen")["args"]
+    for wanted in (
+        "--disk_size_gb=100",
+        "--network=taxifare-vpc",
+        "--subnetwork=regions/us-central1/subnetworks/dataflow",
+        "--no_use_public_ips",
+        "--labels=app=taxifare",
+        "--labels=team=pricing",
+    ):
+        assert wanted in args
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
+
+    options = GoogleCloudOptions(args[args.index("--runner=DataflowRunner") :])
+    assert options.labels == ["app=taxifare", "team=pricing"]
+    assert options.view_as(WorkerOptions).disk_size_gb == 100
+    # The Trainer's Vertex training job carries them.
+    custom = _custom_config(job, dag.TRAINER_ID)
+    assert custom["ai_platform_training_args"]["labels"] == {"app": "taxifare", "team": "pricing"}
+    # And the pipeline job, beside TFX's own label.
+    pipeline_job = submit.build_pipeline_job(cfg, out, AnonymousCredentials())
+    request = submit.create_request(pipeline_job, None)
+    labels = request["pipelineJob"]["labels"]
+    assert labels["app"] == "taxifare" and labels["team"] == "pricing"
+    assert set(job["labels"]) <= set(labels)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("vertex.labels={App: x}", "label key 'App'"),
+        ("vertex.labels={app: Big Value}", "label app: value 'Big Value'"),
+        ("vertex.dataflow.disk_size_gb=10", "disk_size_gb"),
+        ("vertex.dataflow.subnetwork=dataflow", "subnetwork"),
+    ],
+)
+def test_bad_dataflow_options_and_labels_are_named(override, message):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(VERTEX, [override])

@@ -122,6 +122,7 @@ class _EndpointService:
         self.endpoints = {e.name: e for e in endpoints}
         self.list_requests: list = []
         self.update_requests: list = []
+        self.undeploy_requests: list = []
         self._lock = threading.Lock()
         handlers = {
             "ListEndpoints": grpc.unary_unary_rpc_method_handler(
@@ -133,6 +134,11 @@ class _EndpointService:
                 self._update,
                 request_deserializer=aiplatform_v1.UpdateEndpointRequest.deserialize,
                 response_serializer=aiplatform_v1.Endpoint.serialize,
+            ),
+            "UndeployModel": grpc.unary_unary_rpc_method_handler(
+                self._undeploy,
+                request_deserializer=aiplatform_v1.UndeployModelRequest.deserialize,
+                response_serializer=lambda op: op.SerializeToString(),
             ),
         }
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -163,6 +169,28 @@ class _EndpointService:
                 setattr(merged, path, getattr(request.endpoint, path))
             self.endpoints[merged.name] = merged
         return merged
+
+    def _undeploy(self, request, context):
+        from google.cloud import aiplatform_v1
+        from google.longrunning import operations_pb2
+        from google.protobuf import any_pb2
+
+        with self._lock:
+            self.undeploy_requests.append(request)
+            current = aiplatform_v1.Endpoint(self.endpoints[request.endpoint])
+            if current.traffic_split.get(request.deployed_model_id):
+                # As Vertex refuses it: a model with traffic needs a new split first.
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "model has traffic")
+            kept = [m for m in current.deployed_models if m.id != request.deployed_model_id]
+            del current.deployed_models[:]
+            current.deployed_models.extend(kept)
+            self.endpoints[current.name] = current
+        response = any_pb2.Any()
+        response.Pack(aiplatform_v1.UndeployModelResponse.pb(aiplatform_v1.UndeployModelResponse()))
+        # Done at once: the client's operation needs no polling.
+        return operations_pb2.Operation(
+            name=f"{current.name}/operations/1", done=True, response=response
+        )
 
     def client(self):
         from google.cloud import aiplatform_v1

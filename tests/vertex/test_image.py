@@ -1,0 +1,50 @@
+"""The pipeline image installs the lock's runtime packages only (no test or lint tools)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# requirements.in's test and lint tools: nothing the pipeline runs imports them.
+DEV_TOOLS = {"pytest", "pytest-timeout", "ruff"}
+
+
+def _lock_graph() -> dict[str, set[str]]:
+    """Package -> the packages (or -r requirements.in) it is installed for, from the lock."""
+    graph: dict[str, set[str]] = {}
+    current = None
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        pinned = re.match(r"^([A-Za-z0-9_.-]+)==", line)
+        if pinned:
+            current = pinned.group(1).lower()
+            graph[current] = set()
+            continue
+        via = re.match(r"^\s+#\s+(?:via\s+)?(-r requirements\.in|[A-Za-z0-9_.-]+)\s*$", line)
+        if current and via and via.group(1) != "via":
+            graph[current].add(via.group(1).lower())
+    return graph
+
+
+def _dev_only(graph: dict[str, set[str]]) -> set[str]:
+    """The dev tools and every package installed only for them (transitively)."""
+    dev = set(DEV_TOOLS)
+    changed = True
+    while changed:
+        changed = False
+        for package, wanted_by in graph.items():
+            if package not in dev and wanted_by and wanted_by <= dev:
+                dev.add(package)
+                changed = True
+    return dev
+
+
+def test_the_image_leaves_out_exactly_the_dev_only_packages():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    match = re.search(r'^ARG DEV_ONLY="([^"]*)"', dockerfile, re.M)
+    assert match, "the Dockerfile names its DEV_ONLY packages"
+    graph = _lock_graph()
+    assert DEV_TOOLS <= set(graph), "the lock has the dev tools"
+    assert set(match.group(1).split()) == _dev_only(graph)
+    # Runtime packages named in requirements.in stay in the image.
+    assert {"httpx", "pydantic", "uvicorn"} <= set(graph) - _dev_only(graph)
