@@ -75,7 +75,16 @@ def _send_until_stopped(url: str, instances: list, answered: dict) -> None:
             return
 
 
-def _stop_under_load(process, url: str, instances: list, senders: int = 4):
+def _writers(log_dir: str) -> set[str]:
+    """The process ids in the request log's file names (after the host)."""
+    if not os.path.isdir(log_dir):
+        return set()
+    return {n.split("-")[-2] for n in os.listdir(log_dir)}
+
+
+def _stop_under_load(process, url: str, instances: list, senders: int = 4, ready=lambda: True):
+    """Sends requests from `senders` threads; once 40 are answered and `ready()` holds,
+    stops the server with SIGTERM."""
     answered: dict[str, int] = {}
     threads = [
         threading.Thread(target=_send_until_stopped, args=(url, instances, answered))
@@ -85,6 +94,7 @@ def _stop_under_load(process, url: str, instances: list, senders: int = 4):
         t.start()
     try:
         wait_for(lambda: len(answered) >= 40, 120, message="too few requests answered")
+        wait_for(ready, 300, interval=0.5, message="the server was not ready to be stopped")
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=120)
     finally:
@@ -134,10 +144,12 @@ def test_two_workers_serve_and_stop_gracefully(model_dir, instances, tmp_path):
     log_dir = str(tmp_path / "log")
     process, url, output = _start(model_dir, log_dir, tmp_path, "--workers", "2")
     with output:
-        # Both workers load the model; requests on new connections reach both.
-        code, answered = _stop_under_load(process, url, instances, senders=6)
+        # Both workers load the model; requests on new connections reach both (the second
+        # may still be loading when the first answers: stop once both have logged).
+        code, answered = _stop_under_load(
+            process, url, instances, senders=6, ready=lambda: len(_writers(log_dir)) >= 2
+        )
     assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
     names = _check_log(log_dir, answered)
     # Each worker writes its own files (the process id is in the name, after the host).
-    writers = {n.split("-")[-2] for n in names}
-    assert len(writers) == 2, names
+    assert len(_writers(log_dir)) == 2, names
