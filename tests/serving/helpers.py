@@ -12,6 +12,19 @@ import pytest
 
 MODEL_NAME = "taxifare"
 
+# `python -c SERVE_ENTRY serve ...`: the serving subcommands as the `taxifare` CLI wires them,
+# in a process of their own.
+SERVE_ENTRY = """
+import argparse, sys
+from pipeline.env import configure_environment
+from pipeline.serving.cli import add_serve_parsers
+parser = argparse.ArgumentParser(prog="taxifare")
+commands = add_serve_parsers(parser.add_subparsers(dest="command", required=True))
+args = parser.parse_args(sys.argv[1:])
+configure_environment(verbose=getattr(args, "verbose", False))
+sys.exit(commands[args.command](args))
+"""
+
 
 def free_port() -> int:
     """A loopback port that was free a moment ago (for servers in other processes)."""

@@ -14,28 +14,24 @@ import httpx
 import pytest
 
 from pipeline.serving.request_log import IN_PROGRESS_SUFFIX, LOG_SUFFIX, read_request_log
-from tests.serving.helpers import MODEL_NAME, free_port, repo_root, subprocess_env, wait_for
+from tests.serving.helpers import (
+    MODEL_NAME,
+    SERVE_ENTRY,
+    free_port,
+    repo_root,
+    subprocess_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
-
-# The `taxifare` entry point as the lead's CLI wires it: the serving subcommands on a parser.
-_ENTRY = """
-import argparse, sys
-from pipeline.env import configure_environment
-from pipeline.serving.cli import add_serve_parsers
-parser = argparse.ArgumentParser(prog="taxifare")
-commands = add_serve_parsers(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-configure_environment(verbose=getattr(args, "verbose", False))
-sys.exit(commands[args.command](args))
-"""
 
 
 def _start(model_dir: str, log_dir: str, tmp_path, *extra: str):
     port = free_port()
     stderr = open(tmp_path / "server.log", "w")  # closed by the caller
     process = subprocess.Popen(
-        [sys.executable, "-c", _ENTRY, "serve", "--model-dir", model_dir, "--port", str(port)]
+        [sys.executable, "-c", SERVE_ENTRY, "serve", "--model-dir", model_dir]
+        + ["--port", str(port)]
         + ["--log-dir", log_dir, *extra],
         cwd=repo_root(),
         env=subprocess_env(),

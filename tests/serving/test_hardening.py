@@ -24,6 +24,7 @@ from pipeline.serving.request_log import read_request_log
 from taxifare_modules import features as f
 from tests.serving.helpers import (
     MODEL_NAME,
+    SERVE_ENTRY,
     InProcessServer,
     free_port,
     repo_root,
@@ -446,24 +447,14 @@ def test_a_stray_folder_does_not_stop_new_versions(model_dir, small_model, insta
 
 # --- The process: shutdown and the public-host warning ---------------------------------------
 
-_ENTRY = """
-import argparse, sys
-from pipeline.env import configure_environment
-from pipeline.serving.cli import add_serve_parsers
-parser = argparse.ArgumentParser(prog="taxifare")
-commands = add_serve_parsers(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-configure_environment(verbose=getattr(args, "verbose", False))
-sys.exit(commands[args.command](args))
-"""
-
 
 def test_sigterm_answers_a_stalled_request_in_json_and_exits(model_dir, tmp_path):
     port = free_port()
     output = tmp_path / "server.log"
     with open(output, "w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-c", _ENTRY, "serve", "--model-dir", model_dir, "--port", str(port)]
+            [sys.executable, "-c", SERVE_ENTRY, "serve", "--model-dir", model_dir]
+            + ["--port", str(port)]
             + ["--host", "0.0.0.0", "--shutdown-timeout", "1", "--body-timeout", "600"],
             cwd=repo_root(),
             env=subprocess_env(),
