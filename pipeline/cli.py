@@ -10,6 +10,8 @@ ran) or anomalies against the schema (the gate stopped the run, nothing pushed);
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 
@@ -30,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, validate, evaluate and push a taxi-fare model with TFX.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the whole pipeline locally")
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline locally",
+        description="Run the whole pipeline on this machine (ExampleGen to Pusher), then print"
+        " its summary and write its report (<root>/runs/<run id>/report.html).",
+    )
     add_config_args(run)
     run.add_argument(
         "--no-wait",
@@ -38,10 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="if another run holds the root, stop at once (exit 2) instead of waiting for it",
     )
     infer = sub.add_parser(
-        "infer-schema", help="infer a schema from the configured data and write it for review"
+        "infer-schema",
+        help="infer a schema from the configured data and write it for review",
+        description="Run ExampleGen, StatisticsGen and SchemaGen on the configured data and"
+        " write the inferred schema for review.",
     )
     add_config_args(infer)
     infer.add_argument("--output", required=True, help="where to write the schema (.pbtxt)")
+    add_history_parsers(sub)
     from pipeline.serving.cli import add_serve_parsers
 
     _COMMANDS.update(add_serve_parsers(sub))
@@ -51,7 +62,49 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.monitoring.cli import add_monitoring_parsers
 
     _COMMANDS.update(add_monitoring_parsers(sub))
+    _describe_every_command(sub)
     return parser
+
+
+def _describe_every_command(sub: argparse._SubParsersAction) -> None:
+    """Gives each subcommand without a description of its own its one-line help as one."""
+    for action in sub._choices_actions:  # noqa: SLF001 - argparse keeps the help lines here
+        parser = sub.choices[action.dest]
+        if not parser.description and action.help:
+            parser.description = action.help[0].upper() + action.help[1:] + "."
+
+
+def add_history_parsers(sub: argparse._SubParsersAction) -> None:
+    """Registers `runs` and `report`: what the runs of a root did, read from its MLMD."""
+    runs = sub.add_parser(
+        "runs",
+        help="list the runs of a pipeline root, newest first",
+        description="List the runs recorded in a pipeline root's ML Metadata, newest first:"
+        " status, input, hyperparameters, metrics, blessing and pushed version.",
+    )
+    _add_root_arg(runs)
+    runs.add_argument("--limit", type=int, default=None, help="show at most this many runs")
+    runs.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    runs.add_argument("--verbose", action="store_true", help="show TensorFlow and TFMA logs")
+    report = sub.add_parser(
+        "report",
+        help="write the HTML report of a run (offline, one self-contained file)",
+        description="Write one self-contained HTML page about a run: its path through the"
+        " pipeline, its data, training curves, evaluation and where the model went.",
+    )
+    _add_root_arg(report)
+    report.add_argument("--run", help="the run id (default: the newest run)")
+    report.add_argument("--out", required=True, help="the folder to write report-<run id>.html to")
+    report.add_argument("--verbose", action="store_true", help="show TensorFlow and TFMA logs")
+    _COMMANDS.update({"runs": cmd_runs, "report": cmd_report})
+
+
+def _add_root_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        default="build/taxifare",
+        help="the pipeline root (the `root` of the config; default: %(default)s)",
+    )
 
 
 def _say(message: str) -> None:
@@ -162,21 +215,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     from pipeline.root_lock import RootBusyError, hold_root
     from pipeline.runner import new_run_id, run_local
-    from pipeline.summary import build_summary, render, write_summary
+    from pipeline.summary import build_summary, render
 
     run_id = new_run_id()
     try:
         with hold_root(cfg.root, run_id, wait=not args.no_wait, notify=_say):
-            print(
-                f"taxifare: running pipeline '{cfg.name}' ({cfg.orchestrator.runner} orchestrator)"
-                f" into {cfg.root}, run {run_id}",
-                flush=True,
+            _say(
+                f"running pipeline '{cfg.name}' ({cfg.orchestrator.runner} orchestrator)"
+                f" into {cfg.root}, run {run_id}"
             )
-            outcome = run_local(cfg, run_id, verbose=args.verbose, notify=_say)
+            # Libraries print progress to stdout (Keras' fit); stdout carries only the summary.
+            with contextlib.redirect_stdout(sys.stderr):
+                outcome = run_local(cfg, run_id, verbose=args.verbose, notify=_say)
             summary = build_summary(
                 cfg, outcome.nodes, outcome.seconds, run_id=run_id, log_path=outcome.log_path
             )
-            write_summary(summary, cfg)
+            _finish_run(summary, cfg, args.config)
     except RootBusyError as e:
         _say(str(e))
         return EXIT_USAGE
@@ -198,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             return EXIT_ANOMALIES
         if summary.monitoring_stopped:
-            print(render(summary, cfg))
+            print(render(summary, cfg, args.config))
             found = [c for c in (summary.drift, summary.skew) if c is not None and c.stopped]
             print(
                 "\ntaxifare: "
@@ -219,9 +273,67 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    print(render(summary, cfg))
+    print(render(summary, cfg, args.config))
     if summary.blessed is False:
         return EXIT_NOT_BLESSED
+    return EXIT_OK
+
+
+def _finish_run(summary, cfg, config_path: str) -> None:
+    """The run's own files: a trips file to ask the served model with, its report, and its
+    summary (with the wall time from the start of the process)."""
+    from pipeline.progress import process_seconds
+    from pipeline.report import reads
+    from pipeline.report.page import REPORT_FILE, write_report
+    from pipeline.summary import next_steps, run_dir, write_summary
+
+    own = run_dir(cfg, summary.run_id)
+    if (summary.pushed_to or summary.already_serving) and summary.examples_uri:
+        rows = reads.read_examples(summary.examples_uri, summary.eval_split or "eval", 5)
+        if rows:
+            summary.trips_file = os.path.join(own, "trips.json")
+            os.makedirs(own, exist_ok=True)
+            with open(summary.trips_file, "w") as fh:
+                json.dump(reads.trips_request(rows), fh, indent=2)
+    summary.report = os.path.join(own, REPORT_FILE)
+    summary.next_steps = next_steps(summary, cfg, config_path)
+    write_report(cfg.root, summary.report, summary.run_id, summary=summary.to_json())
+    summary.wall_seconds = process_seconds()
+    write_summary(summary, cfg)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """`taxifare runs`: the runs of a root, newest first, as a table or JSON."""
+    from pipeline.runs import RunsError, format_table, read_runs
+
+    if args.limit is not None and args.limit < 1:
+        _say(f"--limit must be at least 1, not {args.limit}")
+        return EXIT_USAGE
+    try:
+        records = read_runs(os.path.abspath(args.root), limit=args.limit)
+    except RunsError as e:
+        _say(str(e))
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+    else:
+        print(format_table(records))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`taxifare report`: one run's HTML page, written under --out; its path on stdout."""
+    from pipeline.report.page import write_report
+    from pipeline.runs import RunsError, load_run
+
+    root = os.path.abspath(args.root)
+    try:
+        run_id = args.run or load_run(root)[0].run_id
+        path = write_report(root, os.path.join(args.out, f"report-{run_id}.html"), run_id)
+    except RunsError as e:
+        _say(str(e))
+        return EXIT_USAGE
+    print(path)
     return EXIT_OK
 
 
@@ -255,8 +367,8 @@ def cmd_infer_schema(args: argparse.Namespace) -> int:
     source = os.path.join(node.outputs["schema"][0].uri, "schema.pbtxt")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     shutil.copyfile(source, args.output)
-    print(
-        f"taxifare: inferred schema written to {args.output}; review it, then point"
+    _say(
+        f"inferred schema written to {args.output}; review it, then point"
         " schema.path at it (or replace pipeline/schema/schema.pbtxt)"
     )
     return EXIT_OK

@@ -18,9 +18,10 @@ _CACHED = "A cached execution %d is used."
 class ComponentProgress(logging.Handler):
     """Turns the orchestrator's node start/finish records into one readable line each."""
 
-    def __init__(self, stream: TextIO = sys.stdout):
+    def __init__(self, stream: TextIO | None = None):
         super().__init__(level=logging.INFO)
-        self._stream = stream
+        # Progress is not the command's output: stderr (read when written, for capture).
+        self._stream = stream if stream is not None else sys.stderr
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}
         self._cached: set[str] = set()
@@ -56,7 +57,7 @@ def _drop_quiet_absl(record: logging.LogRecord) -> bool:
     return record.name != "absl" or record.levelno >= logging.ERROR
 
 
-def attach_progress(stream: TextIO = sys.stdout) -> ComponentProgress:
+def attach_progress(stream: TextIO | None = None) -> ComponentProgress:
     """Attaches a ComponentProgress to the absl logger (TFX logs through absl).
 
     Parsing absl flags (which some libraries do mid-run) resets the absl logger to WARNING;
@@ -89,3 +90,10 @@ def detach_progress(handler: ComponentProgress) -> None:
     absl_logger.setLevel(handler.previous_level)  # type: ignore[attr-defined]
     for h in logging.getLogger().handlers:
         h.removeFilter(_drop_quiet_absl)
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started (its imports included), as a user waited."""
+    import psutil
+
+    return max(0.0, time.time() - psutil.Process().create_time())

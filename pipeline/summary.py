@@ -11,9 +11,15 @@ from tfx.types import artifact_utils
 from pipeline import dag
 from pipeline.anomalies import Anomaly, read_anomalies
 from pipeline.components import monitoring as mon
+from pipeline.components.atomic_pusher import (
+    ALREADY_SERVING_PROPERTY,
+    PUSHED_DESTINATION_PROPERTY,
+    PUSHED_PROPERTY,
+)
 from pipeline.components.fare_filter import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
 from pipeline.config import Config
 from pipeline.mlmd_run import NodeExecution, custom_value
+from pipeline.runs import evaluated_split, read_overall_metrics
 
 _RMSE = "root_mean_squared_error"
 _MAE = "mean_absolute_error"
@@ -54,10 +60,23 @@ class RunSummary:
     blessed: bool | None = None
     blessing_reasons: list[str] = dataclasses.field(default_factory=list)
     pushed_to: str | None = None
+    # Blessed, but byte for byte the version already served: not pushed again (its folder).
+    already_serving: str | None = None
     model_uri: str | None = None
+    # The split the Evaluator's metrics are of (test once there is one, else eval).
+    eval_split: str | None = None
+    # The Trainer's TensorBoard logs.
+    tensorboard_dir: str | None = None
     train_steps: int | None = None
     batch_size: int | None = None
     total_seconds: float | None = None
+    # Wall seconds from the start of the process (imports and start-up included).
+    wall_seconds: float | None = None
+    # The run's HTML report and a few of its eval trips as a `predict --instances` file.
+    report: str | None = None
+    trips_file: str | None = None
+    # The commands to look at and serve what the run made, as printed (see next_steps).
+    next_steps: list[str] = dataclasses.field(default_factory=list)
     failed_node: str | None = None
     drift: CheckSummary | None = None
     skew: CheckSummary | None = None
@@ -79,22 +98,6 @@ def _first(node: NodeExecution | None, key: str):
 
 def _split_names(artifact) -> list[str]:
     return artifact_utils.decode_split_names(artifact.properties["split_names"].string_value)
-
-
-def _read_metrics(evaluation_uri: str) -> dict[tuple[str, str], float]:
-    """Overall-slice metrics keyed by (metric name, model name)."""
-    import tensorflow_model_analysis as tfma
-
-    values: dict[tuple[str, str], float] = {}
-    for metrics in tfma.load_metrics(evaluation_uri):
-        if metrics.slice_key.single_slice_keys:
-            continue
-        for kv in metrics.metric_keys_and_values:
-            if kv.key.is_diff:
-                continue
-            if kv.value.HasField("double_value"):
-                values[(kv.key.name, kv.key.model_name)] = kv.value.double_value.value
-    return values
 
 
 def _blessing_reasons(evaluation_uri: str) -> list[str]:
@@ -203,10 +206,13 @@ def build_summary(
 
     model = _first(nodes.get(dag.TRAINER_ID), "model")
     summary.model_uri = model.uri if model is not None else None
+    model_run = _first(nodes.get(dag.TRAINER_ID), "model_run")
+    if model_run is not None:
+        summary.tensorboard_dir = os.path.join(model_run.uri, "logs")
 
     evaluation = _first(nodes.get(dag.EVALUATOR_ID), "evaluation")
     if evaluation is not None:
-        metrics = _read_metrics(evaluation.uri)
+        metrics = read_overall_metrics(evaluation.uri)
         candidate = {
             name: v for (name, model_name), v in metrics.items() if model_name != "baseline"
         }
@@ -216,6 +222,7 @@ def build_summary(
         summary.eval_count = int(count) if count is not None else None
         summary.baseline_rmse = metrics.get((_RMSE, "baseline"))
         summary.blessing_reasons = _blessing_reasons(evaluation.uri)
+        summary.eval_split = evaluated_split(nodes[dag.EVALUATOR_ID])
     blessing = _first(nodes.get(dag.EVALUATOR_ID), "blessing")
     if blessing is not None:
         summary.blessed = bool(custom_value(blessing, "blessed"))
@@ -225,12 +232,14 @@ def build_summary(
     summary.skew = _check(nodes.get(dag.SKEW_CHECK_ID), cfg.monitoring.skew.on_detect, summary)
 
     pushed = _first(nodes.get(dag.PUSHER_ID), "pushed_model")
-    if pushed is not None and custom_value(pushed, "pushed"):
-        summary.pushed_to = str(custom_value(pushed, "pushed_destination"))
+    if pushed is not None and custom_value(pushed, PUSHED_PROPERTY):
+        summary.pushed_to = str(custom_value(pushed, PUSHED_DESTINATION_PROPERTY))
+    elif pushed is not None:
+        summary.already_serving = custom_value(pushed, ALREADY_SERVING_PROPERTY)
     return summary
 
 
-def render(summary: RunSummary, cfg: Config) -> str:
+def render(summary: RunSummary, cfg: Config, config_path: str | None = None) -> str:
     """The closing summary a person reads."""
     lines = ["", "taxifare run summary", "--------------------"]
     if summary.run_id:
@@ -280,24 +289,63 @@ def render(summary: RunSummary, cfg: Config) -> str:
             )
     if summary.pushed_to:
         lines.append(f"pushed to    {summary.pushed_to}")
+    elif summary.already_serving:
+        lines.append(
+            f"pushed to    nothing new: this model is already the serving version"
+            f" ({summary.already_serving})"
+        )
     elif summary.blessed is not None:
         lines.append(f"pushed to    nothing pushed; serving dir unchanged: {cfg.serving_model_dir}")
     if summary.model_uri:
         lines.append(f"model        {summary.model_uri}")
     lines.append(f"artifacts    {cfg.pipeline_root}   (MLMD: {cfg.metadata_path})")
-    if summary.total_seconds is not None:
+    if summary.report:
+        lines.append(f"report       {summary.report}")
+    if summary.wall_seconds is not None:
+        pipeline_time = (
+            f" ({summary.total_seconds:.0f}s in the pipeline)"
+            if summary.total_seconds is not None
+            else ""
+        )
+        lines.append(f"total time   {summary.wall_seconds:.0f}s{pipeline_time}")
+    elif summary.total_seconds is not None:
         lines.append(f"total time   {summary.total_seconds:.0f}s")
-    if summary.pushed_to:
-        lines.append("")
-        lines.append("next         serve it over REST (TF Serving's API) and ask for a fare:")
-        lines.append(
-            f"               taxifare serve --model-dir {cfg.serving_model_dir}"
-            f" --log-dir {os.path.join(cfg.root, 'request_log')}"
-        )
-        lines.append(
-            "               taxifare predict --url http://127.0.0.1:8501 --instances trips.json"
-        )
+    lines += summary.next_steps or next_steps(summary, cfg, config_path)
     return "\n".join(lines)
+
+
+def next_steps(summary: RunSummary, cfg: Config, config_path: str | None = None) -> list[str]:
+    """The commands to look at and serve what the run made, runnable as printed."""
+    from pipeline.cli_args import cli_command
+    from pipeline.cli_args import shell_quote as q
+
+    taxifare = cli_command()
+    lines: list[str] = []
+    if summary.tensorboard_dir:
+        lines += [
+            "",
+            "training     curves in TensorBoard:",
+            f"               {cli_command('tensorboard')} --logdir {q(summary.tensorboard_dir)}",
+        ]
+    serving = summary.pushed_to or summary.already_serving
+    if not serving:
+        return lines
+    url = f"http://127.0.0.1:{cfg.serving.port}"
+    request_log = os.path.join(cfg.root, "request_log")
+    config = f" --config {q(config_path)}" if config_path else ""
+    lines += [
+        "",
+        "next         serve it over REST (TF Serving's API), in a shell of its own:",
+        f"               {taxifare} serve{config} --model-dir {q(cfg.serving_model_dir)}"
+        f" --log-dir {q(request_log)} --port {cfg.serving.port}",
+        "             ask it for fares:",
+        f"               {taxifare} predict --url {url} --instances"
+        f" {q(summary.trips_file or 'trips.json')}",
+        "             then compare the served traffic with the training data:",
+        f"               {taxifare} skew --serving-logs {q(request_log)} --pipeline-root"
+        f" {q(cfg.root)} --out {q(os.path.join(cfg.root, 'skew'))}",
+    ]
+    return lines
 
 
 def run_dir(cfg: Config, run_id: str) -> str:

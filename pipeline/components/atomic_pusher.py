@@ -43,6 +43,9 @@ _COPY_CHUNK_BYTES = 16 << 20
 PUSHED_PROPERTY = "pushed"
 PUSHED_DESTINATION_PROPERTY = "pushed_destination"
 PUSHED_VERSION_PROPERTY = "pushed_version"
+# Set (with pushed = 0) when the blessed model is byte for byte the version already served:
+# the serving version's folder. A re-run then neither adds a version nor makes servers reload.
+ALREADY_SERVING_PROPERTY = "already_serving"
 
 
 class PushError(RuntimeError):
@@ -74,6 +77,30 @@ def next_version(model_dir: str, now: float | None = None) -> str:
     """A new version: the Unix time (as TFX's Pusher), above every version already there."""
     stamp = int(time.time() if now is None else now)
     return str(max([stamp, *[v + 1 for v in _versions(model_dir)]]))
+
+
+def serving_version_dir(model_dir: str) -> str | None:
+    """The folder of the version TF Serving serves (the highest), or None if there is none."""
+    versions = _versions(model_dir)
+    return os.path.join(model_dir, str(max(versions))) if versions else None
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    with fileio.open(a, "rb") as fa, fileio.open(b, "rb") as fb:
+        while True:
+            chunk_a, chunk_b = fa.read(_COPY_CHUNK_BYTES), fb.read(_COPY_CHUNK_BYTES)
+            if chunk_a != chunk_b:
+                return False
+            if not chunk_a:
+                return True
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two SavedModel folders hold the same files with the same bytes."""
+    files = sorted(_files(a))
+    if files != sorted(_files(b)):
+        return False
+    return all(_same_bytes(os.path.join(a, p), os.path.join(b, p)) for p in files)
 
 
 def _files(root: str) -> list[str]:
@@ -305,6 +332,11 @@ class Executor(pusher_executor.Executor):
         if destination.WhichOneof("destination") != "filesystem":
             raise NotImplementedError("the atomic Pusher pushes to a file system only")
         model_dir = destination.filesystem.base_directory
+        serving = serving_version_dir(model_dir)
+        if serving is not None and same_model(model_path, serving):
+            self._MarkNotPushed(model_push)
+            model_push.set_string_custom_property(ALREADY_SERVING_PROPERTY, serving)
+            return
         # The archive copy comes first: if it fails (a full disk), the serving directory has
         # not been touched.
         try:
