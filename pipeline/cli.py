@@ -72,6 +72,9 @@ def _describe_every_command(sub: argparse._SubParsersAction) -> None:
         parser = sub.choices[action.dest]
         if not parser.description and action.help:
             parser.description = action.help[0].upper() + action.help[1:] + "."
+        for flag in parser._actions:  # noqa: SLF001
+            if flag.dest == "verbose" and flag.help in (None, argparse.SUPPRESS):
+                flag.help = "show TensorFlow and library logs"
 
 
 def add_history_parsers(sub: argparse._SubParsersAction) -> None:

@@ -38,8 +38,9 @@ def add_monitoring_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Name
     skew = subparsers.add_parser(
         "skew",
         help="compare a request log with the training data (training/serving skew)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare the requests a server logged with the data its model was trained"
+        " on (training/serving skew). Exit 0: no skew; 5: skew found (verdict.json and"
+        " report.html say where); 2: usage error; 1: the check failed.",
     )
     skew.add_argument(
         "--serving-logs",
@@ -68,8 +69,9 @@ def add_monitoring_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Name
     drift = subparsers.add_parser(
         "drift",
         help="compare two spans of training data (data drift)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare two spans of training data, or their statistics (data drift)."
+        " Exit 0: no drift; 5: drift found (verdict.json and report.html say where);"
+        " 2: usage error; 1: the check failed.",
     )
     drift.add_argument("--baseline", required=True, help="data (CSV/TFRecord) or statistics")
     drift.add_argument("--current", required=True, help="data (CSV/TFRecord) or statistics")

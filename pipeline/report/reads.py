@@ -149,9 +149,8 @@ def read_training_curves(logs_dir: str) -> dict[str, dict[str, list[tuple[float,
                 for value in event.summary.value:
                     if value.HasField("simple_value"):
                         number = float(value.simple_value)
-                    elif (
-                        value.metadata.plugin_data.plugin_name == "scalars"
-                        and value.HasField("tensor")
+                    elif value.metadata.plugin_data.plugin_name == "scalars" and value.HasField(
+                        "tensor"
                     ):
                         number = float(tf.make_ndarray(value.tensor))
                     else:
@@ -180,10 +179,15 @@ class SliceMetrics:
     baseline_rmse: float | None
 
 
-def _slice_value(v) -> str:
-    kind = v.WhichOneof("value") if hasattr(v, "WhichOneof") else None
-    raw = getattr(v, kind) if kind else v
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+def _slice_value(key) -> str:
+    raw = getattr(key, key.WhichOneof("kind"))
+    return (
+        raw.decode()
+        if isinstance(raw, bytes)
+        else f"{raw:g}"
+        if isinstance(raw, float)
+        else str(raw)
+    )
 
 
 def read_slice_metrics(evaluation_uri: str) -> list[SliceMetrics]:

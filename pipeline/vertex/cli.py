@@ -85,6 +85,8 @@ def _compile(cfg: Config, output: Path) -> int:
         f"taxifare: compiled pipeline '{cfg.name}' ({steps} steps) to {output}\n"
         f"  image: {cfg.vertex.image}\n"
         f"  beam: {cfg.vertex.dataflow.runner}; trainer tier {cfg.vertex.training.tier}: {machines}"
+    ,
+        file=sys.stderr,
     )
     return EXIT_OK
 
@@ -139,14 +141,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
         job.submit(service_account=cfg.vertex.service_account)
     except (GoogleAPIError, GoogleAuthError) as e:
         return _fail(f"Vertex AI did not accept the pipeline job: {e}", EXIT_FAILED)
-    print(f"taxifare: submitted {job.resource_name}\n  watch: {job._dashboard_uri()}")
+    print(
+        f"taxifare: submitted {job.resource_name}\n  watch: {job._dashboard_uri()}",
+        file=sys.stderr,
+    )
     if not args.wait:
         return EXIT_OK
     try:
         job.wait()
     except RuntimeError as e:  # aiplatform raises it when the job ends failed or cancelled
         return _fail(f"the pipeline job did not succeed: {e}", EXIT_FAILED)
-    print(f"taxifare: pipeline job {job.resource_name} succeeded")
+    print(f"taxifare: pipeline job {job.resource_name} succeeded", file=sys.stderr)
     return EXIT_OK
 
 

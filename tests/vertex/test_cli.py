@@ -62,15 +62,16 @@ def test_compile_set_overrides_the_tier(tmp_path, capsys):
     )
     pools = custom["ai_platform_training_args"]["job_spec"]["worker_pool_specs"]
     assert [p["replica_count"] for p in pools] == [1, 3]
-    assert "1 x n1-standard-8, 3 x n1-standard-8" in capsys.readouterr().out
+    assert "1 x n1-standard-8, 3 x n1-standard-8" in capsys.readouterr().err
 
 
 def test_submit_dry_run_prints_the_request_offline(tmp_path, capsys, no_credentials):
     output = tmp_path / "p.json"
     assert _run("submit", "--config", VERTEX, "--output", str(output), "--dry-run") == 0
     captured = capsys.readouterr()
-    # stdout: the compile summary, then the request as JSON.
-    request = json.loads(captured.out[captured.out.index("\n{") :])
+    # stdout: only the request, as JSON (the compile summary went to stderr).
+    request = json.loads(captured.out)
+    assert "compiled pipeline" in captured.err
     assert request["parent"] == "projects/my-gcp-project/locations/us-central1"
     assert request["pipelineJobId"].startswith("taxifare-")
     job = request["pipelineJob"]
