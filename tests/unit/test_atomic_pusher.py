@@ -295,3 +295,42 @@ def test_next_version_is_above_every_version_there(tmp_path):
     (model_dir / "notes").mkdir()
     assert ap.next_version(str(model_dir), now=1_800_000_000) == "1900000001"
     assert ap.next_version(str(tmp_path / "absent"), now=1_800_000_000) == "1800000000"
+
+
+def test_the_model_already_served_is_not_pushed_again(pusher_io, tmp_path):
+    model_dir = tmp_path / "serving" / "taxifare"
+    _do(pusher_io, model_dir)
+    first = pusher_io["pushed"].get_string_custom_property(ap.PUSHED_DESTINATION_PROPERTY)
+    before = _tree(model_dir)
+    again = standard_artifacts.PushedModel()
+    again.uri = str(tmp_path / "pipeline" / "Pusher" / "pushed_model" / "10")
+    _do({**pusher_io, "pushed": again}, model_dir)
+    assert again.get_int_custom_property(ap.PUSHED_PROPERTY) == 0
+    assert again.get_string_custom_property(ap.ALREADY_SERVING_PROPERTY) == first
+    assert _tree(model_dir) == before  # no new version for the servers to load
+    assert not Path(again.uri).exists()
+
+
+def test_a_different_model_is_pushed_above_the_served_one(pusher_io, tmp_path):
+    model_dir = tmp_path / "serving" / "taxifare"
+    _existing_version(model_dir)
+    assert not ap.same_model(str(pusher_io["model_path"]), str(model_dir / "1000"))
+    _do(pusher_io, model_dir)
+    assert pusher_io["pushed"].get_int_custom_property(ap.PUSHED_PROPERTY) == 1
+    assert not pusher_io["pushed"].get_string_custom_property(ap.ALREADY_SERVING_PROPERTY)
+    # Same files, one byte changed: a different model.
+    served = Path(ap.serving_version_dir(str(model_dir)))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for p in served.rglob("*"):
+        target = copy / p.relative_to(served)
+        if p.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.write_bytes(p.read_bytes())
+    assert ap.same_model(str(copy), str(served))
+    padding = copy / "assets" / "padding.bin"
+    data = bytearray(padding.read_bytes())
+    data[-1] ^= 1
+    padding.write_bytes(bytes(data))
+    assert not ap.same_model(str(copy), str(served))

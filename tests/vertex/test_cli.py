@@ -35,7 +35,9 @@ def test_compile_writes_the_spec_and_says_what_runs_where(tmp_path, capsys):
     assert _run("compile", "--config", VERTEX, "--output", str(output)) == 0
     job = json.loads(output.read_text())
     assert "Trainer" in job["pipelineSpec"]["root"]["dag"]["tasks"]
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.out == ""  # what was done is a message (stderr), not output
+    out = captured.err
     assert str(output) in out
     assert "trainer tier basic-gpu: 1 x n1-standard-8 + 1 NVIDIA_TESLA_T4" in out
     assert "DataflowRunner" in out
