@@ -24,6 +24,7 @@ class NodeExecution:
     seconds: float
     outputs: dict[str, list[metadata_store_pb2.Artifact]]
     execution: metadata_store_pb2.Execution
+    inputs: dict[str, list[metadata_store_pb2.Artifact]] = dataclasses.field(default_factory=dict)
 
 
 def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
@@ -84,10 +85,26 @@ def abandon_unfinished(store: metadata_store.MetadataStore, by_run: str) -> list
     return marked
 
 
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+
+
+def _artifacts_by_key(
+    store: metadata_store.MetadataStore, events, types
+) -> dict[str, list[metadata_store_pb2.Artifact]]:
+    chosen = [e for e in events if e.type in types]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in chosen])}
+    found: dict[str, list[metadata_store_pb2.Artifact]] = {}
+    for event in chosen:
+        key = event.path.steps[0].key if event.path.steps else ""
+        found.setdefault(key, []).append(artifacts[event.artifact_id])
+    return found
+
+
 def read_run(
     store: metadata_store.MetadataStore, run: metadata_store_pb2.Context
 ) -> dict[str, NodeExecution]:
-    """The executions of one run keyed by node id, with their output artifacts by key."""
+    """The executions of one run keyed by node id, with their input and output artifacts."""
     executions = store.get_executions_by_context(run.id)
     result: dict[str, NodeExecution] = {}
     for execution in executions:
@@ -95,18 +112,8 @@ def read_run(
         if node_id is None:
             continue
         events = store.get_events_by_execution_ids([execution.id])
-        outputs: dict[str, list[metadata_store_pb2.Artifact]] = {}
-        output_events = [
-            e
-            for e in events
-            if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-        ]
-        artifacts = {
-            a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in output_events])
-        }
-        for event in output_events:
-            key = event.path.steps[0].key if event.path.steps else ""
-            outputs.setdefault(key, []).append(artifacts[event.artifact_id])
+        outputs = _artifacts_by_key(store, events, _OUTPUT_EVENTS)
+        inputs = _artifacts_by_key(store, events, _INPUT_EVENTS)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
         result[node_id] = NodeExecution(
             node_id=node_id,
@@ -114,6 +121,7 @@ def read_run(
             seconds=seconds,
             outputs=outputs,
             execution=execution,
+            inputs=inputs,
         )
     return result
 

@@ -217,8 +217,9 @@ def build_record(
         record.baseline_rmse = metrics.get((_RMSE, "baseline"))
         record.baseline_mae = metrics.get((_MAE, "baseline"))
         record.metrics_split = evaluated_split(nodes[dag.EVALUATOR_ID])
-    baseline = _first(nodes.get(dag.MODEL_RESOLVER_ID), "model")
-    record.baseline_model = baseline.uri if baseline is not None else None
+    evaluator = nodes.get(dag.EVALUATOR_ID)
+    baselines = evaluator.inputs.get("baseline_model") if evaluator is not None else None
+    record.baseline_model = baselines[0].uri if baselines else None
     blessing = _first(nodes.get(dag.EVALUATOR_ID), "blessing")
     if blessing is not None:
         record.blessed = bool(custom_value(blessing, "blessed"))

@@ -50,6 +50,13 @@ def _missing_share(feature, num_examples: int) -> float:
     return 1 - with_value / num_examples if num_examples else 0.0
 
 
+def _compact(value: float) -> str:
+    """A bin's middle in at most 8 characters."""
+    if abs(value) >= 1e6:
+        return f"{value:.3g}"
+    return f"{value:.4g}"
+
+
 def _numeric_bins(per_split: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     """Each split's standard histogram spread over shared equal-width bins."""
     hists = {}
@@ -78,7 +85,7 @@ def _numeric_bins(per_split: dict[str, Any]) -> list[tuple[str, dict[str, float]
                     overlap = max(0.0, min(hi, b.high_value) - max(lo, b.low_value)) / span
                 shares[split][i] += b.sample_count * overlap / total
     return [
-        (f"{low + (i + 0.5) * width:.4g}", {s: shares[s][i] for s in hists})
+        (_compact(low + (i + 0.5) * width), {s: shares[s][i] for s in hists})
         for i in range(_COMMON_BINS)
     ]
 

@@ -6,7 +6,7 @@ import html
 import math
 
 _WIDTH, _HEIGHT = 720, 280
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 16, 64
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 16, 80
 COLORS = ("#1f4e9c", "#e8710a", "#1a7f37", "#8e24aa")
 
 
@@ -145,11 +145,19 @@ def bar_chart(
                 f' height="{bottom - y:.1f}" fill="{COLORS[j % len(COLORS)]}" fill-opacity="0.75">'
                 f"<title>{html.escape(tip)}</title></rect>"
             )
-        if len(bars) <= 30 or i % 2 == 0:
+        x_mid = _LEFT + (i + 0.5) * slot
+        if len(bars) <= 12:
             label = category if len(category) <= 12 else category[:11] + "…"
             parts.append(
-                f'<text x="{_LEFT + (i + 0.5) * slot:.1f}" y="{bottom + 14}"'
-                f' text-anchor="middle">{html.escape(label)}</text>'
+                f'<text x="{x_mid:.1f}" y="{bottom + 14}" text-anchor="middle">'
+                f"{html.escape(label)}</text>"
+            )
+        else:  # many bars: slanted labels, so that neighbours do not overlap
+            label = category if len(category) <= 10 else category[:9] + "…"
+            parts.append(
+                f'<text x="{x_mid:.1f}" y="{bottom + 10}" text-anchor="end"'
+                f' transform="rotate(-40 {x_mid:.1f} {bottom + 10})">{html.escape(label)}'
+                "</text>"
             )
     return _svg(parts, title)
 

@@ -84,8 +84,8 @@ def _compile(cfg: Config, output: Path) -> int:
     print(
         f"taxifare: compiled pipeline '{cfg.name}' ({steps} steps) to {output}\n"
         f"  image: {cfg.vertex.image}\n"
-        f"  beam: {cfg.vertex.dataflow.runner}; trainer tier {cfg.vertex.training.tier}: {machines}"
-    ,
+        f"  beam: {cfg.vertex.dataflow.runner};"
+        f" trainer tier {cfg.vertex.training.tier}: {machines}",
         file=sys.stderr,
     )
     return EXIT_OK
