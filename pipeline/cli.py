@@ -298,9 +298,10 @@ def _finish_run(summary, cfg, config_path: str) -> None:
             os.makedirs(own, exist_ok=True)
             with open(summary.trips_file, "w") as fh:
                 json.dump(reads.trips_request(rows), fh, indent=2)
-    summary.report = os.path.join(own, REPORT_FILE)
     summary.next_steps = next_steps(summary, cfg, config_path)
-    write_report(cfg.root, summary.report, summary.run_id, summary=summary.to_json())
+    if summary.components:  # MLMD recorded the run (it may have failed before any component)
+        summary.report = os.path.join(own, REPORT_FILE)
+        write_report(cfg.root, summary.report, summary.run_id, summary=summary.to_json())
     summary.wall_seconds = process_seconds()
     write_summary(summary, cfg)
 

@@ -32,7 +32,6 @@ STOPPED_AT_GATE = "stopped at the anomaly gate"
 STOPPED_BY_MONITORING = "stopped by drift/skew"
 FAILED = "failed"
 RUNNING = "running or abandoned"
-TUNER_ID = "Tuner"
 _RMSE = "root_mean_squared_error"
 _MAE = "mean_absolute_error"
 _COUNT = "example_count"
@@ -139,7 +138,13 @@ def _hyperparameters(nodes: dict[str, NodeExecution]) -> tuple[dict[str, Any], s
     """What the Tuner found (its best_hyperparameters), else what the Trainer was given."""
     import tensorflow as tf
 
-    best = _first(nodes.get(TUNER_ID), "best_hyperparameters")
+    # A Tuner (whatever its id) records what it found as its best_hyperparameters output.
+    tuned = [
+        n.outputs["best_hyperparameters"][0]
+        for n in nodes.values()
+        if n.outputs.get("best_hyperparameters")
+    ]
+    best = tuned[0] if tuned else None
     if best is not None:
         for name in tf.io.gfile.listdir(best.uri):
             with tf.io.gfile.GFile(os.path.join(best.uri, name)) as fh:

@@ -49,7 +49,8 @@ _ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 
 def _print(line: str) -> None:
-    print(line, flush=True)
+    # Progress: stderr (stdout carries only a command's requested output).
+    print(line, file=sys.stderr, flush=True)
 
 
 class RehearsalError(RuntimeError):
