@@ -96,8 +96,11 @@ def _artifacts_by_key(
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in chosen])}
     found: dict[str, list[metadata_store_pb2.Artifact]] = {}
     for event in chosen:
-        key = event.path.steps[0].key if event.path.steps else ""
-        found.setdefault(key, []).append(artifacts[event.artifact_id])
+        # One artifact given to two inputs (a model that is its own baseline) is one event
+        # whose path names both keys.
+        keys = [step.key for step in event.path.steps if step.HasField("key")] or [""]
+        for key in keys:
+            found.setdefault(key, []).append(artifacts[event.artifact_id])
     return found
 
 

@@ -176,11 +176,8 @@ def _page_requests(net_log: Path) -> list[str]:
     """The URLs the page itself asked for (Chromium's own background requests left out)."""
     log = json.loads(net_log.read_text())
     start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
-    return [
-        e["params"]["url"]
-        for e in log["events"]
-        if e["type"] == start_job and e.get("params", {}).get("initiator") != "not an origin"
-    ]
+    starts = [e.get("params", {}) for e in log["events"] if e["type"] == start_job]
+    return [p["url"] for p in starts if "url" in p and p.get("initiator") != "not an origin"]
 
 
 def _text(dom: str, element_id: str) -> str:
