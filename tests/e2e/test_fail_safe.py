@@ -52,9 +52,20 @@ def _start(root: Path, *overrides: str) -> subprocess.Popen:
     )
 
 
-def _run_id(stdout: str) -> str:
-    line = next(x for x in stdout.splitlines() if x.startswith("taxifare: running pipeline"))
+def _run_id(stderr: str) -> str:
+    line = next(x for x in stderr.splitlines() if x.startswith("taxifare: running pipeline"))
     return line.rsplit(" run ", 1)[1].strip()
+
+
+def _messages(stderr: str) -> list[str]:
+    """What the run said on stderr, its progress lines and its start line left out."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.strip()
+        and not line.startswith("  ")
+        and not line.startswith("taxifare: running pipeline")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +115,9 @@ def test_a_relative_root_is_recorded_absolute_and_works_from_another_directory(
     assert code == cli.EXIT_OK, again
     assert again["components"][dag.EVALUATOR_ID] == "COMPLETE"
     assert again["baseline_rmse"] is not None
-    assert again["pushed_to"] and again["pushed_to"] != summary["pushed_to"]
+    # The same model (its Trainer was cached): blessed, and already the serving version.
+    assert again["blessed"] is True and again["pushed_to"] is None
+    assert again["already_serving"] == summary["pushed_to"]
     assert again["run_id"] != summary["run_id"]
 
 
@@ -114,7 +127,7 @@ def test_two_runs_at_once_each_report_their_own_outcome_one_after_the_other(root
     outputs = [p.communicate(timeout=1800) for p in runs]
     codes = [p.returncode for p in runs]
     assert codes == [cli.EXIT_OK, cli.EXIT_NOT_BLESSED], outputs
-    ids = [_run_id(out) for out, _ in outputs]
+    ids = [_run_id(err) for _, err in outputs]
     assert ids[0] != ids[1]
     # One of them waited for the other, and said so once.
     waited = [err.count("waiting for it to finish") for _, err in outputs]
@@ -124,8 +137,9 @@ def test_two_runs_at_once_each_report_their_own_outcome_one_after_the_other(root
         assert summary["run_id"] == run_id
         assert f"run          {run_id}" in out
     blessed, refused = summaries
-    assert blessed["blessed"] is True and blessed["pushed_to"] != first_run[1]["pushed_to"]
-    assert f"pushed to    {blessed['pushed_to']}" in outputs[0][0]
+    # Blessed; its model (the Trainer was cached) is the one already served: not pushed again.
+    assert blessed["blessed"] is True and blessed["already_serving"] == first_run[1]["pushed_to"]
+    assert "this model is already the serving version" in outputs[0][0]
     assert refused["blessed"] is False and refused["pushed_to"] is None
     assert "blessed      NO: root_mean_squared_error" in outputs[1][0]
     # MLMD: the two runs' executions do not overlap; at most one pushed at a time.
@@ -174,7 +188,7 @@ def test_a_push_to_a_full_disk_changes_nothing_and_says_so_in_one_line(
             f"serving_root={small_serving_root}",
         ]
     )
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    err = _messages(capsys.readouterr().err)
     assert code == cli.EXIT_FAILED
     assert len(err) == 1, err
     assert err[0].startswith("taxifare: Pusher failed: ") and "No space left on device" in err[0]
@@ -218,8 +232,8 @@ def test_a_killed_run_is_marked_abandoned_and_the_next_run_pushes(root, first_ru
         assert time.monotonic() < deadline, "the Trainer never started"
         time.sleep(0.5)
     os.killpg(killed.pid, signal.SIGKILL)
-    out, _ = killed.communicate()
-    killed_id = _run_id(out)
+    _, err = killed.communicate()
+    killed_id = _run_id(err)
 
     rerun = _start(root, *overrides)
     out, err = rerun.communicate(timeout=1800)
@@ -227,7 +241,7 @@ def test_a_killed_run_is_marked_abandoned_and_the_next_run_pushes(root, first_ru
     assert "waiting" not in err  # the killed run left no lock behind
     said = [line for line in err.splitlines() if "abandoned" in line]
     assert len(said) == 1 and f"{dag.TRAINER_ID} (run {killed_id})" in said[0], err
-    summary = _summary(root, _run_id(out))
+    summary = _summary(root, _run_id(err))
     assert summary["pushed_to"] and Path(summary["pushed_to"], "saved_model.pb").is_file()
     store = open_store(str(root / "metadata.sqlite"))
     trainer = read_run(store, run_context(store, killed_id))[dag.TRAINER_ID].execution
@@ -279,7 +293,7 @@ def test_a_failed_component_is_one_line_and_its_traceback_is_in_the_log(tmp_path
         ]
     )
     captured = capsys.readouterr()
-    err = [line for line in captured.err.splitlines() if line.strip()]
+    err = _messages(captured.err)
     assert code == cli.EXIT_FAILED
     assert len(err) == 1, err
     assert err[0].startswith(f"taxifare: {dag.SCHEMA_GEN_ID} failed: ") and "NOT_A_TYPE" in err[0]
