@@ -298,7 +298,9 @@ def _format_chunk(world: _World, month: int, trips: dict, header: tuple[str, ...
     n = len(trips["fare"])
     seconds = [
         "" if missing else str(s)
-        for s, missing in zip(trips["trip_seconds"].tolist(), trips["seconds_missing"].tolist())
+        for s, missing in zip(
+            trips["trip_seconds"].tolist(), trips["seconds_missing"].tolist(), strict=True
+        )
     ]
     columns: dict[str, list[str]] = {
         f.LABEL_KEY: [f"{x:.2f}" for x in trips["fare"].tolist()],
@@ -316,7 +318,7 @@ def _format_chunk(world: _World, month: int, trips: dict, header: tuple[str, ...
         columns[name] = text[trips["pickup"]].tolist()
     for name, text in world.dropoff_text.items():
         columns[name] = text[trips["dropoff"]].tolist()
-    lines = map(",".join, zip(*(columns[name] for name in header)))
+    lines = map(",".join, zip(*(columns[name] for name in header), strict=True))
     return "\n".join(lines) + "\n"
 
 
@@ -404,7 +406,9 @@ def synthesize(spec: SynthSpec, city: City, on_rows: Callable[[int], None] | Non
     world = _World(city, scenario)
     plan = month_plan(city, spec.months, spec.start)
     spans = []
-    for (year, month), rows in zip(plan, allocate(spec.rows, month_weights(city, plan))):
+    for (year, month), rows in zip(
+        plan, allocate(spec.rows, month_weights(city, plan)), strict=True
+    ):
         folder = posixpath.join(spec.out, span_name(year, month))
         _makedirs(folder)
         floor = _Floor()
