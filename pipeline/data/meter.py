@@ -45,12 +45,17 @@ class Noise:
     unknown_median_miles: float = 1.5
     unknown_sigma: float = 0.9
     # Streets are not straight lines: route = hypot(distance, local) * detour (lognormal).
-    local_miles: float = 0.5
+    local_miles: float = 0.3
     detour_median: float = 1.0
     detour_sigma: float = 0.18
     # The trip's speed around the hour's median speed (lognormal), and the wait at the start.
+    # Longer trips are faster (arterials, expressways): speed times (miles / typical) ** k,
+    # at least `slowest` times the hour's speed.
     speed_sigma: float = 0.3
-    wait_minutes: float = 1.0
+    typical_miles: float = 1.5
+    distance_exponent: float = 0.3
+    slowest: float = 0.7
+    wait_minutes: float = 0.5
     # The meter charges distance while the cab moves and time only while it crawls: the
     # share of the driving time charged, at the hour's median speed (more in slower traffic).
     crawl_share: float = 0.25
@@ -92,7 +97,8 @@ def draw_trips(
     straight = np.where(np.isnan(known), unknown, known)
     detour = noise.detour_median * np.exp(noise.detour_sigma * rng.standard_normal(shape))
     route = np.hypot(straight, noise.local_miles) * detour
-    trip_mph = speed * np.exp(noise.speed_sigma * rng.standard_normal(shape))
+    longer = np.maximum(noise.slowest, (route / noise.typical_miles) ** noise.distance_exponent)
+    trip_mph = speed * longer * np.exp(noise.speed_sigma * rng.standard_normal(shape))
     driving = route / trip_mph * 60.0
     waiting = rng.exponential(noise.wait_minutes, shape)
     minutes = driving + waiting

@@ -150,7 +150,7 @@ def _quote(text: str) -> str:
     return text
 
 
-class _World:
+class World:
     """The city with the scenario applied, in the arrays the chunks draw from."""
 
     def __init__(self, city: City, scenario: Scenario):
@@ -239,7 +239,7 @@ def _month_dates(year: int, month: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _draw_chunk(
-    world: _World, year: int, month: int, n: int, rng: np.random.Generator
+    world: World, year: int, month: int, n: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray | list]:
     """One chunk of trips: the arrays of every field (before formatting)."""
     city = world.city
@@ -293,7 +293,7 @@ def _draw_chunk(
     }
 
 
-def _format_chunk(world: _World, month: int, trips: dict, header: tuple[str, ...]) -> str:
+def _format_chunk(world: World, month: int, trips: dict, header: tuple[str, ...]) -> str:
     """The chunk as CSV lines in the sample's column order."""
     n = len(trips["fare"])
     seconds = [
@@ -361,7 +361,7 @@ def _chunk_seed(seed: int, year: int, month: int, shard: int, chunk: int) -> np.
 
 
 def write_shard(
-    world: _World,
+    world: World,
     spec: SynthSpec,
     year: int,
     month: int,
@@ -403,7 +403,7 @@ def synthesize(spec: SynthSpec, city: City, on_rows: Callable[[int], None] | Non
     if _has_files(spec.out):
         raise SynthError(f"--out {spec.out}: not empty; give a new or empty folder")
     scenario = SCENARIOS[spec.scenario]
-    world = _World(city, scenario)
+    world = World(city, scenario)
     plan = month_plan(city, spec.months, spec.start)
     spans = []
     for (year, month), rows in zip(
