@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.data.city import City, learn_city
 from pipeline.data.synth import SynthSpec, synthesize
+from tests.monitoring.conftest import training_stats_file  # noqa: F401 - the sample's statistics
 
 
 @pytest.fixture(scope="session")
