@@ -85,6 +85,18 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         " alarms (fault corpus, clean replays through the real server)",
     )
     parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="run only the scale benchmark: ours on 200k and 2M synthetic trips, TFX's"
+        " example on 2M (writes the Scale section of the report)",
+    )
+    parser.add_argument(
+        "--scale-rows", help="with --scale: comma-separated row counts (default: 200000,2000000)"
+    )
+    parser.add_argument(
+        "--scale-dir", type=Path, help="with --scale: keep the data and runs in this folder"
+    )
+    parser.add_argument(
         "--model-dir",
         type=Path,
         help="with --serving-only: a versioned model directory (<serving root>/taxifare)",
@@ -430,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parse_args(argv)
+    if args.scale:
+        from bench import scale
+
+        return scale.main(args)
     if args.serving_only:
         return _main_serving_only(args, argv)
     if args.monitoring_only:
@@ -488,11 +504,15 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report.render_markdown(
         results, _commands(args, argv), monitoring_run, monitoring_note
     )
+    from bench.scale import existing_section
+
+    scale_section = existing_section(args.output)  # measured by --scale, kept as it was
     args.output.write_text(
         markdown.rstrip("\n")
         + "\n\n"
         + "\n".join(detection.markdown_section(detection_run, detection_note))
         + "\n"
+        + (f"\n{scale_section}" if scale_section else "")
     )
     print(report.render_summary(results, monitoring_run, monitoring_note))
     print("\n".join(detection.summary_lines(detection_run, detection_note)))

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.monitoring.cli import add_monitoring_parsers
 
     _COMMANDS.update(add_monitoring_parsers(sub))
+    from pipeline.data.cli import add_data_parsers
+
+    _COMMANDS.update(add_data_parsers(sub))
     _describe_every_command(sub)
     return parser
 

@@ -6,6 +6,7 @@ the file. Relative paths in a config are resolved against the current working di
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ from pipeline.vertex import scale_tiers
 
 # The value of `data.input` that means "the real Chicago sample shipped inside tfx".
 TFX_SAMPLE = "tfx-sample"
+# The value of `data.input` that means "the query of data.bigquery".
+BIGQUERY = "bigquery"
 GCS_PREFIX = "gs://"
 
 
@@ -38,11 +41,55 @@ class SplitConfig(_Strict):
     eval_buckets: int = Field(1, ge=1, le=100)
 
 
+# The public table of every Chicago taxi trip since 2013 (about 200 million rows).
+CHICAGO_TAXI_TABLE = "bigquery-public-data.chicago_taxi_trips.taxi_trips"
+_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+class BigQueryConfig(_Strict):
+    """The trips BigQueryExampleGen reads when `data.input` is `bigquery`."""
+
+    table: str = Field(CHICAGO_TAXI_TABLE, pattern=r"^[A-Za-z0-9_.-]+$")
+    # This run's span: trips that started on or after `start` and before `end` (YYYY-MM-DD).
+    start: str = Field("2015-01-01", pattern=_DATE_PATTERN)
+    end: str = Field("2015-02-01", pattern=_DATE_PATTERN)
+    # The share of those trips read, chosen by a hash of the trip id (1.0: all of them).
+    sample_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    # The Google Cloud project that runs (and is billed for) the query; None: vertex.project.
+    project: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    # The gs:// folder BigQuery exports the result to for Beam; None: the Dataflow temp
+    # location of a Vertex run.
+    temp_location: str | None = None
+    # The Beam job's region; None: vertex.region on Vertex, none locally.
+    region: str | None = Field(None, pattern=r"^[a-z]+(-[a-z]+)+[0-9]+$")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2015-01-01 as a date.
+        return value.isoformat() if isinstance(value, datetime.date) else value
+
+    @field_validator("temp_location")
+    @classmethod
+    def _check_temp_location(cls, value: str | None) -> str | None:
+        if value is not None and not _is_gcs(value):
+            raise ValueError("must be a gs:// folder: BigQuery exports the query result there")
+        return value
+
+    @model_validator(mode="after")
+    def _check_dates(self) -> BigQueryConfig:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
 class DataConfig(_Strict):
     """Where the trips come from and which labels are plausible."""
 
-    # `tfx-sample`, a local folder of CSV files, or a gs:// folder.
+    # `tfx-sample`, a local folder of CSV files, a gs:// folder, or `bigquery` (the query of
+    # the `bigquery` section, through BigQueryExampleGen).
     input: str = TFX_SAMPLE
+    bigquery: BigQueryConfig = BigQueryConfig()
     # Glob under `input` for the files of one run; `{SPAN}` selects the latest span
     # (e.g. "span-{SPAN}/*.csv"). None: every file directly under `input`.
     pattern: str | None = None
@@ -103,25 +150,40 @@ class EvaluationConfig(_Strict):
     max_rmse_increase: float = Field(0.0, ge=0.0)
 
 
+# Above this much input (about 500,000 trips of CSV), `auto` runs Beam multi-process: one
+# process in memory holds every stage's data and uses one core.
+AUTO_MULTI_PROCESSING_BYTES = 64 * 1024 * 1024
+
+
 class BeamConfig(_Strict):
     """Options of the Beam pipelines the components run."""
 
     runner: str = "DirectRunner"
-    # DirectRunner only: in_memory (fast on small data), multi_threading, multi_processing.
-    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
-    # DirectRunner only: 0 means one per core.
+    # DirectRunner only: in_memory (fast on small data), multi_threading, multi_processing;
+    # auto: in_memory, or multi_processing on every core when the input files are larger
+    # than AUTO_MULTI_PROCESSING_BYTES (an input of unknown size counts as small).
+    direct_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = (
+        "auto"
+    )
+    # DirectRunner only: 0 means one per core (auto sets it: 1 in memory, 0 multi-process).
     direct_num_workers: int = Field(1, ge=0)
     # Any other Beam pipeline option, e.g. ["--temp_location=gs://..."] for another runner.
     extra_args: tuple[str, ...] = ()
 
-    def to_args(self) -> list[str]:
-        """The options as Beam command-line arguments."""
+    def direct_mode(self, input_bytes: int | None = None) -> tuple[str, int]:
+        """The DirectRunner's running mode and number of workers for an input of that size."""
+        if self.direct_running_mode != "auto":
+            return self.direct_running_mode, self.direct_num_workers
+        if input_bytes is not None and input_bytes > AUTO_MULTI_PROCESSING_BYTES:
+            return "multi_processing", 0
+        return "in_memory", 1
+
+    def to_args(self, input_bytes: int | None = None) -> list[str]:
+        """The options as Beam command-line arguments (`input_bytes`: see direct_mode)."""
         args = [f"--runner={self.runner}"]
         if self.runner == "DirectRunner":
-            args += [
-                f"--direct_running_mode={self.direct_running_mode}",
-                f"--direct_num_workers={self.direct_num_workers}",
-            ]
+            mode, workers = self.direct_mode(input_bytes)
+            args += [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
         return args + list(self.extra_args)
 
 
@@ -414,7 +476,7 @@ class Config(_Strict):
         # write must be on gs://, and that is checked here rather than an hour into a run.
         if self.vertex is None:
             return self
-        paths = {"data.input": self.data.input}
+        paths = {} if self.data.input == BIGQUERY else {"data.input": self.data.input}
         if self.schema_config.source == "curated" and self.schema_config.path is not None:
             paths["schema.path"] = self.schema_config.path
         if self.vertex.push == "directory":
@@ -445,7 +507,7 @@ class Config(_Strict):
             return path if path is None or "://" in path else os.path.abspath(path)
 
         data = self.data
-        if data.input != TFX_SAMPLE:
+        if data.input not in (TFX_SAMPLE, BIGQUERY):
             data = data.model_copy(update={"input": absolute(data.input)})
         schema = self.schema_.model_copy(update={"path": absolute(self.schema_.path)})
         skew = self.monitoring.skew

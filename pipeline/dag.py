@@ -35,7 +35,8 @@ from pipeline.components import atomic_pusher
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.fare_filter import FareFilter
 from pipeline.components.monitoring import DriftCheck, MonitoringGate, SkewCheck
-from pipeline.config import Config
+from pipeline.config import BIGQUERY, Config
+from pipeline.data_source import bigquery_query, input_size_bytes, with_input_beam_args
 from pipeline.monitoring.stats import request_log_fingerprint
 from pipeline.monitoring.stats_options import monitoring_stats_options
 from pipeline.monitoring.thresholds import thresholds_to_json
@@ -173,10 +174,20 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             ]
         )
     )
-    # Reads the trip CSVs (the latest span when the pattern has {SPAN}) and splits train/eval.
-    example_gen = CsvExampleGen(
-        input_base=data_root, input_config=input_config, output_config=output_config
-    ).with_id(EXAMPLE_GEN_ID)
+    if cfg.data.input == BIGQUERY:
+        from tfx.extensions.google_cloud_big_query.example_gen.component import (
+            BigQueryExampleGen,
+        )
+
+        # Runs the span's query over the BigQuery table and splits train/eval.
+        example_gen = BigQueryExampleGen(
+            query=bigquery_query(cfg.data.bigquery), output_config=output_config
+        ).with_id(EXAMPLE_GEN_ID)
+    else:
+        # Reads the trip CSVs (the latest span when the pattern has {SPAN}), splits train/eval.
+        example_gen = CsvExampleGen(
+            input_base=data_root, input_config=input_config, output_config=output_config
+        ).with_id(EXAMPLE_GEN_ID)
 
     # Drops trips whose fare is not a plausible label and counts them.
     fare_filter = FareFilter(
@@ -349,7 +360,9 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             pipeline_root=cfg.pipeline_root,
             components=components,
             enable_cache=cfg.orchestrator.enable_cache,
-            beam_pipeline_args=vertex_config.beam_pipeline_args(cfg.vertex, cfg.beam),
+            beam_pipeline_args=with_input_beam_args(
+                cfg, vertex_config.beam_pipeline_args(cfg.vertex, cfg.beam)
+            ),
         )
     return Pipeline(
         pipeline_name=cfg.name,
@@ -357,5 +370,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         components=components,
         enable_cache=cfg.orchestrator.enable_cache,
         metadata_connection_config=sqlite_metadata_connection_config(cfg.metadata_path),
-        beam_pipeline_args=cfg.beam.to_args(),
+        beam_pipeline_args=with_input_beam_args(
+            cfg, cfg.beam.to_args(input_size_bytes(cfg, data_root))
+        ),
     )

@@ -1,12 +1,17 @@
-"""Where the trips come from: the real sample inside tfx, a local folder, or gs://."""
+"""Where the trips come from: the real sample inside tfx, a local folder, gs://, or BigQuery.
+
+Also what follows from the input: its size (which picks Beam's DirectRunner mode, see
+BeamConfig.direct_mode), and for BigQuery the query and the Beam options it needs.
+"""
 
 from __future__ import annotations
 
 import glob
 import importlib.util
 import os
+import re
 
-from pipeline.config import TFX_SAMPLE, Config
+from pipeline.config import BIGQUERY, TFX_SAMPLE, BigQueryConfig, Config
 
 # Inside the installed tfx package: real Chicago taxi trips (City of Chicago open data).
 _SAMPLE_PARTS = ("examples", "chicago_taxi_pipeline", "data", "simple")
@@ -32,11 +37,14 @@ def resolve_input(cfg: Config) -> str:
 
     Raises:
       DataSourceError: a local folder that does not exist or holds no CSV file that the
-        configured pattern matches.
+        configured pattern matches; BigQuery without what it needs (see check_bigquery).
     """
     source = cfg.data.input
     if source == TFX_SAMPLE:
         return tfx_sample_dir()
+    if source == BIGQUERY:
+        check_bigquery(cfg)
+        return BIGQUERY
     if "://" in source:
         return source  # gs:// and other remote file systems are checked by the runner
     folder = os.path.abspath(source)
@@ -54,3 +62,142 @@ def resolve_input(cfg: Config) -> str:
     if len(empty) == len(files):
         raise DataSourceError(f"data.input: every input file in {source} is empty")
     return folder
+
+
+def _input_files(cfg: Config, data_root: str) -> list[str]:
+    """The local files one run reads: with {SPAN}, those of the latest span only."""
+    pattern = cfg.data.pattern or "*"
+    glob_pattern = os.path.join(data_root, pattern.replace("{SPAN}", "*").replace("{VERSION}", "*"))
+    files = [p for p in glob.glob(glob_pattern) if os.path.isfile(p)]
+    if "{SPAN}" not in pattern:
+        return files
+    regex = re.escape(pattern).replace(r"\{SPAN\}", r"(\d+)").replace(r"\{VERSION\}", r"\d+")
+    regex = regex.replace(r"\*", "[^/]*")
+    spans: dict[int, list[str]] = {}
+    for path in files:
+        match = re.fullmatch(regex, os.path.relpath(path, data_root))
+        if match:
+            spans.setdefault(int(match.group(1)), []).append(path)
+    return spans[max(spans)] if spans else []
+
+
+def input_size_bytes(cfg: Config, data_root: str) -> int | None:
+    """Bytes of the files one run reads; None when unknown (BigQuery, remote folders)."""
+    if cfg.data.input == BIGQUERY or "://" in data_root:
+        return None
+    return sum(os.path.getsize(p) for p in _input_files(cfg, data_root))
+
+
+def describe_direct_mode(cfg: Config, data_root: str) -> str | None:
+    """One line on the DirectRunner mode a local run uses and why (None: another runner)."""
+    if cfg.beam.runner != "DirectRunner":
+        return None
+    size = input_size_bytes(cfg, data_root)
+    mode, workers = cfg.beam.direct_mode(size)
+    processes = "one per core" if workers == 0 else f"{workers} worker(s)"
+    if cfg.beam.direct_running_mode != "auto":
+        why = "set by beam.direct_running_mode"
+    elif size is None:
+        why = "auto: input size unknown"
+    else:
+        why = f"auto: input {size / 2**20:,.1f} MiB"
+    return f"Beam DirectRunner {mode}, {processes} ({why})"
+
+
+def bigquery_query(bq: BigQueryConfig) -> str:
+    """The query of one span: the sample's 18 columns, booking-time fields, label and the
+    post-trip fields, from trips that started in [start, end).
+
+    The table's times are Chicago local times stored as UTC (as in the sample): hour, day
+    of week (1 = Sunday) and month are read in UTC to match the CSV data.
+    """
+    sample = ""
+    if bq.sample_fraction < 1.0:
+        per_million = round(bq.sample_fraction * 1_000_000)
+        sample = f"\n  AND MOD(ABS(FARM_FINGERPRINT(unique_key)), 1000000) < {per_million}"
+    return f"""SELECT
+  pickup_community_area,
+  fare,
+  EXTRACT(MONTH FROM trip_start_timestamp) AS trip_start_month,
+  EXTRACT(HOUR FROM trip_start_timestamp) AS trip_start_hour,
+  EXTRACT(DAYOFWEEK FROM trip_start_timestamp) AS trip_start_day,
+  UNIX_SECONDS(trip_start_timestamp) AS trip_start_timestamp,
+  pickup_latitude,
+  pickup_longitude,
+  dropoff_latitude,
+  dropoff_longitude,
+  trip_miles,
+  pickup_census_tract,
+  dropoff_census_tract,
+  payment_type,
+  company,
+  trip_seconds,
+  dropoff_community_area,
+  tips
+FROM `{bq.table}`
+WHERE trip_start_timestamp >= TIMESTAMP('{bq.start}')
+  AND trip_start_timestamp < TIMESTAMP('{bq.end}'){sample}"""
+
+
+def bigquery_beam_args(cfg: Config) -> list[str]:
+    """The Beam options BigQuery reads need: --project, --temp_location, and --region."""
+    bq = cfg.data.bigquery
+    vertex = cfg.vertex
+    project = bq.project or (vertex.project if vertex else None)
+    temp = bq.temp_location
+    if temp is None and vertex is not None:
+        from pipeline.vertex.component_config import dataflow_temp_location
+
+        temp = dataflow_temp_location(vertex)
+    region = bq.region or (vertex.region if vertex else None)
+    args = []
+    if project:
+        args.append(f"--project={project}")
+    if temp:
+        args.append(f"--temp_location={temp}")
+    if region:
+        args.append(f"--region={region}")
+    return args
+
+
+def with_input_beam_args(cfg: Config, args: list[str]) -> list[str]:
+    """`args` plus the options the input needs that `args` does not set already."""
+    if cfg.data.input != BIGQUERY:
+        return args
+    given = {a.split("=", 1)[0] for a in args}
+    return args + [a for a in bigquery_beam_args(cfg) if a.split("=", 1)[0] not in given]
+
+
+def check_bigquery(cfg: Config) -> None:
+    """Raises DataSourceError when a BigQuery input lacks what its query needs.
+
+    A Vertex run queries with the pipeline's service account; a local run needs this
+    machine's Google Cloud credentials, a project to bill and a gs:// temp folder.
+    """
+    args = {a.split("=", 1)[0] for a in bigquery_beam_args(cfg)}
+    missing = [
+        key
+        for key, flag in (
+            ("data.bigquery.project", "--project"),
+            ("data.bigquery.temp_location", "--temp_location"),
+        )
+        if flag not in args
+    ]
+    if missing:
+        raise DataSourceError(
+            f"data.input is bigquery: set {' and '.join(missing)} (the project billed for the"
+            " query, and a gs:// folder BigQuery exports the result to)"
+        )
+    if cfg.vertex is not None:
+        return
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        google.auth.default(scopes=["https://www.googleapis.com/auth/bigquery"])
+    except DefaultCredentialsError:
+        raise DataSourceError(
+            "data.input is bigquery but no Google Cloud credentials were found: set"
+            " GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run"
+            " `gcloud auth application-default login`"
+        ) from None

@@ -24,7 +24,7 @@ from tfx.orchestration.portable.runtime_parameter_utils import substitute_runtim
 from pipeline import dag
 from pipeline.components.atomic_pusher import reconcile_pushes
 from pipeline.config import Config
-from pipeline.data_source import resolve_input
+from pipeline.data_source import describe_direct_mode, resolve_input
 from pipeline.mlmd_run import (
     NodeExecution,
     abandon_unfinished,
@@ -164,7 +164,13 @@ def run_local(
       verbose: show every library's log on the console (always in the run's log file).
       notify: called with each message of the recovery from earlier killed runs.
     """
+    data_root = resolve_input(cfg)
     ir = compile_with_run_id(cfg, run_id, until=until)
+    beam_mode = describe_direct_mode(cfg, data_root)
+    if beam_mode is not None:
+        _LOG.info(beam_mode)
+        if notify is not None:
+            notify(beam_mode)
     os.makedirs(cfg.root, exist_ok=True)
     log_path = log_path_of(cfg, run_id)
     for message in recover_root(cfg, run_id):

@@ -1,0 +1,273 @@
+"""``python -m bench --scale``: our pipeline on 200k and 2M synthetic trips, TFX's example on 2M.
+
+Synthesizes one monthly span of each size with ``taxifare data synth`` (a single span, so
+every row is read), runs our pipeline on each and TFX's ``taxi_pipeline_native_keras.py``,
+unmodified, on the 2M rows (its CsvExampleGen reads the same files), and writes the
+"Scale" section of BENCHMARKS.md: wall time per component (from each run's MLMD), rows/s,
+peak RSS of the largest process and of the whole process tree, and our eval RMSE against
+the generator's floor (the best RMSE any model of the booking-time fields can reach).
+
+Targets are reported, not asserted: ours on 2M at most 0.5x TFX's wall time, the largest
+process under 4 GiB, t(2M) / t(200k) at most 10, eval RMSE within 5% of the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import machine, ours, reference
+from bench.measure import Measurement, run_measured
+
+ROWS = (200_000, 2_000_000)
+SEED = 13
+SHARD_ROWS = 500_000
+SECTION_TITLE = "## Scale: synthetic trips, 200k and 2M rows"
+TRAINER_THROUGHPUT_TODO = (
+    "| Trainer input, examples/s vs `model.fit` on the same transformed batches in memory"
+    " | not measured here: the Trainer's streaming benchmark fills this row | >= 0.8x | - |"
+)
+GIB = 2**30
+
+
+@dataclass
+class ScaleRun:
+    """One measured pipeline run on `rows` synthetic trips."""
+
+    name: str
+    rows: int
+    run: Measurement
+    components: dict[str, float] = field(default_factory=dict)
+    eval_rmse: float | None = None
+    floor: float | None = None
+
+
+def synthesize(rows: int, out: Path) -> tuple[dict, float]:
+    """Writes one span of `rows` trips with the CLI; returns the manifest and seconds."""
+    shards = max(1, rows // SHARD_ROWS)
+    command = [
+        sys.executable, "-m", "pipeline", "data", "synth", "--rows", str(rows), "--out",
+        str(out), "--months", "1", "--shards", str(shards), "--seed", str(SEED),
+    ]  # fmt: skip
+    start = time.monotonic()
+    subprocess.run(command, check=True)
+    seconds = time.monotonic() - start
+    return json.loads((out / "synth.json").read_text()), seconds
+
+
+def component_seconds(metadata: Path) -> dict[str, float]:
+    """Wall seconds of each node's execution, read from an MLMD SQLite file."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(metadata)
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = metadata_store.MetadataStore(config)
+    node_type = {t.id for t in store.get_context_types() if t.name == "node"}
+    seconds: dict[str, float] = {}
+    for execution in store.get_executions():
+        nodes = [c for c in store.get_contexts_by_execution(execution.id) if c.type_id in node_type]
+        if not nodes:
+            continue
+        node = nodes[0].name.split(".", 1)[-1]
+        spent = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
+        seconds[node] = seconds.get(node, 0.0) + spent
+    return seconds
+
+
+def _check(run: Measurement, completed: tuple[int, ...]) -> None:
+    if run.returncode not in completed:
+        raise RuntimeError(
+            f"the {run.name} run exited with {run.returncode} after {run.wall_seconds:.0f} s:\n"
+            + run.stderr_tail()
+        )
+
+
+def run_ours(rows: int, data: Path, workspace: Path, config: str, timeout: float) -> ScaleRun:
+    """Our pipeline on the synthesized span (the default config, the data overridden)."""
+    root = workspace / f"ours-{rows}" / "root"
+    root.mkdir(parents=True)
+    command = ours.command(Path(config), root) + [
+        "--set", f"data.input={data}", "--set", "data.pattern=span-{SPAN}/*.csv",
+    ]  # fmt: skip
+    print(f"bench: our pipeline on {rows:,} rows ...", flush=True)
+    run = run_measured(
+        f"ours-{rows}", command, cwd=Path.cwd(), env=ours.environment(),
+        log_dir=workspace / "logs", timeout_seconds=timeout,
+    )  # fmt: skip
+    _check(run, ours.COMPLETED_EXIT_CODES)
+    summary = json.loads((root / ours.SUMMARY_FILE).read_text())
+    return ScaleRun(
+        f"ours, {rows:,} rows",
+        rows,
+        run,
+        component_seconds(root / "metadata.sqlite"),
+        eval_rmse=summary.get("eval_rmse"),
+    )
+
+
+def run_reference(rows: int, data: Path, workspace: Path, timeout: float) -> ScaleRun:
+    """TFX's example, unmodified, with the synthesized files as its data folder."""
+    example = reference.find_reference()
+    home = workspace / f"reference-{rows}" / "home"
+    reference.prepare_home(example, home)
+    folder = home / "taxi" / "data" / "simple"
+    (folder / "data.csv").unlink()
+    for path in sorted(data.glob("span-*/*.csv")):
+        (folder / path.name).symlink_to(path)
+    print(f"bench: TFX's {reference.PIPELINE_SCRIPT} on {rows:,} rows ...", flush=True)
+    run = run_measured(
+        f"reference-{rows}", reference.command(example), cwd=home,
+        env=reference.environment(home), log_dir=workspace / "logs", timeout_seconds=timeout,
+    )  # fmt: skip
+    _check(run, (0,))
+    metadata = home / "tfx" / "metadata" / reference.PIPELINE_NAME / "metadata.db"
+    return ScaleRun(f"TFX example, {rows:,} rows", rows, run, component_seconds(metadata))
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def render_section(
+    runs: list[ScaleRun], synth_seconds: dict[int, float], notes: list[str]
+) -> list[str]:
+    """The markdown of the scale section."""
+    lines = [SECTION_TITLE, ""]
+    m = machine.describe()
+    lines.append(
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {m.cpu_model},"
+        f" {m.logical_cores} logical cores, {m.memory_bytes / GIB:.0f} GiB."
+    )
+    lines += ["", "Synthesis (`taxifare data synth`, one span, seed "
+              f"{SEED}): " + ", ".join(
+                  f"{rows:,} rows in {s:.1f} s ({rows / s:,.0f} rows/s)"
+                  for rows, s in synth_seconds.items()), ""]  # fmt: skip
+    lines += [
+        "| run | wall | rows/s | peak RSS, largest process | peak RSS, process tree |"
+        " eval RMSE | floor | RMSE / floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        rmse = f"{r.eval_rmse:.3f}" if r.eval_rmse is not None else "-"
+        floor = f"{r.floor:.3f}" if r.floor is not None else "-"
+        ratio = _ratio(r.eval_rmse, r.floor) if r.eval_rmse and r.floor else "-"
+        lines.append(
+            f"| {r.name} | {r.run.wall_seconds:,.0f} s | {r.rows / r.run.wall_seconds:,.0f} |"
+            f" {r.run.max_rss_bytes / GIB:.2f} GiB | {r.run.tree.total_bytes / GIB:.2f} GiB |"
+            f" {rmse} | {floor} | {ratio} |"
+        )
+    nodes: list[str] = []
+    for r in runs:
+        nodes += [n for n in r.components if n not in nodes]
+    lines += ["", "Wall seconds per component (MLMD execution start to end):", ""]
+    lines.append("| component | " + " | ".join(r.name for r in runs) + " |")
+    lines.append("|---" * (len(runs) + 1) + "|")
+    for node in nodes:
+        cells = [f"{r.components[node]:,.0f}" if node in r.components else "-" for r in runs]
+        lines.append(f"| {node} | " + " | ".join(cells) + " |")
+    by_name = {(r.name.startswith("ours"), r.rows): r for r in runs}
+    small, large = by_name.get((True, ROWS[0])), by_name.get((True, ROWS[1]))
+    ref = by_name.get((False, ROWS[1]))
+    lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
+    if large and ref:
+        ratio = large.run.wall_seconds / ref.run.wall_seconds
+        lines.append(f"| ours / TFX example wall time, 2M rows | {ratio:.2f} | <= 0.5 |"
+                     f" {_yes_no(ratio <= 0.5)} |")  # fmt: skip
+    if large:
+        rss = large.run.max_rss_bytes / GIB
+        lines.append(f"| peak RSS of our largest process, 2M rows | {rss:.2f} GiB | < 4 GiB |"
+                     f" {_yes_no(rss < 4)} |")  # fmt: skip
+    if small and large:
+        growth = large.run.wall_seconds / small.run.wall_seconds
+        lines.append(f"| t(2M) / t(200k), ours | {growth:.2f} | <= 10 |"
+                     f" {_yes_no(growth <= 10)} |")  # fmt: skip
+    if large and large.eval_rmse and large.floor:
+        ratio = large.eval_rmse / large.floor
+        lines.append(f"| eval RMSE / floor, 2M rows | {ratio:.3f} | <= 1.05 |"
+                     f" {_yes_no(ratio <= 1.05)} |")  # fmt: skip
+    lines.append(TRAINER_THROUGHPUT_TODO)
+    lines += [""] + [f"- {n}" for n in notes] + [""] if notes else [""]
+    lines += [
+        "The floor is `rmse_floor_label_range` of the span in the generator's `synth.json`:"
+        " the RMSE of E[fare | booking-time fields] over fares in (0, 250], the trips the"
+        " pipeline trains and evaluates on. Peak RSS of the largest process is getrusage's"
+        " (bench/rss_wrapper.py); of the tree, psutil samples every 0.5 s. The machine is"
+        " shared: compare runs of one measurement only.",
+        "",
+    ]
+    return lines
+
+
+def write_section(path: Path, lines: list[str]) -> None:
+    """Replaces (or appends) the scale section of the report file."""
+    text = path.read_text() if path.exists() else ""
+    body = "\n".join(lines).rstrip("\n") + "\n"
+    if SECTION_TITLE in text:
+        head, rest = text.split(SECTION_TITLE, 1)
+        after = rest.find("\n## ")
+        tail = rest[after + 1 :] if after >= 0 else ""
+        text = head + body + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    path.write_text(text)
+
+
+def existing_section(path: Path) -> str:
+    """The scale section already in the report file ('' if none), to carry over."""
+    if not path.exists() or SECTION_TITLE not in path.read_text():
+        return ""
+    rest = path.read_text().split(SECTION_TITLE, 1)[1]
+    after = rest.find("\n## ")
+    return SECTION_TITLE + (rest[:after] if after >= 0 else rest).rstrip("\n") + "\n"
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs the scale benchmark; returns the exit code."""
+    rows_list = [int(r) for r in args.scale_rows.split(",")] if args.scale_rows else list(ROWS)
+    workspace = args.scale_dir or Path(tempfile.mkdtemp(prefix="taxifare-scale-"))
+    workspace.mkdir(parents=True, exist_ok=True)
+    runs: list[ScaleRun] = []
+    synth_seconds: dict[int, float] = {}
+    notes: list[str] = []
+    try:
+        for rows in rows_list:
+            data = workspace / f"synth-{rows}"
+            if (data / "synth.json").exists():
+                manifest, seconds = json.loads((data / "synth.json").read_text()), None
+            else:
+                manifest, seconds = synthesize(rows, data)
+                synth_seconds[rows] = seconds
+            floor = manifest["spans"][-1]["rmse_floor_label_range"]
+            run = run_ours(rows, data, workspace, args.config, args.timeout)
+            run.floor = floor
+            runs.append(run)
+            write_section(args.output, render_section(runs, synth_seconds, notes))
+            if rows == max(rows_list) and not args.skip_reference:
+                runs.append(run_reference(rows, data, workspace, args.timeout))
+                write_section(args.output, render_section(runs, synth_seconds, notes))
+    except (RuntimeError, subprocess.CalledProcessError) as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        notes.append(f"incomplete: {str(err).splitlines()[0]}")
+        write_section(args.output, render_section(runs, synth_seconds, notes))
+        return 1
+    finally:
+        if not args.keep and args.scale_dir is None:
+            shutil.rmtree(workspace, ignore_errors=True)
+        else:
+            print(f"bench: kept the scale runs in {workspace}", file=sys.stderr)
+    print(f"bench: wrote the scale section of {args.output}")
+    return 0

@@ -1,0 +1,1 @@
+"""Synthetic Chicago taxi trips learned from the real sample (`taxifare data synth`)."""
