@@ -23,7 +23,9 @@ def add_data_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace]
 
     defaults = SynthSpec(rows=1, out="")
     data = subparsers.add_parser("data", help="make data sets: synthetic trips of the city")
-    sub = data.add_subparsers(dest="data_command", required=True)
+    sub = data.add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND", help="what to make: synth"
+    )
     synth = sub.add_parser(
         "synth",
         help="write synthetic trips learned from the real sample, in monthly span folders",

@@ -36,6 +36,7 @@ def test_every_subcommand_and_flag_is_described(name, capsys):
     for action in parser._actions:
         if action.option_strings == ["-h", "--help"]:
             continue
-        label = action.option_strings[0] if action.option_strings else action.dest
+        positional = action.metavar or action.dest
+        label = action.option_strings[0] if action.option_strings else positional
         assert action.help and action.help != argparse.SUPPRESS, f"{name} {label}"
         assert label in text
