@@ -185,7 +185,7 @@ class RestApp:
             # The graceful stop ran out of time for this request: answer rather than cut.
             answer = Answer(503, error_body("the server is shutting down; retry"))
         except Exception as e:
-            self.core.internal_errors += 1
+            self.core.count_error("internal")
             _LOG.error("internal error on %s %s", scope["method"], scope["path"], exc_info=e)
             answer = Answer(500, error_body(f"internal server error: {type(e).__name__}"))
         await send_answer(send, answer)
@@ -310,7 +310,7 @@ class RestApp:
         if self.grpc_port is not None:
             from pipeline.serving.grpc_service import start_grpc_server
 
-            self.grpc_server, self.grpc_bound_port = await start_grpc_server(
+            self.grpc_server, self.grpc_bound_port = start_grpc_server(
                 core, core.config.host, self.grpc_port
             )
         try:
@@ -318,7 +318,8 @@ class RestApp:
         finally:
             # By now uvicorn has answered every request in flight; what they queued is logged.
             if self.grpc_server is not None:
-                await self.grpc_server.stop(core.config.shutdown_timeout_seconds)
+                stopped = self.grpc_server.stop(core.config.shutdown_timeout_seconds)
+                await asyncio.to_thread(stopped.wait)
             await core.batcher.stop()
             await asyncio.to_thread(core.versions.stop, core.config.shutdown_timeout_seconds)
             if rotation is not None:
