@@ -54,7 +54,11 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "seconds a version folder may stay without a model before it is reported failed",
     ),
-    "--max-fare": ("max_fare", float, "a predicted fare beyond this is never answered"),
+    "--max-fare": (
+        "max_fare",
+        float,
+        "a predicted fare beyond this is never answered (default: the schema's fare maximum)",
+    ),
     "--max-header-bytes": ("max_header_bytes", int, "larger request heads get 431"),
     "--header-timeout": ("header_timeout_seconds", float, "seconds to send a request head"),
     "--body-timeout": ("body_timeout_seconds", float, "seconds to send a request body (408)"),

@@ -24,6 +24,12 @@ DEFAULT_GRPC_THREADS = 64
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
+def _schema_max_fare() -> float:
+    from pipeline.serving.validation import label_maximum  # the schema is read on first use
+
+    return label_maximum()
+
+
 class ServingConfig(BaseModel):
     """Everything the server needs.
 
@@ -54,7 +60,8 @@ class ServingConfig(BaseModel):
       strict_examples: reject tf.Example features the model does not declare (by default
         they are ignored, as TF Serving ignores them, and counted in the stats).
       max_fare: a predicted fare above this (or not finite) is never answered: the request
-        gets a 500 that is counted and logged.
+        gets a 500 that is counted and logged; by default the highest fare the curated schema
+        allows.
       max_header_bytes: a request head (request line and headers) over this gets 431.
       header_timeout_seconds: a connection that has not sent a whole request head this long
         after it opened (or after its last answer) is closed.
@@ -86,7 +93,7 @@ class ServingConfig(BaseModel):
     poll_seconds: float = Field(1.0, gt=0)
     empty_version_timeout_seconds: float = Field(60.0, gt=0)
     strict_examples: bool = False
-    max_fare: float = Field(10_000.0, gt=0)
+    max_fare: float = Field(default_factory=_schema_max_fare, gt=0)
     max_header_bytes: int = Field(64 * 1024, ge=1024)
     header_timeout_seconds: float = Field(10.0, gt=0)
     body_timeout_seconds: float = Field(30.0, gt=0)

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 
 from pipeline.serving.core import PredictCore
 from pipeline.serving.tensors import fares_tensor, parse_tensor_request
-from pipeline.serving.validation import RequestError
+from pipeline.serving.validation import RequestError, unknown_label
 from pipeline.serving.versions import STATE_AVAILABLE, STATE_END, STATE_LOADING, STATE_START
 from taxifare_modules import features as f
 
@@ -67,17 +67,15 @@ def _version(spec: Any) -> int | None:
     """The version a ModelSpec names, or None for the served one.
 
     Raises:
-      RequestError: a version label (this server has none).
+      RequestError: a version label: TF Serving's labels are names given to versions in its
+        model config, and this server has none, so every label is unknown (400, TF
+        Serving's answer and message for an unknown label).
     """
     choice = spec.WhichOneof("version_choice")
     if choice == "version":
         return spec.version.value
     if choice == "version_label":
-        raise RequestError(
-            f"unrecognized version label {spec.version_label!r}; this server has no labels,"
-            " name a version number or none",
-            400,
-        )
+        raise unknown_label(spec.version_label)
     return None
 
 
