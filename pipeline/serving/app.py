@@ -2,6 +2,8 @@
 
 URLs (as TF Serving's), `{name}` being the configured model name:
 - `GET /v1/models/{name}[/versions/{v}]`: version status.
+- `.../labels/{label}` in place of `.../versions/{v}`: 400, as TF Serving answers a label
+  its model config does not define (this server defines none).
 - `GET /v1/models/{name}[/versions/{v}]/metadata`: the signature defs.
 - `POST /v1/models/{name}[/versions/{v}]:predict`: predictions.
 - `GET /healthz`: 200 once a version is served, else 503 (for load balancers).
@@ -34,7 +36,12 @@ import orjson
 from pipeline.serving.config import ServeConfig
 from pipeline.serving.core import PredictCore, new_request_id
 from pipeline.serving.request_log import RequestLog, recover_request_logs
-from pipeline.serving.validation import RequestError, parse_json_body, parse_predict_request
+from pipeline.serving.validation import (
+    RequestError,
+    parse_json_body,
+    parse_predict_request,
+    unknown_label,
+)
 from pipeline.serving.versions import LoadedModel, load_model
 
 _LOG = logging.getLogger(__name__)
@@ -45,9 +52,9 @@ _REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()
 _MODEL_VERSION_NAME = MODEL_VERSION_HEADER.lower().encode()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _MODELS_PREFIX = "/v1/models/"
-# {name}[/versions/{v}][/metadata|/stats][:verb]
+# {name}[/versions/{v}|/labels/{label}][/metadata|/stats][:verb]
 _MODEL_URL = re.compile(
-    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:/(?P<resource>metadata|stats))?(?::(?P<verb>[^/:]+))?$"
 )
 # A body over the limit is still read (and dropped) up to this many bytes, so the client
@@ -185,7 +192,7 @@ class RestApp:
             # The graceful stop ran out of time for this request: answer rather than cut.
             answer = Answer(503, error_body("the server is shutting down; retry"))
         except Exception as e:
-            self.core.internal_errors += 1
+            self.core.count_error("internal")
             _LOG.error("internal error on %s %s", scope["method"], scope["path"], exc_info=e)
             answer = Answer(500, error_body(f"internal server error: {type(e).__name__}"))
         await send_answer(send, answer)
@@ -211,8 +218,14 @@ class RestApp:
                     )
                 raise RequestError(f"unknown method ':{verb}' in {path!r}", 404)
             route = verb or resource or "status"
-            if route == "stats" and request.version is not None:
+            if route == "stats" and (request.version is not None or match["label"] is not None):
                 raise RequestError(f"malformed URL {path!r}", 404)
+            if match["label"] is not None:
+                method = _ROUTES[route][0]
+                if scope["method"] != method:
+                    raise RequestError(f"{path} takes {method}", 405, allow=method)
+                self.core.check_name(request.name)
+                raise unknown_label(match["label"])
         else:
             raise RequestError(f"not found: {scope['method']} {path}", 404)
         method, handler = _ROUTES[route]
@@ -310,7 +323,7 @@ class RestApp:
         if self.grpc_port is not None:
             from pipeline.serving.grpc_service import start_grpc_server
 
-            self.grpc_server, self.grpc_bound_port = await start_grpc_server(
+            self.grpc_server, self.grpc_bound_port = start_grpc_server(
                 core, core.config.host, self.grpc_port
             )
         try:
@@ -318,7 +331,8 @@ class RestApp:
         finally:
             # By now uvicorn has answered every request in flight; what they queued is logged.
             if self.grpc_server is not None:
-                await self.grpc_server.stop(core.config.shutdown_timeout_seconds)
+                stopped = self.grpc_server.stop(core.config.shutdown_timeout_seconds)
+                await asyncio.to_thread(stopped.wait)
             await core.batcher.stop()
             await asyncio.to_thread(core.versions.stop, core.config.shutdown_timeout_seconds)
             if rotation is not None:

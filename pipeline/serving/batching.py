@@ -7,6 +7,14 @@ call, which is why throughput grows with concurrency while a lone request pays n
 it. A batch holds at most `max_batch_size` instances (a larger request runs alone, unsplit),
 and only requests with the same key (model version and signature) share a call.
 
+Requests come from two kinds of callers, and share the queue and the call slots:
+- `submit` (a coroutine, for the REST server's event loop, which must never block): its
+  batches run in the batcher's worker threads, and the answer comes back to the loop;
+- `submit_blocking` (for threads that may block, such as gRPC's handler threads): when a
+  slot is free the calling thread runs its request itself, with no hand-off to another
+  thread; when it has to queue, it sleeps until its batch is done, or until it is woken to
+  run the batch it is in for everyone in it.
+
 `max_wait_ms` (0 by default) is an optional extra: when positive, a batch that could start
 waits until its oldest request has waited that long, unless the batch is already full,
 trading latency for larger batches.
@@ -19,12 +27,16 @@ import collections
 import dataclasses
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
 # Runs one batch in a worker thread: (key, payloads) -> one result per payload; a result that
 # is an Exception is raised to that payload's caller alone.
 RunBatch = Callable[[Hashable, list[Any]], list[Any]]
+
+SHUTTING_DOWN = "the server is shutting down"
+_STOP_POLL_SECONDS = 0.005
 
 
 @dataclasses.dataclass
@@ -49,22 +61,43 @@ class BatchStats:
         }
 
 
-@dataclasses.dataclass
+class _Waiter:
+    """A thread blocked in `submit_blocking`, woken once: to take its result, or to run
+    the batch it is in (`lead`)."""
+
+    __slots__ = ("_lock", "lead")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.lead: list[_Item] | None = None
+
+    def wait(self) -> None:
+        self._lock.acquire()
+
+    def wake(self) -> None:
+        self._lock.release()
+
+
+@dataclasses.dataclass(eq=False)
 class _Item:
     key: Hashable
     payload: Any
     size: int
-    future: asyncio.Future
     queued_at: float
+    future: asyncio.Future | None = None  # a `submit` caller's
+    waiter: _Waiter | None = None  # a `submit_blocking` caller's
+    result: Any = None
 
 
 class MicroBatcher:
-    """Merges concurrent submissions into batched calls of `run_batch` in worker threads.
+    """Merges concurrent submissions into batched calls of `run_batch`.
 
-    All its state lives on the event loop's thread; only `run_batch` runs elsewhere.
+    Its queue and counters are guarded by one lock, so both the event loop and other
+    threads may submit.
 
     Args:
-      run_batch: runs one batch; called in a worker thread.
+      run_batch: runs one batch; called in a worker thread or a `submit_blocking` caller.
       max_batch_size: the most instances per call.
       max_wait_ms: how long a batch that could start waits for company (0: not at all).
       batch_threads: how many calls may run at once.
@@ -81,25 +114,21 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self._batch_threads = batch_threads
+        self._lock = threading.Lock()
         self._pending: collections.deque[_Item] = collections.deque()
         self._pending_size = 0
         self._free_slots = batch_threads
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: threading.Timer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Batches for the worker threads; None tells one to exit.
-        self._calls: queue.SimpleQueue[tuple[list[_Item], Hashable, list[Any]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._calls: queue.SimpleQueue[list[_Item] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle: asyncio.Event | None = None
         self._stopping = False
         self.stats = BatchStats()
 
     async def start(self) -> None:
-        """Starts batching on the running event loop."""
+        """Starts batching; `submit` answers on the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._threads = [
             threading.Thread(target=self._work, name=f"model-call-{i}", daemon=True)
             for i in range(self._batch_threads)
@@ -109,15 +138,25 @@ class MicroBatcher:
 
     async def stop(self) -> None:
         """Runs what is queued (without waiting for company), waits for the calls, stops."""
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
+            runs = self._dispatch() if self._loop is not None else []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         if self._loop is None:
             return
-        self._dispatch()
-        await self._idle.wait()
+        self._start(runs)
+        while not self._idle():
+            await asyncio.sleep(_STOP_POLL_SECONDS)
         for _ in self._threads:
             self._calls.put(None)
         for thread in self._threads:
             thread.join()
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._free_slots == self._batch_threads and not self._pending
 
     async def submit(self, key: Hashable, payload: Any, size: int) -> Any:
         """Queues a request of `size` instances and returns its result when its batch ran.
@@ -126,34 +165,70 @@ class MicroBatcher:
           RuntimeError: the batcher is stopping.
           Exception: whatever `run_batch` returned or raised for this payload.
         """
-        if self._stopping or self._loop is None:
-            raise RuntimeError("the server is shutting down")
-        future = self._loop.create_future()
-        self._pending.append(_Item(key, payload, size, future, self._loop.time()))
-        self._pending_size += size
-        self._idle.clear()
-        self._dispatch()
+        loop = self._loop
+        if self._stopping or loop is None:
+            raise RuntimeError(SHUTTING_DOWN)
+        future = loop.create_future()
+        item = _Item(key, payload, size, time.monotonic(), future=future)
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError(SHUTTING_DOWN)
+            self._pending.append(item)
+            self._pending_size += size
+            runs = self._dispatch()
+        self._start(runs)
         return await future
 
-    def _dispatch(self) -> None:
-        """Starts calls while a slot is free and requests are queued."""
+    def submit_blocking(self, key: Hashable, payload: Any, size: int) -> Any:
+        """`submit` for a thread that may block: runs the request in this thread when the
+        model is idle, else waits for the batch it joins (which it may be asked to run).
+
+        Raises:
+          RuntimeError: the batcher is not running (not started, or stopping).
+          Exception: whatever `run_batch` returned or raised for this payload.
+        """
+        item = _Item(key, payload, size, time.monotonic(), waiter=_Waiter())
+        with self._lock:
+            if self._stopping or self._loop is None:
+                raise RuntimeError(SHUTTING_DOWN)
+            if self._free_slots > 0 and not self._pending and self.max_wait <= 0:
+                self._free_slots -= 1  # idle: this thread makes the call
+                batch: list[_Item] | None = [item]
+                runs: list[list[_Item]] = []
+            else:
+                self._pending.append(item)
+                self._pending_size += size
+                batch = None
+                runs = self._dispatch()
+        if batch is None:
+            self._start(runs)
+            item.waiter.wait()
+            batch = item.waiter.lead
+        if batch is not None:
+            self._run(batch, item)
+        if isinstance(item.result, Exception):
+            raise item.result
+        return item.result
+
+    # --- under the lock ---------------------------------------------------------------------
+
+    def _dispatch(self) -> list[list[_Item]]:
+        """Takes the batches that may start now (free slots, queued requests); the caller
+        starts them (`_start`) once it has let go of the lock."""
+        runs = []
         while self._free_slots > 0 and self._pending:
             if self.max_wait > 0 and not self._stopping:
                 if self._pending_size < self.max_batch_size:
-                    deadline = self._pending[0].queued_at + self.max_wait
-                    if self._loop.time() < deadline:
+                    delay = self._pending[0].queued_at + self.max_wait - time.monotonic()
+                    if delay > 0:
                         if self._timer is None:
-                            self._timer = self._loop.call_at(deadline, self._on_timer)
-                        return
-            batch = self._take_batch()
+                            self._timer = threading.Timer(delay, self._on_timer)
+                            self._timer.daemon = True
+                            self._timer.start()
+                        break
+            runs.append(self._take_batch())
             self._free_slots -= 1
-            self._calls.put((batch, batch[0].key, [item.payload for item in batch]))
-        if self._free_slots == self._batch_threads and not self._pending:
-            self._idle.set()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._dispatch()
+        return runs
 
     def _take_batch(self) -> list[_Item]:
         """The oldest request and the queued ones of the same key that fit beside it."""
@@ -172,36 +247,72 @@ class MicroBatcher:
         self._pending_size -= size
         return batch
 
-    def _work(self) -> None:
-        """A worker thread: runs batches until told to exit, hands results to the loop."""
-        while True:
-            call = self._calls.get()
-            if call is None:
-                return
-            batch, key, payloads = call
-            try:
-                results = self._run_batch(key, payloads)
-                if len(results) != len(payloads):
-                    raise RuntimeError(f"{len(results)} results for a batch of {len(payloads)}")
-            except Exception as e:
-                results = [e] * len(payloads)
-            self._loop.call_soon_threadsafe(self._finish, batch, results)
+    # --- running batches --------------------------------------------------------------------
 
-    def _finish(self, batch: list[_Item], results: list[Any]) -> None:
-        """Back on the event loop: answers the batch's callers, then starts the next call."""
-        self._free_slots += 1
-        size = sum(item.size for item in batch)
-        stats = self.stats
-        stats.requests += len(batch)
-        stats.instances += size
-        stats.model_calls += 1
-        stats.largest_batch = max(stats.largest_batch, size)
-        stats.batch_sizes[size] = stats.batch_sizes.get(size, 0) + 1
-        for item, result in zip(batch, results, strict=True):
-            if item.future.done():  # the client went away
-                continue
-            if isinstance(result, Exception):
-                item.future.set_exception(result)
+    def _start(self, runs: list[list[_Item]]) -> None:
+        """Has each batch run: by a blocked `submit_blocking` caller in it (which must wake
+        anyway), else by a worker thread."""
+        for batch in runs:
+            for item in batch:
+                if item.waiter is not None:
+                    item.waiter.lead = batch
+                    item.waiter.wake()
+                    break
             else:
-                item.future.set_result(result)
-        self._dispatch()
+                self._calls.put(batch)
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            runs = self._dispatch()
+        self._start(runs)
+
+    def _work(self) -> None:
+        """A worker thread: runs batches until told to exit."""
+        while True:
+            batch = self._calls.get()
+            if batch is None:
+                return
+            self._run(batch, None)
+
+    def _run(self, batch: list[_Item], own: _Item | None) -> None:
+        """Runs one batch, answers its callers (except `own`, the running thread's, whose
+        result is just stored), frees the slot and starts what queued meanwhile."""
+        try:
+            results = self._run_batch(batch[0].key, [item.payload for item in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
+        except Exception as e:
+            results = [e] * len(batch)
+        size = sum(item.size for item in batch)
+        with self._lock:
+            self._free_slots += 1
+            stats = self.stats
+            stats.requests += len(batch)
+            stats.instances += size
+            stats.model_calls += 1
+            stats.largest_batch = max(stats.largest_batch, size)
+            stats.batch_sizes[size] = stats.batch_sizes.get(size, 0) + 1
+            runs = self._dispatch()
+        answered = []
+        for item, result in zip(batch, results, strict=True):
+            item.result = result
+            if item.future is not None:
+                answered.append(item)
+            elif item is not own:
+                item.waiter.lead = None
+                item.waiter.wake()
+        if answered:
+            self._loop.call_soon_threadsafe(_resolve, answered)
+        self._start(runs)
+
+
+def _resolve(items: list[_Item]) -> None:
+    """On the event loop: hands `submit` callers their results."""
+    for item in items:
+        if item.future.done():  # the client went away
+            continue
+        if isinstance(item.result, Exception):
+            item.future.set_exception(item.result)
+        else:
+            item.future.set_result(item.result)

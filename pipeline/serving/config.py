@@ -20,7 +20,14 @@ DEFAULT_LOG_ROTATE_BYTES = 64 * 1024 * 1024
 DEFAULT_LOG_ROTATE_SECONDS = 3_600.0
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_WAIT_MS = 0.0  # an idle model runs a request at once
+DEFAULT_GRPC_THREADS = 64
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _schema_max_fare() -> float:
+    from pipeline.serving.validation import label_maximum  # the schema is read on first use
+
+    return label_maximum()
 
 
 class ServingConfig(BaseModel):
@@ -45,13 +52,16 @@ class ServingConfig(BaseModel):
       max_wait_ms: how long a batch that could start waits for others to share its model
         call (0: not at all; requests that arrive while a call runs share the next one).
       batch_threads: how many model calls may run at once.
+      grpc_threads: gRPC handler threads per process; each serves one call at a time
+        (calls beyond wait for a free one).
       poll_seconds: how often the model directory is scanned for new versions.
       empty_version_timeout_seconds: a version folder with no model after this long is
         reported as failed.
       strict_examples: reject tf.Example features the model does not declare (by default
         they are ignored, as TF Serving ignores them, and counted in the stats).
       max_fare: a predicted fare above this (or not finite) is never answered: the request
-        gets a 500 that is counted and logged.
+        gets a 500 that is counted and logged; by default the highest fare the curated schema
+        allows.
       max_header_bytes: a request head (request line and headers) over this gets 431.
       header_timeout_seconds: a connection that has not sent a whole request head this long
         after it opened (or after its last answer) is closed.
@@ -79,10 +89,11 @@ class ServingConfig(BaseModel):
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, gt=0)
     max_wait_ms: float = Field(DEFAULT_MAX_WAIT_MS, ge=0)
     batch_threads: int = Field(1, gt=0)
+    grpc_threads: int = Field(DEFAULT_GRPC_THREADS, gt=0, le=1024)
     poll_seconds: float = Field(1.0, gt=0)
     empty_version_timeout_seconds: float = Field(60.0, gt=0)
     strict_examples: bool = False
-    max_fare: float = Field(10_000.0, gt=0)
+    max_fare: float = Field(default_factory=_schema_max_fare, gt=0)
     max_header_bytes: int = Field(64 * 1024, ge=1024)
     header_timeout_seconds: float = Field(10.0, gt=0)
     body_timeout_seconds: float = Field(30.0, gt=0)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from pipeline.serving.batching import MicroBatcher
+from pipeline.serving.batching import SHUTTING_DOWN, MicroBatcher
 from pipeline.serving.config import ServeConfig
 from pipeline.serving.request_log import RequestLog, log_examples
 from pipeline.serving.validation import PredictRequest, RequestError
@@ -95,6 +96,8 @@ class PredictCore:
         self.implausible_fares = 0
         self.ignored_features: dict[str, int] = {}
         self.requests_by_protocol: dict[str, int] = {}
+        # Guards the counters: REST (the event loop) and gRPC (its threads) both count.
+        self._counters = threading.Lock()
         self.batcher = MicroBatcher(
             self._run_batch,
             max_batch_size=config.max_batch_size,
@@ -112,7 +115,7 @@ class PredictCore:
         request_id: str | None = None,
         protocol: str = "rest",
     ) -> Prediction:
-        """Answers one validated predict request.
+        """Answers one validated predict request (on the event loop).
 
         Args:
           request: the validated request.
@@ -126,31 +129,74 @@ class PredictCore:
           RequestError: refused (404 unknown model or version, 503 nothing loaded or
             shutting down, 500 the model failed or answered an implausible fare).
         """
+        model, job = self._admit(request, name, version, request_id, protocol)
+        try:
+            fares = await self.batcher.submit((model, request.signature_name), job, len(request))
+        except Exception as e:
+            raise self._refusal(job, e) from None
+        return Prediction(fares, model.version, job.request_id)
+
+    def predict_blocking(
+        self,
+        request: PredictRequest,
+        name: str,
+        version: str | int | None,
+        request_id: str | None = None,
+        protocol: str = "grpc",
+    ) -> Prediction:
+        """`predict` for a thread that may block (gRPC's handler threads): when the model is
+        idle the model call runs in this thread, with no hand-off; the same validation,
+        batching, checks and log as `predict`."""
+        model, job = self._admit(request, name, version, request_id, protocol)
+        try:
+            fares = self.batcher.submit_blocking((model, request.signature_name), job, len(request))
+        except Exception as e:
+            raise self._refusal(job, e) from None
+        return Prediction(fares, model.version, job.request_id)
+
+    def _admit(
+        self,
+        request: PredictRequest,
+        name: str,
+        version: str | int | None,
+        request_id: str | None,
+        protocol: str,
+    ) -> tuple[LoadedModel, _Job]:
+        """The model a request goes to and its job; counts it."""
         model = self.resolve(name, version)
-        if request.ignored_features:
-            self._count_ignored(request.ignored_features)
-        self.requests_by_protocol[protocol] = self.requests_by_protocol.get(protocol, 0) + 1
+        with self._counters:
+            if request.ignored_features:
+                self._count_ignored(request.ignored_features)
+            self.requests_by_protocol[protocol] = self.requests_by_protocol.get(protocol, 0) + 1
         job = _Job(
             request,
             request_id or new_request_id(),
             self.request_log is not None and self.request_log.sample(),
             int(time.time() * 1000),
         )
-        try:
-            fares = await self.batcher.submit((model, request.signature_name), job, len(request))
-        except RequestError:
-            raise
-        except ImplausibleFareError as e:
-            self.implausible_fares += 1
-            _LOG.error("request %s: %s", job.request_id, e)
-            raise RequestError(f"internal server error: {e}", 500) from None
-        except RuntimeError as e:  # the batcher is stopping
-            raise RequestError(str(e), 503) from None
-        except Exception as e:
-            self.internal_errors += 1
-            _LOG.error("request %s: the model call failed", job.request_id, exc_info=e)
-            raise RequestError(f"internal server error: {type(e).__name__}", 500) from None
-        return Prediction(fares, model.version, job.request_id)
+        return model, job
+
+    def _refusal(self, job: _Job, error: Exception) -> RequestError:
+        """The RequestError a failed request is answered with (counted and logged)."""
+        if isinstance(error, RequestError):
+            return error
+        if isinstance(error, ImplausibleFareError):
+            self.count_error("implausible")
+            _LOG.error("request %s: %s", job.request_id, error)
+            return RequestError(f"internal server error: {error}", 500)
+        if isinstance(error, RuntimeError) and str(error) == SHUTTING_DOWN:
+            return RequestError(str(error), 503)
+        self.count_error("internal")
+        _LOG.error("request %s: the model call failed", job.request_id, exc_info=error)
+        return RequestError(f"internal server error: {type(error).__name__}", 500)
+
+    def count_error(self, kind: str) -> None:
+        """Counts an internal error ("internal") or an implausible fare ("implausible")."""
+        with self._counters:
+            if kind == "implausible":
+                self.implausible_fares += 1
+            else:
+                self.internal_errors += 1
 
     def _count_ignored(self, names: dict[str, int]) -> None:
         counts = self.ignored_features

@@ -1,18 +1,24 @@
 """The gRPC adapter: TF Serving's `PredictionService` (Predict, GetModelMetadata) and
 `ModelService` (GetModelStatus) over the predict core, with `tensorflow-serving-api`'s
-protos on grpcio's asyncio server.
+protos on grpcio's (threaded) server.
 
-It runs on the REST server's event loop, so both protocols share one batcher, one set of
-model versions and one request log. Errors use TF Serving's status codes: NOT_FOUND for an
-unknown model or version, INVALID_ARGUMENT for bad input, UNAVAILABLE while nothing is
-loaded (or while stopping), RESOURCE_EXHAUSTED for a message over `max_body_bytes` (grpcio
-refuses it before it reaches us), INTERNAL for a failure of the server.
+It runs in the REST server's process, over the same predict core, so both protocols share
+one batcher, one set of model versions and one request log. Each call runs in one of
+grpcio's handler threads from start to end: decoding, validation and, when the model is
+idle, the model call itself (`PredictCore.predict_blocking`), with no hop through the event
+loop or a batch thread; a call that arrives while the model is busy joins the next batch.
+
+Errors use TF Serving's status codes: NOT_FOUND for an unknown model or version,
+INVALID_ARGUMENT for bad input, UNAVAILABLE while nothing is loaded (or while stopping),
+RESOURCE_EXHAUSTED for a message over `max_body_bytes` (grpcio refuses it before it reaches
+us), INTERNAL for a failure of the server.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -27,7 +33,7 @@ from tensorflow_serving.apis import (
 
 from pipeline.serving.core import PredictCore
 from pipeline.serving.tensors import fares_tensor, parse_tensor_request
-from pipeline.serving.validation import RequestError
+from pipeline.serving.validation import RequestError, unknown_label
 from pipeline.serving.versions import STATE_AVAILABLE, STATE_END, STATE_LOADING, STATE_START
 from taxifare_modules import features as f
 
@@ -61,22 +67,21 @@ def _version(spec: Any) -> int | None:
     """The version a ModelSpec names, or None for the served one.
 
     Raises:
-      RequestError: a version label (this server has none).
+      RequestError: a version label: TF Serving's labels are names given to versions in its
+        model config, and this server has none, so every label is unknown (400, TF
+        Serving's answer and message for an unknown label).
     """
     choice = spec.WhichOneof("version_choice")
     if choice == "version":
         return spec.version.value
     if choice == "version_label":
-        raise RequestError(
-            f"unrecognized version label {spec.version_label!r}; this server has no labels,"
-            " name a version number or none",
-            400,
-        )
+        raise unknown_label(spec.version_label)
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> None:
-    await context.abort(grpc_code(error.status), error.message)
+def _abort(context: grpc.ServicerContext, error: RequestError) -> None:
+    """Ends the call with the error's status code and message (raises)."""
+    context.abort(grpc_code(error.status), error.message)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -85,7 +90,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: PredictCore) -> None:
         self.core = core
 
-    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         core = self.core
         spec = request.model_spec
         try:
@@ -105,10 +110,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 )
             given = dict(context.invocation_metadata() or ()).get(_REQUEST_ID_KEY)
             request_id = given if given and _REQUEST_ID.match(given) else None
-            prediction = await core.predict(parsed, spec.name, version, request_id, "grpc")
+            prediction = core.predict_blocking(parsed, spec.name, version, request_id, "grpc")
         except RequestError as e:
-            await _abort(context, e)
-            return None
+            _abort(context, e)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = prediction.version
@@ -120,7 +124,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         return response
 
-    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         spec = request.model_spec
         try:
             fields = list(request.metadata_field)
@@ -133,8 +137,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     )
             model = self.core.resolve(spec.name, _version(spec))
         except RequestError as e:
-            await _abort(context, e)
-            return None
+            _abort(context, e)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for name, signature in model.signature_defs.items():
             json_format.ParseDict(signature, signatures.signature_def[name])
@@ -151,13 +154,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, core: PredictCore) -> None:
         self.core = core
 
-    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         spec = request.model_spec
         try:
             statuses = self.core.status_json(spec.name, _version(spec))["model_version_status"]
         except RequestError as e:
-            await _abort(context, e)
-            return None
+            _abort(context, e)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add()
@@ -177,21 +179,24 @@ def _output_rank(model: Any, signature: str) -> int:
     return 2 if len(dims) == 2 else 1
 
 
-async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[Any, int]:
-    """Starts the gRPC services on `host:port` on the running event loop.
+def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[grpc.Server, int]:
+    """Starts the gRPC services on `host:port`, in grpcio's handler threads.
 
     Returns:
-      The `grpc.aio` server (stop it with `await server.stop(grace)`) and the bound port.
+      The server (`server.stop(grace)` returns an event set once it has stopped) and the
+      bound port.
 
     Raises:
       RuntimeError: the port cannot be bound.
     """
-    limit = core.config.max_body_bytes
-    server = grpc.aio.server(
+    config = core.config
+    limit = config.max_body_bytes
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="grpc"),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 4 * 1024 * 1024)),
-        ]
+        ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server
@@ -201,6 +206,6 @@ async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[An
     bound = server.add_insecure_port(address)
     if not bound:
         raise RuntimeError(f"cannot listen for gRPC on {address}")
-    await server.start()
+    server.start()
     _LOG.info("serving gRPC on %s", address.rsplit(":", 1)[0] + f":{bound}")
     return server, bound

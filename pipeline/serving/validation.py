@@ -34,10 +34,11 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import json
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from taxifare_modules import features as f
@@ -54,18 +55,14 @@ _RANGES = {f.HOUR_KEY: f.HOUR_RANGE, f.DAY_KEY: f.DAY_RANGE, f.MONTH_KEY: f.MONT
 _MIN_VALUES = {f.TIMESTAMP_KEY: 0}  # seconds since the epoch
 
 
-def schema_ranges() -> dict[str, tuple[float, float]]:
-    """(lowest, highest) valid value of each raw field the curated schema gives a domain."""
-    import importlib.resources
-
-    from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    text = (importlib.resources.files("pipeline") / "schema" / "schema.pbtxt").read_text()
-    schema = text_format.Parse(text, schema_pb2.Schema())
+def schema_ranges(
+    names: Collection[str] = f.RAW_FEATURE_KEYS,
+) -> dict[str, tuple[float, float]]:
+    """(lowest, highest) valid value of each of `names` (the raw fields by default) that the
+    curated schema gives a domain."""
     ranges: dict[str, tuple[float, float]] = {}
-    for feature in schema.feature:
-        if feature.name not in f.RAW_FEATURE_KEYS:
+    for feature in _curated_schema().feature:
+        if feature.name not in names:
             continue
         if feature.HasField("float_domain"):
             domain = feature.float_domain
@@ -78,6 +75,23 @@ def schema_ranges() -> dict[str, tuple[float, float]]:
             high = domain.max if domain.HasField("max") else _INT64_MAX
             ranges[feature.name] = (low, high)
     return ranges
+
+
+@functools.lru_cache(maxsize=1)
+def _curated_schema() -> Any:
+    import importlib.resources
+
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    text = (importlib.resources.files("pipeline") / "schema" / "schema.pbtxt").read_text()
+    return text_format.Parse(text, schema_pb2.Schema())
+
+
+def label_maximum() -> float:
+    """The highest fare the curated schema allows (`fare`'s domain); the server never answers
+    a predicted fare above it."""
+    return schema_ranges((f.LABEL_KEY,))[f.LABEL_KEY][1]
 
 
 _SCHEMA_RANGES = schema_ranges()
@@ -112,6 +126,15 @@ class RequestError(Exception):
         self.message = message
         self.status = status
         self.allow = allow
+
+
+def unknown_label(label: str) -> RequestError:
+    """The 400 for a version label, worded as TF Serving words an unknown one (its labels
+    are set in its model config; this server has none)."""
+    return RequestError(
+        f"Unrecognized servable version label: {label}; this server has no version labels,"
+        " name a version number or none"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

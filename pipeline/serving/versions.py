@@ -199,6 +199,8 @@ class LoadedModel:
     signature_defs: dict[str, Any]
     signatures: dict[str, Any]
     loaded: Any  # the tf.saved_model.load object; its signatures need it alive
+    # signature name -> a cheaper call of it (`flat_caller`), where one was verified at load
+    callers: dict[str, Callable[[dict[str, Any]], Any]] = dataclasses.field(default_factory=dict)
 
     def predict(self, signature_name: str, trips: list[dict[str, Any]], examples: Any) -> Any:
         """Calls one signature on a batch and returns the predicted fares (float32 numpy).
@@ -209,16 +211,63 @@ class LoadedModel:
           trips: validated trips.
           examples: serialized tf.Examples, or None.
         """
+        inputs = self.inputs(signature_name, trips, examples)
+        caller = self.callers.get(signature_name)
+        outputs = (
+            caller(inputs) if caller is not None else self.signatures[signature_name](**inputs)
+        )
+        return outputs[f.PREDICTION_KEY].numpy().reshape(-1)
+
+    @staticmethod
+    def inputs(signature_name: str, trips: list[dict[str, Any]], examples: Any) -> dict[str, Any]:
+        """The input tensors of a signature call (see `predict`)."""
         import tensorflow as tf
 
-        signature = self.signatures[signature_name]
         if signature_name == f.SERVING_TF_EXAMPLE_SIGNATURE:
-            inputs = {f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(examples, tf.string)}
-        elif len(trips) == 1:
-            inputs = trip_to_tensors(trips[0])
-        else:
-            inputs = {k: tf.constant(v) for k, v in trips_to_columns(trips).items()}
-        return signature(**inputs)[f.PREDICTION_KEY].numpy().reshape(-1)
+            return {f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant(examples, tf.string)}
+        if len(trips) == 1:
+            return trip_to_tensors(trips[0])
+        return {k: tf.constant(v) for k, v in trips_to_columns(trips).items()}
+
+
+def flat_caller(signature: Any, inputs: dict[str, Any]) -> Callable[[dict[str, Any]], Any] | None:
+    """A cheaper way to call a loaded signature with tensors of its exact input types.
+
+    Calling a signature (`signature(**inputs)`) first matches the keyword arguments to its
+    input structure and checks and casts each one, which costs more CPU than the model of
+    this project itself. Our inputs are always tensors of the declared dtypes, so the server
+    passes them in the signature's flat order straight to the function underneath
+    (`ConcreteFunction._call_flat`, what the signature call ends in). The order is learnt by
+    binding `inputs` once the public way. None if the signature is not of the expected kind
+    (then it is called the public way); `load_model` also checks both ways answer alike.
+    """
+    try:
+        from tensorflow.python.distribute import distribute_utils
+        from tensorflow.python.eager.polymorphic_function import function_type_utils
+        from tensorflow.python.eager.polymorphic_function.concrete_function import (
+            ConcreteFunction,
+        )
+
+        if not isinstance(signature, ConcreteFunction):
+            return None
+        bound = function_type_utils.canonicalize_function_inputs(
+            (), inputs, signature.function_type
+        )
+        flat = signature.function_type.unpack_inputs(bound)
+        names_by_id = {id(tensor): name for name, tensor in inputs.items()}
+        order = [names_by_id.get(id(tensor)) for tensor in flat]
+        if None in order or sorted(order) != sorted(inputs):
+            return None  # the binding converted or dropped an input: keep the public call
+        if any(distribute_utils.is_distributed_variable(c) for c in signature.captured_inputs):
+            return None
+    except Exception:  # a TensorFlow without these internals: keep the public call
+        return None
+    call_flat = ConcreteFunction._call_flat
+
+    def call(tensors: dict[str, Any]) -> Any:
+        return call_flat(signature, [tensors[name] for name in order], signature.captured_inputs)
+
+    return call
 
 
 def load_model(path: str, version: int) -> LoadedModel:
@@ -246,11 +295,38 @@ def load_model(path: str, version: int) -> LoadedModel:
             fare = model.predict(name, [_WARM_UP_TRIP], [example])
             if fare.shape != (1,) or not np.isfinite(fare).all():
                 raise ModelLoadError(f"signature {name!r} answered {fare!r} for a valid trip")
+            _add_flat_caller(model, name, example)
     except ModelLoadError:
         raise
     except Exception as e:
         raise ModelLoadError(f"warm-up call failed: {type(e).__name__}: {e}") from None
     return model
+
+
+def _add_flat_caller(model: LoadedModel, name: str, example: bytes) -> None:
+    """Uses `flat_caller` for signature `name` if it answers the warm-up trip (one and two
+    at a time) exactly as the signature call does."""
+    trips = [_WARM_UP_TRIP, _WARM_UP_TRIP]
+    signature = model.signatures[name]
+    caller = flat_caller(signature, model.inputs(name, trips[:1], [example]))
+    if caller is None:
+        _LOG.info("version %d: signature %r is called the public way", model.version, name)
+        return
+    for count in (1, 2):
+        inputs = model.inputs(name, trips[:count], [example] * count)
+        fares = caller(inputs)[f.PREDICTION_KEY].numpy()
+        expected = signature(**inputs)[f.PREDICTION_KEY].numpy()
+        if not np.array_equal(fares, expected):
+            _LOG.warning(
+                "version %d: the direct call of %r answered %r, the signature %r; using the"
+                " signature",
+                model.version,
+                name,
+                fares,
+                expected,
+            )
+            return
+    model.callers[name] = caller
 
 
 @dataclasses.dataclass

@@ -136,3 +136,44 @@ def test_max_wait_holds_a_batch_for_company_unless_full_and_stop_runs_what_waits
 
     full, last = asyncio.run(scenario())
     assert full == [2, 4, 6] and last == 8
+
+
+def test_a_blocking_caller_runs_an_idle_call_itself_and_joins_loop_callers_when_busy():
+    async def scenario():
+        recorder = GatedRecorder()
+        threads: list[str] = []
+        original = recorder.__call__
+
+        def run(key, payloads):
+            threads.append(threading.current_thread().name)
+            return original(key, payloads)
+
+        batcher = MicroBatcher(run, max_batch_size=64)
+        await batcher.start()
+        try:
+            # Idle: the calling thread makes the call itself.
+            first = asyncio.ensure_future(asyncio.to_thread(batcher.submit_blocking, "a", 1, 1))
+            assert await asyncio.to_thread(recorder.entered.acquire, timeout=60)
+            assert recorder.calls == [[1]] and not threads[0].startswith("model-call")
+            # Busy: a blocking caller and loop callers queue, then share the next call.
+            second = asyncio.ensure_future(asyncio.to_thread(batcher.submit_blocking, "a", 2, 1))
+            for _ in range(6000):  # until it is queued (it runs in a thread of its own)
+                if batcher._pending:
+                    break
+                await asyncio.sleep(0.01)
+            rest = [asyncio.ensure_future(batcher.submit("a", p, 1)) for p in (3, 4)]
+            await asyncio.sleep(0)
+            assert recorder.calls == [[1]]
+            recorder.gate.set()
+            results = await asyncio.wait_for(asyncio.gather(first, second, *rest), 60)
+        finally:
+            recorder.gate.set()
+            await batcher.stop()
+        assert results == [2, 4, 6, 8]
+        assert recorder.calls == [[1], [2, 3, 4]]
+        # The queued blocking caller was woken to run the shared call for everyone in it.
+        assert not threads[1].startswith("model-call")
+        with pytest.raises(RuntimeError, match="shutting down"):
+            batcher.submit_blocking("a", 5, 1)
+
+    asyncio.run(scenario())

@@ -172,6 +172,9 @@ def _bad_cases(rows) -> list[tuple[str, predict_pb2.PredictRequest, grpc.StatusC
     def unknown_version(r):
         r.model_spec.version.value = 7
 
+    def version_label(r):
+        r.model_spec.version_label = "stable"
+
     def wrong_dtype(r):
         r.inputs[f.HOUR_KEY].CopyFrom(tf.make_tensor_proto(np.array([1.5, 2.5, 3.5], np.float32)))
 
@@ -199,6 +202,12 @@ def _bad_cases(rows) -> list[tuple[str, predict_pb2.PredictRequest, grpc.StatusC
     return [
         ("unknown model", changed(unknown_model), grpc.StatusCode.NOT_FOUND, ["'nope'"]),
         ("unknown version", changed(unknown_version), grpc.StatusCode.NOT_FOUND, ["version 7"]),
+        (
+            "version label",  # labels come from TF Serving's model config; we have none
+            changed(version_label),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["Unrecognized servable version label: stable"],
+        ),
         (
             "wrong dtype",
             changed(wrong_dtype),

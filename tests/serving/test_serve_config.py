@@ -71,3 +71,14 @@ def test_serve_exits_2_on_a_bad_value(capsys):
     args = _serve_args("--log-sample-rate", "2")
     assert serving_cli.cmd_serve(args) == serving_cli.EXIT_USAGE
     assert "serving.log_sample_rate" in capsys.readouterr().err
+
+
+def test_max_fare_defaults_to_the_schemas_fare_maximum():
+    from pipeline.serving.config import ServeConfig
+    from pipeline.serving.validation import schema_ranges
+
+    schema_max = schema_ranges(("fare",))["fare"][1]
+    assert schema_max == 1000.0  # the curated schema's label domain
+    assert ServeConfig().max_fare == schema_max
+    assert load_config(LOCAL).serving.max_fare == schema_max
+    assert ServeConfig(max_fare=50).max_fare == 50

@@ -292,6 +292,13 @@ def _bad_cases(instances: list[dict], trip_rows: list[dict]) -> list[tuple]:
     return [(name, PREDICT, *rest) for name, *rest in cases] + [
         ("unknown model", "/v1/models/nope:predict", body({"instances": good}), 404, ["'nope'"]),
         ("unknown version", versioned, body({"instances": good}), 404, ["version 7"]),
+        (
+            "version label",  # TF Serving's answer to a label its config does not define
+            f"/v1/models/{MODEL_NAME}/labels/stable:predict",
+            body({"instances": good}),
+            400,
+            ["Unrecognized servable version label: stable"],
+        ),
     ]
 
 
