@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.monitoring.thresholds import ThresholdError, Thresholds, parse_thresholds
 from pipeline.serving.config import ServingConfig
 from pipeline.vertex import scale_tiers
+from taxifare_modules.hparams import NAMES as HYPERPARAMETER_NAMES
 
 # The value of `data.input` that means "the real Chicago sample shipped inside tfx".
 TFX_SAMPLE = "tfx-sample"
@@ -131,6 +132,23 @@ class TuningConfig(_Strict):
     epochs: int = Field(10, ge=1)
     # On Vertex: trials run at once, each on its own machines of vertex.training's tier.
     parallel_trials: int = Field(1, ge=1, le=100)
+    # Narrows the search: hyperparameter -> values to try (one value fixes it), e.g.
+    # {coordinate_buckets: [16, 32], batch_size: [128]}. Names: hidden_layers, hidden_units,
+    # learning_rate, embedding_dim, batch_size, coordinate_buckets, cross_hash_buckets.
+    search_space: dict[str, tuple[float | int, ...]] = Field(default_factory=dict)
+
+    @field_validator("search_space")
+    @classmethod
+    def _check_space(cls, value: dict[str, tuple]) -> dict[str, tuple]:
+        unknown = sorted(set(value) - set(HYPERPARAMETER_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown hyperparameters {unknown}; known: {list(HYPERPARAMETER_NAMES)}"
+            )
+        empty = sorted(name for name, values in value.items() if not values)
+        if empty:
+            raise ValueError(f"no values to try for {empty}")
+        return value
 
 
 class EvaluationConfig(_Strict):

@@ -166,6 +166,7 @@ def tuner_custom_config(cfg: Config) -> dict:
         tuning_module.TRIALS_KEY: cfg.tuning.trials,
         tuning_module.ALGORITHM_KEY: cfg.tuning.algorithm,
         tuning_module.TRIAL_EPOCHS_KEY: cfg.tuning.epochs,
+        tuning_module.SPACE_KEY: {k: list(v) for k, v in cfg.tuning.search_space.items()},
     }
 
 

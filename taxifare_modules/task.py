@@ -15,6 +15,7 @@ stands for; the defaults are the pipeline's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
@@ -304,7 +305,10 @@ def transform_csvs(
                 os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR), pipeline
             )
             for split, data in (("train", train), ("eval", evaluation)):
-                prefix = os.path.join(output_dir, TRANSFORMED_DIR, split, _TRANSFORMED_PREFIX)
+                # The layout of a TFX Examples artifact, so TFX's components can read it too.
+                prefix = os.path.join(
+                    output_dir, TRANSFORMED_DIR, f"Split-{split}", _TRANSFORMED_PREFIX
+                )
                 patterns[split] = f"{prefix}*{_TRANSFORMED_SUFFIX}"
                 _ = (
                     data
@@ -375,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     try:
-        result = run(args)
+        # Keras prints its progress to stdout: the result line is to be the only thing there.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"taxifare_modules.task: {err}", file=sys.stderr)
         return 2

@@ -39,6 +39,8 @@ _LOG = logging.getLogger(__name__)
 TRIALS_KEY = "tuning_trials"
 ALGORITHM_KEY = "tuning_algorithm"
 TRIAL_EPOCHS_KEY = "tuning_epochs"
+# Narrows the search: hyperparameter name -> the values to try (one value fixes it).
+SPACE_KEY = "tuning_search_space"
 RANDOM = "random"
 BAYESIAN = "bayesian"
 ALGORITHMS = (RANDOM, BAYESIAN)
@@ -46,16 +48,32 @@ ALGORITHMS = (RANDOM, BAYESIAN)
 OBJECTIVE = "val_rmse"
 
 
-def search_space() -> keras_tuner.HyperParameters:
-    """The hyperparameters searched, with their ranges."""
+def search_space(narrowed: dict[str, list] | None = None) -> keras_tuner.HyperParameters:
+    """The hyperparameters searched, with their ranges; `narrowed` replaces some ranges."""
+    narrowed = dict(narrowed or {})
+    unknown = sorted(set(narrowed) - set(hparams.NAMES))
+    if unknown:
+        raise ValueError(f"tuning.search_space: unknown {unknown}; known: {list(hparams.NAMES)}")
     hp = keras_tuner.HyperParameters()
-    hp.Int(hparams.HIDDEN_LAYERS, 1, 3)
-    hp.Choice(hparams.HIDDEN_UNITS, [32, 64, 128, 256])
-    hp.Float(hparams.LEARNING_RATE, 1e-3, 3e-2, sampling="log")
-    hp.Choice(hparams.EMBEDDING_DIM, [4, 8, 16])
-    hp.Choice(hparams.BATCH_SIZE, [64, 128, 256])
-    hp.Choice(hparams.COORDINATE_BUCKETS, list(f.COORDINATE_BUCKET_CHOICES[:-1]))
-    hp.Choice(hparams.CROSS_HASH_BUCKETS, [500, 2_000, 8_000])
+    for name, values in narrowed.items():
+        if len(values) == 1:
+            hp.Fixed(name, values[0])
+        else:
+            hp.Choice(name, list(values))
+    if hparams.HIDDEN_LAYERS not in narrowed:
+        hp.Int(hparams.HIDDEN_LAYERS, 1, 3)
+    if hparams.HIDDEN_UNITS not in narrowed:
+        hp.Choice(hparams.HIDDEN_UNITS, [32, 64, 128, 256])
+    if hparams.LEARNING_RATE not in narrowed:
+        hp.Float(hparams.LEARNING_RATE, 1e-3, 3e-2, sampling="log")
+    if hparams.EMBEDDING_DIM not in narrowed:
+        hp.Choice(hparams.EMBEDDING_DIM, [4, 8, 16])
+    if hparams.BATCH_SIZE not in narrowed:
+        hp.Choice(hparams.BATCH_SIZE, [64, 128, 256])
+    if hparams.COORDINATE_BUCKETS not in narrowed:
+        hp.Choice(hparams.COORDINATE_BUCKETS, list(f.COORDINATE_BUCKET_CHOICES))
+    if hparams.CROSS_HASH_BUCKETS not in narrowed:
+        hp.Choice(hparams.CROSS_HASH_BUCKETS, [500, 2_000, 8_000])
     return hp
 
 
@@ -112,7 +130,7 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
         str(config.get(ALGORITHM_KEY, RANDOM)),
         int(config.get(TRIALS_KEY, 10)),
         settings.seed,
-        search_space(),
+        search_space(config.get(SPACE_KEY)),
     )
     tuner = FareTuner(
         oracle=oracle, directory=fn_args.working_dir, project_name="taxifare", overwrite=True

@@ -55,6 +55,7 @@ def task_run(tmp_path_factory, sample_rows):
     return done, out, sample_rows[TRAIN_ROWS : TRAIN_ROWS + 20]
 
 
+@pytest.mark.e2e
 def test_task_prints_one_result_line_and_exports_both_signatures(task_run):
     done, out, trips = task_run
     lines = done.stdout.strip().splitlines()
@@ -149,3 +150,96 @@ def test_hyperparameters_apply_over_the_configured_values():
     assert (settings.batch_size, settings.epochs) == (256, 4)
     with pytest.raises(ValueError, match="unknown hyperparameters"):
         hparams.hyperparameter_values({"values": {"nope": 1}})
+
+
+def _artifact(kind, uri, splits=None):
+    from tfx.types import artifact_utils
+
+    artifact = kind()
+    artifact.uri = str(uri)
+    if splits:
+        artifact.split_names = artifact_utils.encode_split_names(splits)
+    os.makedirs(artifact.uri, exist_ok=True)
+    return artifact
+
+
+@pytest.mark.e2e
+def test_two_trials_change_the_grid_and_the_trainer_trains_the_best(task_run, tmp_path):
+    """TFX's Tuner and Trainer executors on the task's transformed rows (no Transform rerun)."""
+    from tfx.components.trainer import executor as trainer_executor
+    from tfx.dsl.components.base import base_executor
+    from tfx.components.tuner import executor as tuner_executor
+    from tfx.proto import trainer_pb2
+    from tfx.types import standard_artifacts
+    from tfx.types import standard_component_specs as keys
+    from tfx.utils import proto_utils
+
+    from pipeline import dag
+    from pipeline.config import load_config
+    from taxifare_modules import tuning
+
+    _, out, _ = task_run
+    cfg = load_config(
+        "configs/local.yaml",
+        [
+            "tuning.enabled=true",
+            "tuning.trials=2",
+            "tuning.epochs=2",
+            "training.epochs=2",
+            "training.batch_size=64",
+            # Only the grid varies, so the two trials must differ in it.
+            "tuning.search_space={coordinate_buckets: [4, 32], hidden_layers: [1],"
+            " hidden_units: [16], embedding_dim: [4], batch_size: [64],"
+            " learning_rate: [0.01], cross_hash_buckets: [500]}",
+        ],
+    )
+    examples = _artifact(
+        standard_artifacts.Examples, out / task.TRANSFORMED_DIR, ["train", "eval"]
+    )
+    graph = _artifact(standard_artifacts.TransformGraph, out / task.TRANSFORM_DIR)
+    best = _artifact(standard_artifacts.HyperParameters, tmp_path / "best")
+    results = _artifact(standard_artifacts.TunerResults, tmp_path / "results")
+    common = {
+        keys.TRAIN_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
+        keys.EVAL_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),
+    }
+    context = base_executor.BaseExecutor.Context(tmp_dir=str(tmp_path / "tmp"))
+    tuner_executor.Executor(context).Do(
+        {keys.EXAMPLES_KEY: [examples], keys.TRANSFORM_GRAPH_KEY: [graph]},
+        {keys.BEST_HYPERPARAMETERS_KEY: [best], keys.TUNER_RESULTS_KEY: [results]},
+        {
+            **common,
+            keys.TUNER_FN_KEY: dag.TUNER_FN,
+            keys.CUSTOM_CONFIG_KEY: json.dumps(dag.tuner_custom_config(cfg)),
+        },
+    )
+    trials = json.loads((tmp_path / "results" / "tuner_results.json").read_text())
+    assert sorted(t[hparams.COORDINATE_BUCKETS] for t in trials) == [4, 32]
+    chosen = min(trials, key=lambda t: t["score"])
+    best_values = json.loads((tmp_path / "best" / "best_hyperparameters.txt").read_text())
+    assert best_values["values"][hparams.COORDINATE_BUCKETS] == chosen[hparams.COORDINATE_BUCKETS]
+    assert tuning.OBJECTIVE == "val_rmse"
+
+    model = _artifact(standard_artifacts.Model, tmp_path / "model")
+    model_run = _artifact(standard_artifacts.ModelRun, tmp_path / "model_run")
+    trainer_executor.GenericExecutor(context).Do(
+        {
+            keys.EXAMPLES_KEY: [examples],
+            keys.TRANSFORM_GRAPH_KEY: [graph],
+            keys.HYPERPARAMETERS_KEY: [best],
+        },
+        {keys.MODEL_KEY: [model], keys.MODEL_RUN_KEY: [model_run]},
+        {
+            **common,
+            keys.RUN_FN_KEY: dag.RUN_FN,
+            keys.CUSTOM_CONFIG_KEY: json.dumps(dag.trainer_custom_config(cfg)),
+        },
+    )
+    # The pushed model's own grid: its pickup-cell embedding has one row per cell of the
+    # best trial's grid, not of the config's default (16 buckets).
+    buckets = chosen[hparams.COORDINATE_BUCKETS]
+    loaded = tf.saved_model.load(str(tmp_path / "model" / "Format-Serving"))
+    shapes = {
+        v.name: tuple(v.shape) for v in loaded.variables if f"{f.PICKUP_CELL_XF}_embedding" in v.name
+    }
+    assert shapes and all(shape[0] == (buckets + 1) ** 2 for shape in shapes.values()), shapes
