@@ -203,7 +203,9 @@ def test_two_trials_change_the_grid_and_the_trainer_trains_the_best(task_run, tm
         keys.TRAIN_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
         keys.EVAL_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),
     }
-    context = base_executor.BaseExecutor.Context(tmp_dir=str(tmp_path / "tmp"))
+    context = base_executor.BaseExecutor.Context(
+        tmp_dir=str(tmp_path / "tmp"), unique_id="1"
+    )
     tuner_executor.Executor(context).Do(
         {keys.EXAMPLES_KEY: [examples], keys.TRANSFORM_GRAPH_KEY: [graph]},
         {keys.BEST_HYPERPARAMETERS_KEY: [best], keys.TUNER_RESULTS_KEY: [results]},
@@ -239,7 +241,8 @@ def test_two_trials_change_the_grid_and_the_trainer_trains_the_best(task_run, tm
     # best trial's grid, not of the config's default (16 buckets).
     buckets = chosen[hparams.COORDINATE_BUCKETS]
     loaded = tf.saved_model.load(str(tmp_path / "model" / "Format-Serving"))
+    serving = loaded.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE]
     shapes = {
-        v.name: tuple(v.shape) for v in loaded.variables if f"{f.PICKUP_CELL_XF}_embedding" in v.name
+        v.name: tuple(v.shape) for v in serving.variables if f"{f.PICKUP_CELL_XF}_" in v.name
     }
     assert shapes and all(shape[0] == (buckets + 1) ** 2 for shape in shapes.values()), shapes
