@@ -105,7 +105,9 @@ def build_model(params: ModelParams) -> tf.keras.Model:
         ids[key] = inputs[key]
     grid = CoordinateGrid(params.coordinate_buckets, params.cross_hash_buckets, name="grid")
     cells = grid([inputs[key] for key in f.COORDINATE_BUCKET_XF])
-    for key, cell in zip((f.PICKUP_CELL_XF, f.DROPOFF_CELL_XF, f.CELL_CROSS_XF), cells):
+    for key, cell in zip(
+        (f.PICKUP_CELL_XF, f.DROPOFF_CELL_XF, f.CELL_CROSS_XF), cells, strict=True
+    ):
         ids[key] = cell
     sizes[f.PICKUP_CELL_XF] = sizes[f.DROPOFF_CELL_XF] = grid.cell_count
     sizes[f.CELL_CROSS_XF] = params.cross_hash_buckets

@@ -24,7 +24,8 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from taxifare_modules import features as f
 
@@ -47,7 +48,9 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         units = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
     if not units or min(units) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return units
@@ -75,91 +78,131 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data = parser.add_argument_group("data")
     data.add_argument(
-        "--train-data-paths", nargs="+", required=True,
+        "--train-data-paths",
+        nargs="+",
+        required=True,
         help="trip CSV files or globs to train on (local or gs://)",
     )
     data.add_argument(
-        "--eval-data-paths", nargs="+", required=True,
+        "--eval-data-paths",
+        nargs="+",
+        required=True,
         help="trip CSV files or globs for early stopping and the reported RMSE",
     )
     data.add_argument(
-        "--output-dir", required=True,
+        "--output-dir",
+        required=True,
         help="where the transform graph, the model (model/) and TensorBoard logs go",
     )
     data.add_argument(
-        "--min-fare", type=float, default=DEFAULT_MIN_FARE,
+        "--min-fare",
+        type=float,
+        default=DEFAULT_MIN_FARE,
         help="data.min_fare: trips with a fare at or below it are dropped",
     )
     data.add_argument(
-        "--max-fare", type=float, default=DEFAULT_MAX_FARE,
+        "--max-fare",
+        type=float,
+        default=DEFAULT_MAX_FARE,
         help="data.max_fare: trips with a fare above it are dropped",
     )
     length = parser.add_argument_group("training (training.*)")
     length.add_argument(
-        "--epochs", type=_positive_int, default=training.epochs,
+        "--epochs",
+        type=_positive_int,
+        default=training.epochs,
         help="training.epochs: at most this many passes over the train files",
     )
     length.add_argument(
-        "--early-stopping-patience", type=_positive_int,
+        "--early-stopping-patience",
+        type=_positive_int,
         default=training.early_stopping_patience,
         help="training.early_stopping_patience: epochs without a better eval RMSE before stopping",
     )
     length.add_argument(
-        "--train-steps", type=_positive_int, default=None,
+        "--train-steps",
+        type=_positive_int,
+        default=None,
         help="training.train_steps: cap on the total training steps (default: the epochs decide)",
     )
     length.add_argument(
-        "--eval-steps", type=_positive_int, default=None,
+        "--eval-steps",
+        type=_positive_int,
+        default=None,
         help="training.eval_steps: cap on eval batches per validation (default: all)",
     )
     length.add_argument(
-        "--batch-size", type=_positive_int, default=training.batch_size,
+        "--batch-size",
+        type=_positive_int,
+        default=training.batch_size,
         help="training.batch_size: examples per training step (per replica)",
     )
     length.add_argument(
-        "--eval-batch-size", type=_positive_int, default=training.eval_batch_size,
+        "--eval-batch-size",
+        type=_positive_int,
+        default=training.eval_batch_size,
         help="training.eval_batch_size: examples per eval batch (per replica)",
     )
     length.add_argument(
-        "--seed", type=int, default=training.seed,
+        "--seed",
+        type=int,
+        default=training.seed,
         help="training.seed: seeds initialisation and shuffling",
     )
     length.add_argument(
-        "--in-memory-max-rows", type=int, default=training.in_memory_max_rows,
+        "--in-memory-max-rows",
+        type=int,
+        default=training.in_memory_max_rows,
         help="training.in_memory_max_rows: larger splits are streamed from files (0: always)",
     )
     net = parser.add_argument_group("model (training.model.*)")
     net.add_argument(
-        "--hidden-units", type=_int_list, default=model.hidden_units,
+        "--hidden-units",
+        type=_int_list,
+        default=model.hidden_units,
         help="training.model.hidden_units: units per hidden layer, e.g. 64,32",
     )
     net.add_argument(
-        "--embedding-dim", type=_positive_int, default=model.embedding_dim,
+        "--embedding-dim",
+        type=_positive_int,
+        default=model.embedding_dim,
         help="training.model.embedding_dim: size of each categorical embedding",
     )
     net.add_argument(
-        "--learning-rate", type=float, default=model.learning_rate,
+        "--learning-rate",
+        type=float,
+        default=model.learning_rate,
         help="training.model.learning_rate: Adam's learning rate",
     )
     net.add_argument(
-        "--dropout", type=float, default=model.dropout,
+        "--dropout",
+        type=float,
+        default=model.dropout,
         help="training.model.dropout: dropout after each hidden layer (0: none)",
     )
     net.add_argument(
-        "--fare-prior", type=float, default=model.fare_prior,
+        "--fare-prior",
+        type=float,
+        default=model.fare_prior,
         help="training.model.fare_prior: the output's initial bias, about the mean fare",
     )
     net.add_argument(
-        "--huber-delta", type=float, default=model.huber_delta,
+        "--huber-delta",
+        type=float,
+        default=model.huber_delta,
         help="training.model.huber_delta: Huber loss delta in dollars (0: mean squared error)",
     )
     net.add_argument(
-        "--coordinate-buckets", type=int, choices=f.COORDINATE_BUCKET_CHOICES,
+        "--coordinate-buckets",
+        type=int,
+        choices=f.COORDINATE_BUCKET_CHOICES,
         default=model.coordinate_buckets,
         help="training.model.coordinate_buckets: quantile buckets per coordinate of the grid",
     )
     net.add_argument(
-        "--cross-hash-buckets", type=_positive_int, default=model.cross_hash_buckets,
+        "--cross-hash-buckets",
+        type=_positive_int,
+        default=model.cross_hash_buckets,
         help="training.model.cross_hash_buckets: hash size of the pickup x dropoff cell cross",
     )
     return parser
@@ -240,7 +283,7 @@ def read_header(path: str) -> list[str]:
 
 def parse_line(line: str, header: list[str]) -> dict[str, list]:
     """One CSV line to Transform's instance dict: an empty cell is a field with no values."""
-    row = dict(zip(header, next(csv.reader(io.StringIO(line)))))
+    row = dict(zip(header, next(csv.reader(io.StringIO(line))), strict=False))
     return {
         key: [parse(row[key])] if row.get(key, "") != "" else [] for key, parse in _PARSERS.items()
     }

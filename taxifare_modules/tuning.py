@@ -30,8 +30,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.tuner.component import TunerFnResult
 
 from taxifare_modules import features as f
-from taxifare_modules import hparams
-from taxifare_modules import trainer
+from taxifare_modules import hparams, trainer
 
 _LOG = logging.getLogger(__name__)
 

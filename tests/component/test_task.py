@@ -48,9 +48,7 @@ def task_run(tmp_path_factory, sample_rows):
         "--coordinate-buckets", "8",
         "--cross-hash-buckets", "300",
     ]  # fmt: skip
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env={**os.environ}
-    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ})
     assert done.returncode == 0, done.stderr[-3000:]
     return done, out, sample_rows[TRAIN_ROWS : TRAIN_ROWS + 20]
 
@@ -167,8 +165,8 @@ def _artifact(kind, uri, splits=None):
 def test_two_trials_change_the_grid_and_the_trainer_trains_the_best(task_run, tmp_path):
     """TFX's Tuner and Trainer executors on the task's transformed rows (no Transform rerun)."""
     from tfx.components.trainer import executor as trainer_executor
-    from tfx.dsl.components.base import base_executor
     from tfx.components.tuner import executor as tuner_executor
+    from tfx.dsl.components.base import base_executor
     from tfx.proto import trainer_pb2
     from tfx.types import standard_artifacts
     from tfx.types import standard_component_specs as keys
@@ -193,9 +191,7 @@ def test_two_trials_change_the_grid_and_the_trainer_trains_the_best(task_run, tm
             " learning_rate: [0.01], cross_hash_buckets: [500]}",
         ],
     )
-    examples = _artifact(
-        standard_artifacts.Examples, out / task.TRANSFORMED_DIR, ["train", "eval"]
-    )
+    examples = _artifact(standard_artifacts.Examples, out / task.TRANSFORMED_DIR, ["train", "eval"])
     graph = _artifact(standard_artifacts.TransformGraph, out / task.TRANSFORM_DIR)
     best = _artifact(standard_artifacts.HyperParameters, tmp_path / "best")
     results = _artifact(standard_artifacts.TunerResults, tmp_path / "results")
@@ -203,9 +199,7 @@ def test_two_trials_change_the_grid_and_the_trainer_trains_the_best(task_run, tm
         keys.TRAIN_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.TrainArgs(splits=["train"])),
         keys.EVAL_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["eval"])),
     }
-    context = base_executor.BaseExecutor.Context(
-        tmp_dir=str(tmp_path / "tmp"), unique_id="1"
-    )
+    context = base_executor.BaseExecutor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")
     tuner_executor.Executor(context).Do(
         {keys.EXAMPLES_KEY: [examples], keys.TRANSFORM_GRAPH_KEY: [graph]},
         {keys.BEST_HYPERPARAMETERS_KEY: [best], keys.TUNER_RESULTS_KEY: [results]},
@@ -242,7 +236,5 @@ def test_two_trials_change_the_grid_and_the_trainer_trains_the_best(task_run, tm
     buckets = chosen[hparams.COORDINATE_BUCKETS]
     loaded = tf.saved_model.load(str(tmp_path / "model" / "Format-Serving"))
     serving = loaded.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE]
-    shapes = {
-        v.name: tuple(v.shape) for v in serving.variables if f"{f.PICKUP_CELL_XF}_" in v.name
-    }
+    shapes = {v.name: tuple(v.shape) for v in serving.variables if f"{f.PICKUP_CELL_XF}_" in v.name}
     assert shapes and all(shape[0] == (buckets + 1) ** 2 for shape in shapes.values()), shapes

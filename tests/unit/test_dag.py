@@ -124,9 +124,7 @@ def test_tuning_puts_a_tuner_before_the_trainer_and_hands_it_the_best_values(cfg
     assert custom[tuning_module.TRIALS_KEY] == 3
     assert custom[tuning_module.ALGORITHM_KEY] == "bayesian"
     assert custom[tuning_module.TRIAL_EPOCHS_KEY] == tuned.tuning.epochs
-    assert (
-        by_id[dag.TRAINER_ID].inputs["hyperparameters"] is tuner.outputs["best_hyperparameters"]
-    )
+    assert by_id[dag.TRAINER_ID].inputs["hyperparameters"] is tuner.outputs["best_hyperparameters"]
     with pytest.raises(ConfigError, match="tuning.algorithm"):
         load_config(LOCAL, ["tuning.algorithm=hyperband"])
 
