@@ -144,7 +144,9 @@ def read_booking_rows(
     from bench.examples_io import split_files
 
     files = [str(path) for path in split_files(examples_uri, split)]
-    vocabularies = vocabularies if vocabularies is not None else {k: {} for k in _CATEGORICAL_FIELDS}
+    vocabularies = (
+        vocabularies if vocabularies is not None else {k: {} for k in _CATEGORICAL_FIELDS}
+    )
     grow = all(not v for v in vocabularies.values())
     rows, fares = [], []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
