@@ -206,18 +206,22 @@ def _run_reference(
 
 
 def _score_baselines(summary: ours.RunSummary) -> tuple[int, int, list[baselines.Score]]:
-    """Reads our Examples splits and scores the naive predictors on the eval split."""
-    print("bench: scoring baselines on our eval split ...", flush=True)
+    """Reads our Examples splits and scores the baselines on the test split."""
+    print("bench: scoring baselines on our test split ...", flush=True)
     try:
         train = examples_io.read_split(summary.examples_uri, "train")
-        evaluation = examples_io.read_split(summary.examples_uri, "eval")
+        test = examples_io.read_split(summary.examples_uri, "test")
+        booking_train, codes = baselines.read_booking_rows(summary.examples_uri, "train")
+        booking_eval, _ = baselines.read_booking_rows(summary.examples_uri, "eval", codes)
+        booking_test, _ = baselines.read_booking_rows(summary.examples_uri, "test", codes)
         scores = [
-            baselines.mean_baseline(train, evaluation),
-            baselines.distance_baseline(train, evaluation),
+            baselines.mean_baseline(train, test),
+            baselines.distance_baseline(train, test),
+            baselines.gradient_boosting_baseline(booking_train, booking_eval, booking_test),
         ]
     except (FileNotFoundError, ValueError) as err:
         raise RunFailedError(f"cannot score baselines on {summary.examples_uri}: {err}") from err
-    return len(train), len(evaluation), scores
+    return len(train), len(test), scores
 
 
 def _run_serving(

@@ -37,7 +37,7 @@ class RunSummary:
         eval_mae: MAE of the trained model on the eval split, in dollars.
         blessed: Whether the evaluator blessed the model.
         pushed_to: Where the model was pushed, or None if it was not.
-        train_steps: Training steps taken.
+        train_steps: The configured cap on training steps; None: epochs with early stopping.
         batch_size: Training batch size.
         examples_uri: The Examples artifact with ``Split-train/`` and ``Split-eval/``.
         eval_count: Eval examples the model was scored on, if the summary says (optional).
@@ -49,15 +49,15 @@ class RunSummary:
     eval_mae: float
     blessed: bool
     pushed_to: str | None
-    train_steps: int
+    train_steps: int | None
     batch_size: int
     examples_uri: Path
     eval_count: int | None = None
 
     @property
-    def examples_trained(self) -> int:
-        """Number of examples fed to training: steps times batch size."""
-        return self.train_steps * self.batch_size
+    def examples_trained(self) -> int | None:
+        """Examples fed to training (steps times batch size) when the steps were capped."""
+        return None if self.train_steps is None else self.train_steps * self.batch_size
 
 
 def command(config: Path, root: Path) -> list[str]:
@@ -108,7 +108,7 @@ def load_summary(root: Path, repo_root: Path) -> RunSummary:
         eval_mae=float(_field(data, "eval_mae", float)),
         blessed=_field(data, "blessed", bool),
         pushed_to=pushed_to,
-        train_steps=_field(data, "train_steps", int),
+        train_steps=data.get("train_steps"),
         batch_size=_field(data, "batch_size", int),
         examples_uri=examples_uri,
         eval_count=eval_count,

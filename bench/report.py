@@ -158,7 +158,11 @@ def render_markdown(
         (
             "Training examples (steps x batch size)",
             f"{example.train_steps:,} x {example.batch_size} = {example.examples_trained:,}",
-            f"{summary.train_steps:,} x {summary.batch_size} = {summary.examples_trained:,}",
+            (
+                f"{summary.train_steps:,} x {summary.batch_size} = {summary.examples_trained:,}"
+                if summary.train_steps is not None
+                else f"epochs of batch {summary.batch_size}, early stopping on eval"
+            ),
         ),
         (
             "Model blessed and pushed",
@@ -246,11 +250,14 @@ def _method_notes(results: BenchResults) -> list[str]:
         "*Other processes meanwhile* is the machine's total busy CPU time over the run "
         "(psutil) minus the run's own: it shows whether anything else competed for the "
         "CPUs and inflated the wall time.",
-        "- **Eval error baselines**: our Examples artifact's `Split-train` and `Split-eval` "
-        "gzipped TFRecords are read directly. The mean baseline predicts the training "
+        "- **Test error baselines**: our Examples artifact's `Split-train`, `Split-eval` and "
+        "`Split-test` gzipped TFRecords are read directly; every predictor is scored on "
+        "test, the split our Evaluator blesses on. The mean baseline predicts the training "
         "mean fare; the distance baseline fits `fare = a + b x haversine miles` "
         "(pickup to dropoff) by least squares on train trips with all four coordinates, "
-        "and predicts the training mean for trips lacking any.",
+        "and predicts the training mean for trips lacking any. Gradient boosting "
+        "(scikit-learn's HistGradientBoostingRegressor) sees the raw booking-time fields "
+        "plus haversine distance and takes the best of a small grid by eval RMSE.",
         f"- Peak RSS target: {targets.MAX_PEAK_RSS_BYTES / 1e9:g} GB means "
         f"{targets.MAX_PEAK_RSS_BYTES:,} bytes.",
     ]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.monitoring.thresholds import ThresholdError, Thresholds, parse_thresholds
 from pipeline.serving.config import ServingConfig
 from pipeline.vertex import scale_tiers
+from taxifare_modules.hparams import NAMES as HYPERPARAMETER_NAMES
 
 # The value of `data.input` that means "the real Chicago sample shipped inside tfx".
 TFX_SAMPLE = "tfx-sample"
@@ -35,10 +36,15 @@ class _Strict(BaseModel):
 
 
 class SplitConfig(_Strict):
-    """Hash buckets of the train/eval split (train:eval = train_buckets:eval_buckets)."""
+    """Hash buckets of the train/eval/test split (train:eval:test in these proportions).
 
-    train_buckets: int = Field(2, ge=1, le=100)
+    The Trainer (and the Tuner) learn on train and choose on eval (early stopping, trials);
+    the Evaluator blesses on test, which nothing before it has looked at.
+    """
+
+    train_buckets: int = Field(3, ge=1, le=100)
     eval_buckets: int = Field(1, ge=1, le=100)
+    test_buckets: int = Field(1, ge=1, le=100)
 
 
 # The public table of every Chicago taxi trip since 2013 (about 200 million rows).
@@ -125,25 +131,77 @@ class ModelConfig(_Strict):
     fare_prior: float = 12.0
     # Huber loss delta in dollars (robust to the long tail of fares); null: mean squared error.
     huber_delta: float | None = Field(5.0, gt=0.0)
+    # Quantile buckets per coordinate of the pickup/dropoff grid (a divisor of 64).
+    coordinate_buckets: Literal[4, 8, 16, 32, 64] = 16
+    # Hash buckets of the pickup-cell x dropoff-cell cross.
+    cross_hash_buckets: int = Field(2000, ge=2, le=1_000_000)
 
 
 class TrainingConfig(_Strict):
-    """How long and on what batches the Trainer trains."""
+    """How long and on what batches the Trainer trains.
 
-    train_steps: int = Field(1000, ge=1)
-    eval_steps: int = Field(50, ge=1)
+    The length comes from the data: epochs over the train split (its examples counted),
+    stopped early once the eval RMSE stops improving, the best epoch's weights kept.
+    """
+
+    # At most this many passes over the train split.
+    epochs: int = Field(30, ge=1)
+    # Stop after this many epochs without a better eval RMSE.
+    early_stopping_patience: int = Field(3, ge=1)
+    # A cap on the total training steps, for quick runs; null: the epochs decide.
+    train_steps: int | None = Field(None, ge=1)
+    # A cap on the eval batches of each validation; null: the whole eval split.
+    eval_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     seed: int | None = 42
-    # Read each split into memory once (fast on data that fits); false: stream from files.
+    # Read a split into memory once when it has at most in_memory_max_rows examples (fast
+    # on data that fits); larger splits, or false, stream from the files.
     in_memory: bool = True
+    in_memory_max_rows: int = Field(1_000_000, ge=0)
     model: ModelConfig = ModelConfig()
+
+
+class TuningConfig(_Strict):
+    """Hyperparameter search before training (TFX Tuner with KerasTuner).
+
+    The search covers the model (layers, units, learning rate, embedding size, batch size)
+    and the preprocessing (coordinate grid, cross hash size); trials are scored on the eval
+    split, and the best trial's hyperparameters are the Trainer's.
+    """
+
+    enabled: bool = False
+    trials: int = Field(10, ge=1, le=1000)
+    # random or bayesian. (KerasTuner's Hyperband cannot run under TFX's Tuner, whose
+    # executor asks its oracle for max_trials best trials, which Hyperband leaves unset.)
+    algorithm: Literal["random", "bayesian"] = "random"
+    # Maximum epochs of one trial (each trial also stops early on the eval RMSE).
+    epochs: int = Field(10, ge=1)
+    # On Vertex: trials run at once, each on its own machines of vertex.training's tier.
+    parallel_trials: int = Field(1, ge=1, le=100)
+    # Narrows the search: hyperparameter -> values to try (one value fixes it), e.g.
+    # {coordinate_buckets: [16, 32], batch_size: [128]}. Names: hidden_layers, hidden_units,
+    # learning_rate, embedding_dim, batch_size, coordinate_buckets, cross_hash_buckets.
+    search_space: dict[str, tuple[float | int, ...]] = Field(default_factory=dict)
+
+    @field_validator("search_space")
+    @classmethod
+    def _check_space(cls, value: dict[str, tuple]) -> dict[str, tuple]:
+        unknown = sorted(set(value) - set(HYPERPARAMETER_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown hyperparameters {unknown}; known: {list(HYPERPARAMETER_NAMES)}"
+            )
+        empty = sorted(name for name, values in value.items() if not values)
+        if empty:
+            raise ValueError(f"no values to try for {empty}")
+        return value
 
 
 class EvaluationConfig(_Strict):
     """When the Evaluator blesses a candidate model."""
 
-    # Absolute bound: a model whose eval RMSE is above this is not blessed.
+    # Absolute bound: a model whose test RMSE is above this is not blessed.
     max_rmse: float = Field(7.0, gt=0.0)
     # Change threshold against the last blessed model: blessed only if its RMSE is at most
     # baseline RMSE + max_rmse_increase (0: never worse than the baseline).
@@ -459,6 +517,7 @@ class Config(_Strict):
     data: DataConfig = DataConfig()
     schema_: SchemaConfig = Field(SchemaConfig(), alias="schema")
     training: TrainingConfig = TrainingConfig()
+    tuning: TuningConfig = TuningConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     beam: BeamConfig = BeamConfig()
     orchestrator: OrchestratorConfig = OrchestratorConfig()

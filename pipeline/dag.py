@@ -19,6 +19,7 @@ from tfx.components import (
     StatisticsGen,
     Trainer,
     Transform,
+    Tuner,
 )
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base.executor_spec import ExecutorClassSpec
@@ -28,7 +29,7 @@ from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
 )
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, tuner_pb2
 from tfx.types import Channel, standard_artifacts
 
 from pipeline.components import atomic_pusher
@@ -43,10 +44,18 @@ from pipeline.monitoring.thresholds import thresholds_to_json
 from pipeline.vertex import component_config as vertex_config
 from taxifare_modules import features as f
 from taxifare_modules import trainer as trainer_module
+from taxifare_modules import tuning as tuning_module
 
 # The ML code TFX runs, by dotted path into the installed package (no module files copied).
 PREPROCESSING_FN = "taxifare_modules.preprocessing.preprocessing_fn"
 RUN_FN = "taxifare_modules.trainer.run_fn"
+TUNER_FN = "taxifare_modules.tuning.tuner_fn"
+
+# ExampleGen's splits: the Trainer learns on train and stops early on eval (the Tuner scores
+# its trials on eval too); the Evaluator blesses on test, which nothing else looks at.
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+TEST_SPLIT = "test"
 
 # Component ids (also the node names in MLMD, which the run summary reads).
 EXAMPLE_GEN_ID = "CsvExampleGen"
@@ -59,6 +68,7 @@ DRIFT_CHECK_ID = "DriftCheck"
 SKEW_CHECK_ID = "SkewCheck"
 MONITORING_GATE_ID = "MonitoringGate"
 TRANSFORM_ID = "Transform"
+TUNER_ID = "Tuner"
 TRAINER_ID = "Trainer"
 MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
 EVALUATOR_ID = "Evaluator"
@@ -134,6 +144,9 @@ def trainer_custom_config(cfg: Config) -> dict:
         trainer_module.EVAL_BATCH_SIZE_KEY: t.eval_batch_size,
         trainer_module.SEED_KEY: t.seed,
         trainer_module.IN_MEMORY_KEY: t.in_memory,
+        trainer_module.IN_MEMORY_MAX_ROWS_KEY: t.in_memory_max_rows,
+        trainer_module.EPOCHS_KEY: t.epochs,
+        trainer_module.PATIENCE_KEY: t.early_stopping_patience,
         trainer_module.MODEL_PARAMS_KEY: {
             "hidden_units": list(t.model.hidden_units),
             "embedding_dim": t.model.embedding_dim,
@@ -141,8 +154,31 @@ def trainer_custom_config(cfg: Config) -> dict:
             "dropout": t.model.dropout,
             "fare_prior": t.model.fare_prior,
             "huber_delta": t.model.huber_delta,
+            "coordinate_buckets": t.model.coordinate_buckets,
+            "cross_hash_buckets": t.model.cross_hash_buckets,
         },
     }
+
+
+def tuner_custom_config(cfg: Config) -> dict:
+    """The Tuner's custom_config: the Trainer's (every trial's starting point) + the search."""
+    return {
+        **trainer_custom_config(cfg),
+        tuning_module.TRIALS_KEY: cfg.tuning.trials,
+        tuning_module.ALGORITHM_KEY: cfg.tuning.algorithm,
+        tuning_module.TRIAL_EPOCHS_KEY: cfg.tuning.epochs,
+        tuning_module.SPACE_KEY: {k: list(v) for k, v in cfg.tuning.search_space.items()},
+    }
+
+
+def _train_args(cfg: Config) -> trainer_pb2.TrainArgs:
+    # No num_steps: the epochs over the counted examples decide (train_steps is only a cap).
+    steps = cfg.training.train_steps
+    return trainer_pb2.TrainArgs(splits=[TRAIN_SPLIT], num_steps=steps)
+
+
+def _eval_args(cfg: Config) -> trainer_pb2.EvalArgs:
+    return trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=cfg.training.eval_steps)
 
 
 def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pipeline:
@@ -166,10 +202,13 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         split_config=example_gen_pb2.SplitConfig(
             splits=[
                 example_gen_pb2.SplitConfig.Split(
-                    name="train", hash_buckets=cfg.data.split.train_buckets
+                    name=TRAIN_SPLIT, hash_buckets=cfg.data.split.train_buckets
                 ),
                 example_gen_pb2.SplitConfig.Split(
-                    name="eval", hash_buckets=cfg.data.split.eval_buckets
+                    name=EVAL_SPLIT, hash_buckets=cfg.data.split.eval_buckets
+                ),
+                example_gen_pb2.SplitConfig.Split(
+                    name=TEST_SPLIT, hash_buckets=cfg.data.split.test_buckets
                 ),
             ]
         )
@@ -179,12 +218,12 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             BigQueryExampleGen,
         )
 
-        # Runs the span's query over the BigQuery table and splits train/eval.
+        # Runs the span's query over the BigQuery table and splits train/eval/test/test.
         example_gen = BigQueryExampleGen(
             query=bigquery_query(cfg.data.bigquery), output_config=output_config
         ).with_id(EXAMPLE_GEN_ID)
     else:
-        # Reads the trip CSVs (the latest span when the pattern has {SPAN}), splits train/eval.
+        # Reads the trip CSVs (the latest span when the pattern has {SPAN}), splits train/eval/test.
         example_gen = CsvExampleGen(
             input_base=data_root, input_config=input_config, output_config=output_config
         ).with_id(EXAMPLE_GEN_ID)
@@ -281,8 +320,38 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
     transform.add_upstream_node(gate)
     transform.add_upstream_node(monitoring_gate)
 
-    # Trains the Keras model and exports it with the Transform graph inside; on Vertex, as a
-    # Vertex AI Training job on the scale tier's machines (GPUs, workers).
+    tuner = None
+    if cfg.tuning.enabled:
+        # Searches the model's and the preprocessing's hyperparameters (trials scored on the
+        # eval split); its best ones are the Trainer's, recorded in MLMD as an artifact. On
+        # Vertex, as a Vertex AI Training job whose machines run trials in parallel.
+        tuner_args = {
+            "tuner_fn": TUNER_FN,
+            "examples": transform.outputs["transformed_examples"],
+            "transform_graph": transform.outputs["transform_graph"],
+            "schema": schema_gen.outputs["schema"],
+            "train_args": _train_args(cfg),
+            "eval_args": _eval_args(cfg),
+            "custom_config": tuner_custom_config(cfg),
+        }
+        if cfg.vertex is not None:
+            from tfx.extensions.google_cloud_ai_platform.tuner.component import (
+                Tuner as VertexTuner,
+            )
+
+            tuner_args["custom_config"].update(
+                vertex_config.tuner_custom_config(cfg.vertex, cfg.tuning.parallel_trials)
+            )
+            tuner = VertexTuner(
+                **tuner_args,
+                tune_args=tuner_pb2.TuneArgs(num_parallel_trials=cfg.tuning.parallel_trials),
+            ).with_id(TUNER_ID)
+        else:
+            tuner = Tuner(**tuner_args).with_id(TUNER_ID)
+
+    # Trains the Keras model (epochs with early stopping on the eval split) and exports it
+    # with the Transform graph inside; on Vertex, as a Vertex AI Training job on the scale
+    # tier's machines (GPUs, workers).
     trainer_class = Trainer
     custom_config = trainer_custom_config(cfg)
     if cfg.vertex is not None:
@@ -297,14 +366,16 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=trainer_pb2.TrainArgs(num_steps=cfg.training.train_steps),
-        eval_args=trainer_pb2.EvalArgs(num_steps=cfg.training.eval_steps),
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner is not None else None,
+        train_args=_train_args(cfg),
+        eval_args=_eval_args(cfg),
         custom_config=custom_config,
     ).with_id(TRAINER_ID)
 
-    # Evaluates the candidate on the eval split, overall and by slice, and blesses it or not.
+    # Evaluates the candidate on the test split, overall and by slice, and blesses it or not.
     evaluator = Evaluator(
         examples=examples,
+        example_splits=[TEST_SPLIT],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(cfg),
@@ -344,6 +415,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         model_resolver,
         *monitoring,
         transform,
+        *([tuner] if tuner is not None else []),
         trainer,
         evaluator,
         pusher,

@@ -275,7 +275,7 @@ def render(summary: RunSummary, cfg: Config, config_path: str | None = None) -> 
         )
         lines.append(
             f"evaluation   RMSE ${summary.eval_rmse:.2f}, MAE ${summary.eval_mae:.2f}"
-            f" on {summary.eval_count:,} eval trips{base}"
+            f" on {summary.eval_count:,} test trips{base}"
         )
     if summary.blessed is not None:
         if summary.blessed:

@@ -77,8 +77,16 @@ MONTH_RANGE = (1, 12)
 AREA_COUNT = 77
 
 # Transform parameters.
-COORDINATE_BUCKETS = 16  # quantile buckets per coordinate
-CELL_CROSS_BUCKETS = 2_000  # hash buckets of the pickup-cell x dropoff-cell cross
+# Transform cuts each coordinate into this many quantile buckets (the finest grid); the
+# model merges neighbouring fine buckets into `coordinate_buckets` coarse ones (a divisor
+# of this), so the grid's resolution is a model hyperparameter that a tuning trial can
+# change without running Transform again (see model.CoordinateGrid).
+COORDINATE_QUANTILES = 64
+# Coarse grids a model may use: each merges 64 / n neighbouring quantile buckets.
+COORDINATE_BUCKET_CHOICES = (4, 8, 16, 32, 64)
+# Defaults of the model's grid and of the hash buckets of the pickup-cell x dropoff-cell cross.
+COORDINATE_BUCKETS = 16
+CELL_CROSS_BUCKETS = 2_000
 COMPANY_VOCAB_SIZE = 60
 COMPANY_OOV_BUCKETS = 2
 PAYMENT_VOCAB_SIZE = 10
@@ -98,6 +106,7 @@ DISTANCE_XF = transformed_name("haversine_miles")
 DELTA_LAT_XF = transformed_name("delta_latitude")
 DELTA_LON_XF = transformed_name("delta_longitude")
 TIMESTAMP_XF = transformed_name(TIMESTAMP_KEY)
+# Built inside the model from the coordinate buckets (names of its layers' outputs).
 PICKUP_CELL_XF = transformed_name("pickup_cell")
 DROPOFF_CELL_XF = transformed_name("dropoff_cell")
 CELL_CROSS_XF = transformed_name("pickup_x_dropoff_cell")
@@ -117,7 +126,15 @@ def missing_indicator_name(key: str) -> str:
     return transformed_name(f"{key}_missing")
 
 
+def coordinate_bucket_name(key: str) -> str:
+    """Returns the name of the fine quantile bucket id of coordinate raw key `key`."""
+    return transformed_name(f"{key}_bucket")
+
+
 COORDINATE_XF = tuple(transformed_name(k) for k in COORDINATE_KEYS)
+# Quantile bucket ids 0..COORDINATE_QUANTILES - 1 of each coordinate, in COORDINATE_KEYS
+# order; a missing coordinate gets the id COORDINATE_QUANTILES.
+COORDINATE_BUCKET_XF = tuple(coordinate_bucket_name(k) for k in COORDINATE_KEYS)
 MISSING_INDICATOR_XF = tuple(missing_indicator_name(k) for k in OPTIONAL_FEATURE_KEYS)
 
 # Dense float inputs of the deep part of the model.
@@ -130,11 +147,10 @@ DENSE_FLOAT_XF = (
     *MISSING_INDICATOR_XF,
 )
 
-# Categorical (integer id) inputs and how many ids each can take.
+# Categorical (integer id) inputs and how many ids each can take (the coordinate buckets
+# are categorical too, but reach the model's embeddings through its grid, whose size is a
+# hyperparameter).
 CATEGORICAL_XF_SIZES: dict[str, int] = {
-    PICKUP_CELL_XF: (COORDINATE_BUCKETS + 1) ** 2,
-    DROPOFF_CELL_XF: (COORDINATE_BUCKETS + 1) ** 2,
-    CELL_CROSS_XF: CELL_CROSS_BUCKETS,
     HOUR_OF_WEEK_XF: 24 * 7,
     HOUR_XF: 24,
     DAY_XF: 7,
@@ -144,6 +160,9 @@ CATEGORICAL_XF_SIZES: dict[str, int] = {
     PICKUP_AREA_XF: AREA_COUNT + 1,
     DROPOFF_AREA_XF: AREA_COUNT + 1,
 }
+
+# Every integer input of the model.
+INT_XF = (*CATEGORICAL_XF_SIZES, *COORDINATE_BUCKET_XF)
 
 # Slices the Evaluator reports metrics on (raw keys).
 SLICE_KEYS = (HOUR_KEY, PAYMENT_TYPE_KEY)

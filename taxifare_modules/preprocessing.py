@@ -103,24 +103,20 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str
     for i, name in enumerate(numeric):
         outputs[name] = scaled[:, i]
 
-    # Pickup and dropoff cells of a coordinate grid (quantile buckets per coordinate, a
-    # missing coordinate in its own last bucket), and their cross.
+    # Fine quantile buckets per coordinate (a missing coordinate in its own last bucket).
+    # The grid cells and the pickup x dropoff cross are built by the model from these ids
+    # at its own resolution (model.CoordinateGrid): one quantile analyzer here serves every
+    # grid a tuning trial tries, where a Transform per bucket count would redo the
+    # analysis per trial.
     coordinates = tf.stack([plat, plon, dlat, dlon], axis=1)
-    buckets = tft.bucketize(coordinates, f.COORDINATE_BUCKETS, elementwise=True)
+    buckets = tft.bucketize(coordinates, f.COORDINATE_QUANTILES, elementwise=True)
     buckets = tf.where(
-        missing_flags > 0, tf.constant(f.COORDINATE_BUCKETS, tf.int64), tf.cast(buckets, tf.int64)
+        missing_flags > 0,
+        tf.constant(f.COORDINATE_QUANTILES, tf.int64),
+        tf.cast(buckets, tf.int64),
     )
-    width = f.COORDINATE_BUCKETS + 1
-    pickup_cell = buckets[:, 0] * width + buckets[:, 1]
-    dropoff_cell = buckets[:, 2] * width + buckets[:, 3]
-    outputs[f.PICKUP_CELL_XF] = pickup_cell
-    outputs[f.DROPOFF_CELL_XF] = dropoff_cell
-    outputs[f.CELL_CROSS_XF] = tf.strings.to_hash_bucket_fast(
-        tf.strings.join(
-            [tf.strings.as_string(pickup_cell), tf.strings.as_string(dropoff_cell)], "x"
-        ),
-        f.CELL_CROSS_BUCKETS,
-    )
+    for i, name in enumerate(f.COORDINATE_BUCKET_XF):
+        outputs[name] = buckets[:, i]
 
     hour = _clipped_id(inputs[f.HOUR_KEY], *f.HOUR_RANGE)
     day = _clipped_id(inputs[f.DAY_KEY], *f.DAY_RANGE)

@@ -9,6 +9,7 @@ The exported SavedModel applies the Transform graph itself, so clients send raw 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
 from taxifare_modules import features as f
+from taxifare_modules.hparams import apply_hyperparameters, hyperparameter_values
 from taxifare_modules.model import ModelParams, build_model
 from taxifare_modules.monitoring_reference import write_reference
 
@@ -35,12 +37,14 @@ EVAL_BATCH_SIZE_KEY = "eval_batch_size"
 MODEL_PARAMS_KEY = "model"
 SEED_KEY = "seed"
 IN_MEMORY_KEY = "in_memory"
+IN_MEMORY_MAX_ROWS_KEY = "in_memory_max_rows"
+EPOCHS_KEY = "epochs"
+PATIENCE_KEY = "early_stopping_patience"
 
 # On a training cluster (Vertex AI), training state is backed up to <model_run_dir>/backup
-# this often (steps), so a replica that restarts (preemption, maintenance) resumes there
-# instead of from step 0. A local run never resumes (a retried Trainer gets a new run dir),
-# so it skips the backups, which cost about 1 s each.
-BACKUP_EVERY_STEPS = 200
+# after every epoch, so a replica that restarts (preemption, maintenance) resumes there
+# instead of from the start. A local run never resumes (a retried Trainer gets a new run
+# dir), so it skips the backups, which cost about 1 s each.
 # Set by Vertex AI in a training job's containers; TF_CONFIG or CLUSTER_SPEC also mean a cluster.
 _CLUSTER_ENV_VARS = ("CLOUD_ML_JOB_ID", "CLUSTER_SPEC", "TF_CONFIG")
 # How long a non-chief worker waits for the chief's export before TFX checks it exists.
@@ -97,6 +101,47 @@ def choose_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def count_examples(file_pattern: list[str] | str) -> int:
+    """Counts the tf.Examples in a split's (gzipped) TFRecord files without parsing them."""
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted(name for pattern in patterns for name in tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no example files match {patterns}")
+    compression = "GZIP" if files[0].endswith(".gz") else ""
+    records = tf.data.TFRecordDataset(
+        files, compression_type=compression, num_parallel_reads=tf.data.AUTOTUNE
+    )
+    return int(records.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+
+
+def _stream(
+    file_pattern: list[str],
+    data_accessor: DataAccessor,
+    schema: Any,
+    batch_size: int,
+    seed: int | None,
+    num_epochs: int | None,
+) -> tf.data.Dataset:
+    """Batches streamed from the split's files: TFXIO reads the shards with a parallel
+    interleave, batches the serialized records before parsing each batch at once, and
+    prefetches; only a shuffle buffer of examples is in memory."""
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size,
+            label_key=f.LABEL_KEY,
+            shuffle=num_epochs is None,
+            shuffle_seed=seed,
+            num_epochs=num_epochs,
+            reader_num_threads=tf.data.AUTOTUNE,
+            parser_num_threads=tf.data.AUTOTUNE,
+            prefetch_buffer_size=tf.data.AUTOTUNE,
+            sloppy_ordering=seed is None,
+        ),
+        schema,
+    )
+
+
 def _input_fn(
     file_pattern: list[str],
     data_accessor: DataAccessor,
@@ -104,28 +149,21 @@ def _input_fn(
     batch_size: int,
     seed: int | None,
     in_memory: bool,
+    training: bool = True,
 ) -> tf.data.Dataset:
-    """Batches of (transformed features, label), repeated forever.
+    """Batches of (transformed features, label).
 
+    For training, shuffled and repeated forever; otherwise one pass in file order.
     With `in_memory`, the split is read once into tensors and each batch is a gather of
-    shuffled row indices: much faster per step on data that fits in memory. Otherwise the
-    examples are streamed from the files (any size).
+    row indices: much faster per step on data that fits in memory. Otherwise the examples
+    are streamed from the files (any size).
     """
     schema = tf_transform_output.transformed_metadata.schema
     if not in_memory:
-        return data_accessor.tf_dataset_factory(
-            file_pattern,
-            tfxio.TensorFlowDatasetOptions(
-                batch_size=batch_size, label_key=f.LABEL_KEY, shuffle_seed=seed
-            ),
-            schema,
-        ).repeat()
-    once = data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=8192, label_key=f.LABEL_KEY, num_epochs=1),
-        schema,
-    )
-    parts = list(once)
+        return _stream(
+            file_pattern, data_accessor, schema, batch_size, seed, None if training else 1
+        )
+    parts = list(_stream(file_pattern, data_accessor, schema, 8192, None, 1))
     features = {k: tf.concat([p[0][k] for p in parts], axis=0) for k in parts[0][0]}
     labels = tf.concat([p[1] for p in parts], axis=0)
     rows = int(labels.shape[0])
@@ -133,14 +171,16 @@ def _input_fn(
     def gather(indices: tf.Tensor):
         return {k: tf.gather(v, indices) for k, v in features.items()}, tf.gather(labels, indices)
 
-    return (
-        tf.data.Dataset.range(rows)
-        .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    indices = tf.data.Dataset.range(rows)
+    if training:
+        indices = (
+            indices.shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+            .repeat()
+            .batch(batch_size, drop_remainder=True)
+        )
+    else:
+        indices = indices.batch(batch_size)
+    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # Batch size of the one pass over the eval split that records the monitoring reference.
@@ -260,56 +300,197 @@ def export_model(
         tf.saved_model.save(model, export_dir, signatures=signatures)
 
 
-def run_fn(fn_args: FnArgs) -> None:
-    """Trains the model and exports it. Called by TFX Trainer.
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How long and on what batches a model trains (the config's `training.*` but `model`)."""
 
-    Args:
-      fn_args: TFX's trainer arguments; `custom_config` holds the batch sizes, seed and the
-        model's hyperparameters.
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    # At most this many passes over the train split; early stopping usually ends sooner.
+    epochs: int = 30
+    # Stop after this many epochs without a better eval RMSE; the best epoch's weights are
+    # the ones kept.
+    early_stopping_patience: int = 3
+    # A cap on the total training steps (quick runs); None: the epochs decide.
+    train_steps: int | None = None
+    # A cap on the eval batches of each validation; None: the whole eval split.
+    eval_steps: int | None = None
+    seed: int | None = 42
+    # Read a split into memory when it has at most in_memory_max_rows examples.
+    in_memory: bool = True
+    in_memory_max_rows: int = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """The transformed splits a model trains and is validated on, and how to read them."""
+
+    train_files: list[str]
+    eval_files: list[str]
+    data_accessor: DataAccessor
+    tf_transform_output: tft.TFTransformOutput
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """A trained model and how its training went."""
+
+    model: tf.keras.Model
+    best_eval_rmse: float
+    best_epoch: int  # 1-based
+    epochs_run: int
+    steps_per_epoch: int
+    train_examples: int
+
+
+def settings_from_custom_config(
+    config: dict[str, Any], train_steps: int | None = None, eval_steps: int | None = None
+) -> TrainingSettings:
+    """The TrainingSettings a custom_config (see pipeline/dag.py) describes."""
+    defaults = TrainingSettings()
+    batch_size = int(config.get(BATCH_SIZE_KEY, defaults.batch_size))
+    return TrainingSettings(
+        batch_size=batch_size,
+        eval_batch_size=int(config.get(EVAL_BATCH_SIZE_KEY, batch_size)),
+        epochs=int(config.get(EPOCHS_KEY, defaults.epochs)),
+        early_stopping_patience=int(config.get(PATIENCE_KEY, defaults.early_stopping_patience)),
+        train_steps=train_steps,
+        eval_steps=eval_steps,
+        seed=config.get(SEED_KEY),
+        in_memory=bool(config.get(IN_MEMORY_KEY, defaults.in_memory)),
+        in_memory_max_rows=int(config.get(IN_MEMORY_MAX_ROWS_KEY, defaults.in_memory_max_rows)),
+    )
+
+
+def model_params_from_custom_config(config: dict[str, Any]) -> ModelParams:
+    """The ModelParams of a custom_config's `model` entry."""
+    params = dict(config.get(MODEL_PARAMS_KEY, {}))
+    if "hidden_units" in params:
+        params["hidden_units"] = tuple(params["hidden_units"])
+    return ModelParams(**params)
+
+
+def fit_model(
+    params: ModelParams,
+    settings: TrainingSettings,
+    data: TrainingData,
+    strategy: tf.distribute.Strategy | None = None,
+    callbacks: list[tf.keras.callbacks.Callback] | tuple = (),
+) -> FitResult:
+    """Trains a model on the train split, epoch by epoch, validating on the eval split.
+
+    The length comes from the data: an epoch is one pass over the train split (its
+    examples counted from the files), and training stops once the eval RMSE has not
+    improved for `early_stopping_patience` epochs, keeping the best epoch's weights. The
+    test split is never looked at here. The pipeline's run_fn, the tuner's trials and
+    `python -m taxifare_modules.task` all train through this function.
     """
-    # First: MultiWorkerMirroredStrategy must exist before TensorFlow sets up its runtime.
-    strategy = choose_strategy()
+    strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
-    _LOG.info("training with %s on %d replica(s)", type(strategy).__name__, replicas)
-    chief = _is_chief(strategy)
+    if settings.seed is not None:
+        tf.keras.utils.set_random_seed(int(settings.seed))
+    train_rows = count_examples(data.train_files)
+    eval_rows = count_examples(data.eval_files)
+    batch_size = min(settings.batch_size * replicas, train_rows)
+    eval_batch_size = settings.eval_batch_size * replicas
+    steps_per_epoch = max(1, train_rows // batch_size)
+    epochs = settings.epochs
+    if settings.train_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, settings.train_steps)
+        epochs = min(epochs, math.ceil(settings.train_steps / steps_per_epoch))
 
-    config = fn_args.custom_config or {}
-    batch_size = int(config.get(BATCH_SIZE_KEY, 128))
-    eval_batch_size = int(config.get(EVAL_BATCH_SIZE_KEY, batch_size))
-    seed = config.get(SEED_KEY)
-    in_memory = bool(config.get(IN_MEMORY_KEY, False))
-    params_dict = dict(config.get(MODEL_PARAMS_KEY, {}))
-    if "hidden_units" in params_dict:
-        params_dict["hidden_units"] = tuple(params_dict["hidden_units"])
-    params = ModelParams(**params_dict)
-    if seed is not None:
-        tf.keras.utils.set_random_seed(int(seed))
+    def in_memory(rows: int) -> bool:
+        return settings.in_memory and rows <= settings.in_memory_max_rows
 
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    _LOG.info(
+        "training on %d examples (%s), validating on %d (%s): up to %d epochs of %d steps",
+        train_rows,
+        "in memory" if in_memory(train_rows) else "streamed",
+        eval_rows,
+        "in memory" if in_memory(eval_rows) else "streamed",
+        epochs,
+        steps_per_epoch,
+    )
     train_ds = _input_fn(
-        fn_args.train_files,
-        fn_args.data_accessor,
-        tf_transform_output,
-        batch_size * replicas,
-        seed,
-        in_memory,
+        data.train_files,
+        data.data_accessor,
+        data.tf_transform_output,
+        batch_size,
+        settings.seed,
+        in_memory(train_rows),
     )
     eval_ds = _input_fn(
-        fn_args.eval_files,
-        fn_args.data_accessor,
-        tf_transform_output,
-        eval_batch_size * replicas,
-        seed,
-        in_memory,
+        data.eval_files,
+        data.data_accessor,
+        data.tf_transform_output,
+        eval_batch_size,
+        settings.seed,
+        in_memory(eval_rows),
+        training=False,
     )
     with strategy.scope():
         model = build_model(params)
+    stopping = tf.keras.callbacks.EarlyStopping(
+        monitor="val_rmse",
+        mode="min",
+        patience=settings.early_stopping_patience,
+        restore_best_weights=True,
+    )
+    history = model.fit(
+        train_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=eval_ds,
+        validation_steps=settings.eval_steps,
+        callbacks=[stopping, *callbacks],
+        verbose=2,
+    )
+    val_rmse = history.history["val_rmse"]
+    best = min(range(len(val_rmse)), key=val_rmse.__getitem__)
+    _LOG.info(
+        "best eval RMSE %.4f after epoch %d of %d (%d steps each)",
+        val_rmse[best],
+        best + 1,
+        len(val_rmse),
+        steps_per_epoch,
+    )
+    return FitResult(
+        model=model,
+        best_eval_rmse=float(val_rmse[best]),
+        best_epoch=best + 1,
+        epochs_run=len(val_rmse),
+        steps_per_epoch=steps_per_epoch,
+        train_examples=train_rows,
+    )
+
+
+def train_and_export(
+    params: ModelParams,
+    settings: TrainingSettings,
+    data: TrainingData,
+    model_run_dir: str,
+    serving_model_dir: str,
+) -> FitResult:
+    """Trains (see fit_model), exports with the serving signatures, records the reference.
+
+    Shared by the pipeline's run_fn and `python -m taxifare_modules.task`: only the entry
+    differs. TensorBoard logs go to <model_run_dir>/logs.
+    """
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow sets up its runtime.
+    strategy = choose_strategy()
+    _LOG.info(
+        "training with %s on %d replica(s)",
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+    )
+    chief = _is_chief(strategy)
+    _LOG.info("model hyperparameters: %s; training: %s", params, settings)
 
     # Only the chief writes to the run's directories; other workers write to scratch space
     # (they must still save: saving a multi-worker model is a collective operation).
     scratch = None if chief else tempfile.mkdtemp(prefix="taxifare-worker-")
-    run_dir = fn_args.model_run_dir if chief else scratch
-    callbacks = [
+    run_dir = model_run_dir if chief else scratch
+    callbacks: list[tf.keras.callbacks.Callback] = [
         tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), update_freq="epoch")
     ]
     if on_training_cluster():
@@ -317,31 +498,54 @@ def run_fn(fn_args: FnArgs) -> None:
         # backup is deleted once training completes.
         callbacks.append(
             tf.keras.callbacks.BackupAndRestore(
-                backup_dir=os.path.join(fn_args.model_run_dir, "backup"),
-                save_freq=min(BACKUP_EVERY_STEPS, fn_args.train_steps),
+                backup_dir=os.path.join(model_run_dir, "backup"), save_freq="epoch"
             )
         )
-    model.fit(
-        train_ds,
-        steps_per_epoch=fn_args.train_steps,
-        validation_data=eval_ds,
-        validation_steps=fn_args.eval_steps,
-        callbacks=callbacks,
-        verbose=2,
-    )
-    export_dir = fn_args.serving_model_dir if chief else os.path.join(scratch, "model")
-    export_model(model, tf_transform_output, export_dir)
+    result = fit_model(params, settings, data, strategy, callbacks)
+    export_dir = serving_model_dir if chief else os.path.join(scratch, "model")
+    export_model(result.model, data.tf_transform_output, export_dir)
     if chief:
         # What the model computes on its eval split, for the skew check of served traffic.
         written = write_reference(
-            model,
-            _eval_pass(fn_args.eval_files, fn_args.data_accessor, tf_transform_output),
+            result.model,
+            _eval_pass(data.eval_files, data.data_accessor, data.tf_transform_output),
             export_dir,
         )
         _LOG.info("recorded the model's distance and fare on %d eval examples", written)
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
-        _wait_for_chief_export(fn_args.serving_model_dir)
+        _wait_for_chief_export(serving_model_dir)
+    return result
+
+
+def run_fn(fn_args: FnArgs) -> None:
+    """Trains the model and exports it. Called by TFX Trainer.
+
+    Args:
+      fn_args: TFX's trainer arguments; `custom_config` holds the training settings and the
+        model's hyperparameters, which the Tuner's best hyperparameters (when the pipeline
+        tunes) override.
+    """
+    config = fn_args.custom_config or {}
+    params = model_params_from_custom_config(config)
+    settings = settings_from_custom_config(config, fn_args.train_steps, fn_args.eval_steps)
+    if fn_args.hyperparameters:
+        params, settings = apply_hyperparameters(
+            hyperparameter_values(fn_args.hyperparameters), params, settings
+        )
+        _LOG.info("using the Tuner's best hyperparameters")
+    train_and_export(
+        params,
+        settings,
+        TrainingData(
+            train_files=fn_args.train_files,
+            eval_files=fn_args.eval_files,
+            data_accessor=fn_args.data_accessor,
+            tf_transform_output=tft.TFTransformOutput(fn_args.transform_output),
+        ),
+        fn_args.model_run_dir,
+        fn_args.serving_model_dir,
+    )
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:

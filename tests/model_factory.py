@@ -89,7 +89,7 @@ def export_small_model(rows: list[dict[str, str]], workdir: Path, epochs: int = 
 
     keys = [k for k in transformed[0] if k not in (f.LABEL_KEY, "row_index")]
     features = {k: np.array([r[k] for r in transformed]) for k in keys}
-    for key in f.CATEGORICAL_XF_SIZES:
+    for key in f.INT_XF:
         features[key] = features[key].astype(np.int64)
     for key in f.DENSE_FLOAT_XF:
         features[key] = features[key].astype(np.float32)

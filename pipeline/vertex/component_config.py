@@ -80,6 +80,39 @@ def trainer_custom_config(vertex: VertexConfig) -> dict[str, Any]:
     }
 
 
+# TFX's key for the Vertex AI Training job of the Tuner's custom_config (its value is in the
+# Vertex Tuner executor's module, which imports the Vertex client; the string is stable).
+_TUNING_ARGS_KEY = "ai_platform_tuning_args"
+
+
+def tuning_job_args(vertex: VertexConfig, parallel_trials: int) -> dict[str, Any]:
+    """The Vertex CustomJob the Tuner starts: one machine of the tier's chief per trial.
+
+    Pool 0 runs the chief (KerasTuner's oracle and a search loop), pool 1 the other
+    `parallel_trials - 1` search loops; each trial trains on one machine.
+    """
+    chief = worker_pool_specs(vertex)[0]
+    pools = [dict(chief, replica_count=1)]
+    if parallel_trials > 1:
+        pools.append(dict(chief, replica_count=parallel_trials - 1))
+    job_spec: dict[str, Any] = {"worker_pool_specs": pools}
+    if vertex.service_account:
+        job_spec["service_account"] = vertex.service_account
+    args: dict[str, Any] = {"project": vertex.project, "job_spec": job_spec}
+    if vertex.labels:
+        args["labels"] = dict(vertex.labels)
+    return args
+
+
+def tuner_custom_config(vertex: VertexConfig, parallel_trials: int) -> dict[str, Any]:
+    """The Vertex keys of the Tuner's custom_config (added to tuner_fn's own keys)."""
+    return {
+        vertex_keys.ENABLE_VERTEX_KEY: True,
+        vertex_keys.VERTEX_REGION_KEY: vertex.region,
+        _TUNING_ARGS_KEY: tuning_job_args(vertex, parallel_trials),
+    }
+
+
 def endpoint_name(vertex: VertexConfig, pipeline_name: str) -> str:
     """The display name of the endpoint the Pusher deploys to."""
     return vertex.endpoint.name or pipeline_name

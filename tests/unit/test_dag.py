@@ -10,10 +10,11 @@ from tfx.dsl.components.common.resolver import Resolver
 
 from pipeline import dag
 from pipeline.components import atomic_pusher
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.data_source import tfx_sample_dir
 from taxifare_modules import features as f
 from taxifare_modules import trainer as trainer_module
+from taxifare_modules import tuning as tuning_module
 from taxifare_modules.model import ModelParams
 
 LOCAL = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
@@ -82,6 +83,11 @@ def test_every_training_field_reaches_run_fn(cfg):
     assert custom[trainer_module.EVAL_BATCH_SIZE_KEY] == t.eval_batch_size
     assert custom[trainer_module.SEED_KEY] == t.seed
     assert custom[trainer_module.IN_MEMORY_KEY] == t.in_memory
+    assert custom[trainer_module.IN_MEMORY_MAX_ROWS_KEY] == t.in_memory_max_rows
+    assert custom[trainer_module.EPOCHS_KEY] == t.epochs
+    assert custom[trainer_module.PATIENCE_KEY] == t.early_stopping_patience
+    settings = trainer_module.settings_from_custom_config(custom)
+    assert (settings.epochs, settings.batch_size) == (t.epochs, t.batch_size)
     # Every model field becomes a ModelParams field, with the config's value.
     params = ModelParams(
         **{
@@ -92,6 +98,35 @@ def test_every_training_field_reaches_run_fn(cfg):
     assert set(custom[trainer_module.MODEL_PARAMS_KEY]) == set(type(t.model).model_fields)
     assert params.hidden_units == t.model.hidden_units
     assert params.huber_delta == t.model.huber_delta
+
+
+def test_splits_train_eval_test_and_the_evaluator_blesses_on_test(cfg):
+    by_id = {c.id: c for c in dag.create_pipeline(cfg, tfx_sample_dir()).components}
+    output = json.loads(by_id[dag.EXAMPLE_GEN_ID].exec_properties["output_config"])
+    assert [s["name"] for s in output["split_config"]["splits"]] == ["train", "eval", "test"]
+    assert json.loads(by_id[dag.EVALUATOR_ID].exec_properties["example_splits"]) == ["test"]
+    trainer = by_id[dag.TRAINER_ID]
+    assert json.loads(trainer.exec_properties["train_args"])["splits"] == ["train"]
+    assert json.loads(trainer.exec_properties["eval_args"])["splits"] == ["eval"]
+    # No fixed step count unless the config caps it: the epochs decide.
+    assert "num_steps" not in json.loads(trainer.exec_properties["train_args"])
+    assert dag.TUNER_ID not in by_id
+
+
+def test_tuning_puts_a_tuner_before_the_trainer_and_hands_it_the_best_values(cfg):
+    tuned = load_config(
+        LOCAL, ["tuning.enabled=true", "tuning.trials=3", "tuning.algorithm=bayesian"]
+    )
+    by_id = {c.id: c for c in dag.create_pipeline(tuned, tfx_sample_dir()).components}
+    tuner = by_id[dag.TUNER_ID]
+    assert tuner.exec_properties["tuner_fn"] == dag.TUNER_FN
+    custom = json.loads(tuner.exec_properties["custom_config"])
+    assert custom[tuning_module.TRIALS_KEY] == 3
+    assert custom[tuning_module.ALGORITHM_KEY] == "bayesian"
+    assert custom[tuning_module.TRIAL_EPOCHS_KEY] == tuned.tuning.epochs
+    assert by_id[dag.TRAINER_ID].inputs["hyperparameters"] is tuner.outputs["best_hyperparameters"]
+    with pytest.raises(ConfigError, match="tuning.algorithm"):
+        load_config(LOCAL, ["tuning.algorithm=hyperband"])
 
 
 def test_eval_config_gates_on_the_overall_slice_only(cfg):
@@ -136,10 +171,19 @@ def test_vertex_config_picks_the_vertex_components_without_another_dag():
     vertex_cfg = load_config(VERTEX)
     pipeline = dag.create_pipeline(vertex_cfg, vertex_cfg.data.input)
     by_id = {c.id: c for c in pipeline.components}
-    local_ids = [c.id for c in dag.create_pipeline(load_config(LOCAL), tfx_sample_dir()).components]
+    local_cfg = load_config(LOCAL, ["tuning.enabled=true"])
+    local_ids = [c.id for c in dag.create_pipeline(local_cfg, tfx_sample_dir()).components]
     assert [c.id for c in pipeline.components] == local_ids
     gcp = tfx.extensions.google_cloud_ai_platform
     assert type(by_id[dag.TRAINER_ID]) is gcp.Trainer
+    # The Tuner runs its trials in parallel on a Vertex AI Training job.
+    tuner = by_id[dag.TUNER_ID]
+    assert type(tuner) is gcp.Tuner
+    tune_args = json.loads(tuner.exec_properties["tune_args"])
+    assert tune_args == {"num_parallel_trials": vertex_cfg.tuning.parallel_trials}
+    tuner_custom = json.loads(tuner.exec_properties["custom_config"])
+    pools = tuner_custom[gcp.experimental.TUNING_ARGS_KEY]["job_spec"]["worker_pool_specs"]
+    assert [p["replica_count"] for p in pools] == [1, vertex_cfg.tuning.parallel_trials - 1]
     # TFX's Vertex Pusher, extended to turn on the endpoint's request-response logging.
     assert type(by_id[dag.PUSHER_ID]) is vertex_pusher.Pusher
     assert issubclass(vertex_pusher.Pusher, gcp.Pusher)

@@ -31,7 +31,7 @@ def test_raw_keys_are_unique_and_partitioned():
 
 
 def test_transformed_names_are_unique_and_distinct_from_raw_names():
-    names = list(f.DENSE_FLOAT_XF) + list(f.CATEGORICAL_XF_SIZES)
+    names = list(f.DENSE_FLOAT_XF) + list(f.INT_XF)
     assert len(set(names)) == len(names)
     assert not set(names) & set(f.RAW_FEATURE_KEYS)
     assert all(size > 1 for size in f.CATEGORICAL_XF_SIZES.values())

@@ -99,7 +99,7 @@ def transformed(tft_dir) -> list[dict]:
 
 
 def test_outputs_every_feature_the_model_reads(transformed):
-    expected = set(f.DENSE_FLOAT_XF) | set(f.CATEGORICAL_XF_SIZES) | {f.LABEL_KEY}
+    expected = set(f.DENSE_FLOAT_XF) | set(f.INT_XF) | {f.LABEL_KEY}
     assert set(transformed[0]) == expected
 
 
@@ -163,14 +163,16 @@ def test_vocabularies_rank_by_frequency(transformed, tft_dir):
         assert path.read_bytes().splitlines() == [b"A Cab"], path
 
 
-def test_cells_and_cross_are_in_range_and_missing_dropoff_gets_its_own_bucket(transformed):
-    width = f.COORDINATE_BUCKETS + 1
+def test_ids_are_in_range_and_missing_dropoff_gets_its_own_bucket(transformed):
     for row in transformed:
         for key, size in f.CATEGORICAL_XF_SIZES.items():
             assert 0 <= row[key] < size, key
+        for key in f.COORDINATE_BUCKET_XF:
+            assert 0 <= row[key] <= f.COORDINATE_QUANTILES, key
     # The trip without dropoff coordinates sits in the last (missing) bucket on both axes.
-    assert transformed[1][f.DROPOFF_CELL_XF] == f.COORDINATE_BUCKETS * width + f.COORDINATE_BUCKETS
-    assert transformed[0][f.CELL_CROSS_XF] != transformed[2][f.CELL_CROSS_XF]
+    dropoff = f.COORDINATE_BUCKET_XF[2:]
+    assert [transformed[1][k] for k in dropoff] == [f.COORDINATE_QUANTILES] * 2
+    assert all(transformed[0][k] < f.COORDINATE_QUANTILES for k in dropoff)
 
 
 def test_label_passes_through(transformed):

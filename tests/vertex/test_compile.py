@@ -168,8 +168,12 @@ def test_spec_parses_as_kfp_pipeline_job_and_spec(compiled):
 
 
 def test_spec_has_every_component_of_the_local_pipeline(compiled):
-    local = dag.create_pipeline(load_config(LOCAL, ["root=/tmp/taxifare-unit"]), tfx_sample_dir())
+    # configs/vertex.yaml tunes: the spec holds the (Vertex) Tuner before the Trainer.
+    local = dag.create_pipeline(
+        load_config(LOCAL, ["root=/tmp/taxifare-unit", "tuning.enabled=true"]), tfx_sample_dir()
+    )
     local_ids = {c.id for c in local.components}
+    assert dag.TUNER_ID in local_ids
     for _, job in compiled.values():
         # The KFP compiler splits the resolver into one task per resolved channel.
         ids = {
@@ -177,6 +181,7 @@ def test_spec_has_every_component_of_the_local_pipeline(compiled):
             for t in _tasks(job)
         }
         assert ids == local_ids
+        assert dag.TUNER_ID in _tasks(job)[dag.TRAINER_ID]["dependentTasks"]
         # The gate still guards Transform on Vertex.
         assert dag.ANOMALY_GATE_ID in _tasks(job)[dag.TRANSFORM_ID]["dependentTasks"]
 
