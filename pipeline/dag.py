@@ -218,7 +218,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             BigQueryExampleGen,
         )
 
-        # Runs the span's query over the BigQuery table and splits train/eval/test/test.
+        # Runs the span's query over the BigQuery table and splits train/eval/test.
         example_gen = BigQueryExampleGen(
             query=bigquery_query(cfg.data.bigquery), output_config=output_config
         ).with_id(EXAMPLE_GEN_ID)
