@@ -16,6 +16,10 @@ QUICK = [
     "training.train_steps=40",
     "training.eval_steps=5",
     "training.batch_size=64",
+    # The Tuner's Vertex job: two trials on two replicas, one short epoch each.
+    "tuning.trials=2",
+    "tuning.epochs=1",
+    "tuning.parallel_trials=2",
     "evaluation.max_rmse=50",
     # Two short trainings differ by noise: the second must still be blessed and pushed.
     "evaluation.max_rmse_increase=10",
@@ -54,7 +58,7 @@ def test_both_runs_run_every_task_to_the_end(rehearsal):
     assert "taxifare: rehearsal passed" in text
     for run in (1, 2):
         lines = _lines(text, run)
-        assert len(lines) == 14, lines
+        assert len(lines) == 15, lines
         assert all(v.startswith("ok") for v in lines.values()), lines
     assert "not rehearsed: Dataflow" in text
 
