@@ -353,8 +353,9 @@ def serving_method_notes() -> list[str]:
         f"{serving.CONCURRENT_REQUESTS:,} at concurrency {serving.CONCURRENT_CLIENTS}. "
         "Client and server share the machine's cores.",
         "- **gRPC**: the same server also serves TF Serving's gRPC API (`--grpc-port <free "
-        "port>`); load from `bench.load_client.run_grpc_load`: one thread's asyncio loop "
-        "with as many `Predict` calls in flight on one channel as the concurrency, each a "
+        "port>`); load from `bench.load_client.run_grpc_load`: as many `Predict` calls in "
+        "flight on one channel as the concurrency, each answer starting the next call from "
+        "grpc's callback thread (no thread per call, no asyncio), each a "
         "`PredictRequest` of `serving_default` (one tensor per raw field) serialized before "
         "the clock starts, answers not parsed (status OK is a success). Same warm-up and "
         "request counts as HTTP.",
