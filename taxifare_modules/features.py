@@ -188,3 +188,24 @@ DERIVED_FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     PREDICTION_KEY: RAW_FEATURE_KEYS,
 }
 DERIVED_KEYS = tuple(DERIVED_FEATURE_INPUTS)
+
+
+# What a person reads on a figure's axis for each feature, its unit included (the run report
+# and the skew/drift report).
+FEATURE_UNITS = {
+    **{k: "degrees" for k in COORDINATE_KEYS},
+    TIMESTAMP_KEY: "seconds since 1970-01-01 UTC",
+    HOUR_KEY: "hour of day (0-23)",
+    DAY_KEY: "day of week (1 = Sunday)",
+    MONTH_KEY: "month (1-12)",
+    PICKUP_AREA_KEY: "community area (1-77)",
+    DROPOFF_AREA_KEY: "community area (1-77)",
+    PAYMENT_TYPE_KEY: "payment type",
+    COMPANY_KEY: "company",
+    LABEL_KEY: "fare (US dollars)",
+    "trip_miles": "miles",
+    "trip_seconds": "seconds",
+    "tips": "US dollars",
+    DISTANCE_XF: "trip distance as the model sees it (standardized log miles)",
+    PREDICTION_KEY: "predicted fare (US dollars)",
+}

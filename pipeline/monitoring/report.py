@@ -24,19 +24,7 @@ _COLORS = ("#1f4e9c", "#e8710a")  # reference (outlined), current (filled)
 _WIDTH, _HEIGHT = 760, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 16, 14, 74
 
-_UNITS = {
-    **{k: "degrees" for k in f.COORDINATE_KEYS},
-    f.TIMESTAMP_KEY: "seconds since 1970-01-01 UTC",
-    f.HOUR_KEY: "hour of day (0-23)",
-    f.DAY_KEY: "day of week (1 = Sunday)",
-    f.MONTH_KEY: "month (1-12)",
-    f.PICKUP_AREA_KEY: "community area (1-77)",
-    f.DROPOFF_AREA_KEY: "community area (1-77)",
-    f.PAYMENT_TYPE_KEY: "payment type",
-    f.COMPANY_KEY: "company",
-    f.DISTANCE_XF: "trip distance as the model sees it (standardized log miles)",
-    f.PREDICTION_KEY: "predicted fare (US dollars)",
-}
+_UNITS = f.FEATURE_UNITS
 _COMPARATOR_WORDS = {
     L_INFINITY: "largest change in one value's share (L-infinity)",
     KOLMOGOROV_SMIRNOV: "largest gap between the distribution functions (Kolmogorov-Smirnov)",

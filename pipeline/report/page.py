@@ -32,21 +32,7 @@ REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
 # Eval trips the predicted-vs-actual figure shows.
 SCATTER_EXAMPLES = 400
-_UNITS = {
-    **{k: "degrees" for k in f.COORDINATE_KEYS},
-    f.TIMESTAMP_KEY: "seconds since 1970-01-01 UTC",
-    f.HOUR_KEY: "hour of day (0-23)",
-    f.DAY_KEY: "day of week (1 = Sunday)",
-    f.MONTH_KEY: "month (1-12)",
-    f.PICKUP_AREA_KEY: "community area (1-77)",
-    f.DROPOFF_AREA_KEY: "community area (1-77)",
-    f.PAYMENT_TYPE_KEY: "payment type",
-    f.COMPANY_KEY: "company",
-    f.LABEL_KEY: "fare (US dollars)",
-    "trip_miles": "miles",
-    "trip_seconds": "seconds",
-    "tips": "US dollars",
-}
+_UNITS = f.FEATURE_UNITS
 _METRIC_UNITS = {
     "loss": "loss (Huber, US dollars)",
     "rmse": "RMSE (US dollars)",

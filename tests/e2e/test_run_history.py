@@ -18,23 +18,13 @@ import pytest
 from pipeline import cli, dag
 from pipeline.runs import COMPLETED, NOT_BLESSED, STOPPED_AT_GATE
 from taxifare_modules import features as f
-from tests.monitoring.conftest import chromium  # noqa: F401 - the shared Chromium fixture
+from tests.monitoring.conftest import CHROMIUM_FLAGS, chromium  # noqa: F401 - shared fixture
 from tests.serving.helpers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3000)]
 
 REPO = Path(__file__).resolve().parents[2]
-_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-]
+_FLAGS = CHROMIUM_FLAGS
 # A fresh login shell's environment: no activated venv, nothing of this process.
 FRESH_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
 

@@ -19,6 +19,18 @@ from tests.serving.helpers import MODEL_NAME, InProcessServer
 N_SERVED = 1200
 PER_REQUEST = 50
 CHROMIUM = "/usr/bin/chromium"
+# Headless, offline: without the background-networking flags Chromium dials Google's hosts.
+CHROMIUM__FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 
 
 @pytest.fixture(scope="session")

@@ -11,20 +11,11 @@ import pytest
 
 from pipeline.monitoring.cli import EXIT_FOUND, main
 from taxifare_modules import features as f
+from tests.monitoring.conftest import CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-]
+_FLAGS = CHROMIUM_FLAGS
 
 
 def _chromium(binary: str, profile, *args: str) -> subprocess.CompletedProcess:
