@@ -20,7 +20,7 @@ N_SERVED = 1200
 PER_REQUEST = 50
 CHROMIUM = "/usr/bin/chromium"
 # Headless, offline: without the background-networking flags Chromium dials Google's hosts.
-CHROMIUM__FLAGS = [
+CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
