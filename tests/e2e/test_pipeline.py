@@ -73,7 +73,8 @@ def test_every_component_ran_and_a_model_was_pushed(first_run, root):
     assert summary["anomalies"] == []
     assert summary["blessed"] is True
     assert 0 < summary["eval_rmse"] < 20 and 0 < summary["eval_mae"] < summary["eval_rmse"]
-    assert summary["eval_count"] > 4000
+    # Scored on the test split: a fifth of the sample's plausible trips.
+    assert summary["eval_count"] > 2500
     pushed = Path(summary["pushed_to"])
     assert pushed.parent == root / "serving" / "taxifare"
     assert pushed.name.isdigit()  # a TF Serving version folder
