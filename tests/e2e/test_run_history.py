@@ -119,7 +119,7 @@ def test_runs_lists_each_run_with_its_status_and_figures(history, capsys):
         assert record["example_count"] == summary["eval_count"]
         assert record["rows_read"] == summary["rows_read"] == 15_002
         assert record["blessed"] == summary["blessed"]
-        assert record["metrics_split"] == "eval"
+        assert record["metrics_split"] == "test"  # the Evaluator blesses on the test split
         assert record["hyperparameters"]["train_steps"] == 300
         assert record["hyperparameters"]["batch_size"] == 64
         assert record["hyperparameters_source"] == "trainer"
