@@ -10,7 +10,7 @@ import pytest
 from pipeline import cli
 from pipeline.vertex.stand_ins import StandInEndpointClient
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 QUICK = [
     "training.train_steps=40",
