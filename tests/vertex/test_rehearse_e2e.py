@@ -38,7 +38,8 @@ def rehearsal(tmp_path_factory):
     import io
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    # The rehearsal's progress and verdict are on stderr (stdout is for requested output).
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = cli.main(args)
     return code, out.getvalue(), root
 
