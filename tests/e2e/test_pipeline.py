@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from pipeline import cli, dag
 from taxifare_modules import features as f
+from tests.e2e.runs import serving_state as _serving_state
+from tests.e2e.runs import smoke_run as _run
 from tests.trips import row_to_example, rows_to_named_tensors
 
 pytestmark = pytest.mark.e2e
@@ -28,22 +30,6 @@ UPSTREAM = [
     dag.TRANSFORM_ID,
     dag.TRAINER_ID,
 ]
-
-
-def _run(root: Path, *overrides: str) -> tuple[int, dict]:
-    args = ["run", "--config", "configs/smoke.yaml", "--set", f"root={root}"]
-    for o in overrides:
-        args += ["--set", o]
-    code = cli.main(args)
-    with open(root / "summary.json") as fh:
-        return code, json.load(fh)
-
-
-def _serving_state(root: Path) -> dict[str, float]:
-    serving = root / "serving"
-    return {
-        str(p.relative_to(serving)): p.stat().st_mtime for p in serving.rglob("*") if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ import pytest
 from pipeline import cli, dag
 from pipeline.runs import COMPLETED, NOT_BLESSED, STOPPED_AT_GATE
 from taxifare_modules import features as f
+from tests.e2e.runs import serving_state as _serving_state
+from tests.e2e.runs import smoke_run
 from tests.monitoring.conftest import CHROMIUM_FLAGS, chromium  # noqa: F401 - shared fixture
 from tests.serving.helpers import free_port
 
@@ -30,19 +32,7 @@ FRESH_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOM
 
 
 def _run(root: Path, port: int, *overrides: str) -> tuple[int, dict]:
-    args = ["run", "--config", "configs/smoke.yaml", "--set", f"root={root}"]
-    for o in [f"serving.port={port}", *overrides]:
-        args += ["--set", o]
-    code = cli.main(args)
-    with open(root / "summary.json") as fh:
-        return code, json.load(fh)
-
-
-def _serving_state(root: Path) -> dict[str, float]:
-    serving = root / "serving"
-    return {
-        str(p.relative_to(serving)): p.stat().st_mtime for p in serving.rglob("*") if p.is_file()
-    }
+    return smoke_run(root, f"serving.port={port}", *overrides)
 
 
 @pytest.fixture(scope="module")
