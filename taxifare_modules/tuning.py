@@ -21,6 +21,7 @@ max_trials, so only random search and Bayesian optimization are offered.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import keras_tuner
@@ -113,6 +114,20 @@ class FareTuner(base_tuner.BaseTuner):
         return result.best_eval_rmse
 
 
+def tuner_directory(working_dir: str) -> str:
+    """Where this tuner keeps its trials: its own folder when tuning is distributed.
+
+    TFX's Vertex Tuner runs the chief oracle, the chief's own trials and every worker with
+    the same working directory (`/tmp`), and each tuner built with `overwrite=True` deletes
+    its project folder on start. On separate machines that is harmless; replicas that share
+    a disk (a rehearsal, several replicas on one VM) would delete each other's trials. Each
+    distributed tuner (KERASTUNER_TUNER_ID is set by TFX before `tuner_fn` runs) therefore
+    gets a folder of its own; the oracle's state travels over its gRPC service, not files.
+    """
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
+    return os.path.join(working_dir, tuner_id) if tuner_id else working_dir
+
+
 def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     """Builds the tuner and its search arguments. Called by TFX Tuner.
 
@@ -132,7 +147,10 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
         search_space(config.get(SPACE_KEY)),
     )
     tuner = FareTuner(
-        oracle=oracle, directory=fn_args.working_dir, project_name="taxifare", overwrite=True
+        oracle=oracle,
+        directory=tuner_directory(fn_args.working_dir),
+        project_name="taxifare",
+        overwrite=True,
     )
     data = trainer.TrainingData(
         train_files=fn_args.train_files,

@@ -238,3 +238,29 @@ def test_two_trials_change_the_grid_and_the_trainer_trains_the_best(task_run, tm
     serving = loaded.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE]
     shapes = {v.name: tuple(v.shape) for v in serving.variables if f"{f.PICKUP_CELL_XF}_" in v.name}
     assert shapes and all(shape[0] == (buckets + 1) ** 2 for shape in shapes.values()), shapes
+
+
+def test_distributed_tuners_sharing_a_disk_keep_each_others_trials(tmp_path, monkeypatch):
+    """TFX's Vertex Tuner gives the oracle and every replica the same working folder."""
+    from taxifare_modules import tuning
+
+    def build(tuner_id):
+        monkeypatch.setenv("KERASTUNER_TUNER_ID", tuner_id)
+        oracle = tuning.make_oracle(tuning.RANDOM, 2, 0, tuning.search_space(None))
+        return tuning.FareTuner(
+            oracle=oracle,
+            directory=tuning.tuner_directory(str(tmp_path)),
+            project_name="taxifare",
+            overwrite=True,
+        )
+
+    first = build("tfx-tuner-workerpool0-0")
+    trial_file = os.path.join(first.project_dir, "trial_00", "trial.json")
+    os.makedirs(os.path.dirname(trial_file))
+    with open(trial_file, "w") as fh:
+        fh.write("{}")
+    second = build("tfx-tuner-workerpool1-0")
+    assert second.project_dir != first.project_dir
+    assert os.path.exists(trial_file), "a replica's start deleted another replica's trials"
+    monkeypatch.delenv("KERASTUNER_TUNER_ID")
+    assert tuning.tuner_directory(str(tmp_path)) == str(tmp_path)
