@@ -56,6 +56,11 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--skip-reference", action="store_true", help="run only our pipeline (quick check)"
     )
     parser.add_argument(
+        "--skip-tuning",
+        action="store_true",
+        help="do not run our pipeline a second time with tuning.enabled=true (the tuned row)",
+    )
+    parser.add_argument(
         "--skip-serving", action="store_true", help="do not benchmark serving the pushed model"
     )
     parser.add_argument(
@@ -161,23 +166,26 @@ def _with_private_tmp(env: dict[str, str], tmp: Path) -> dict[str, str]:
     return {**env, "TMPDIR": str(tmp)}
 
 
-def _run_ours(args: argparse.Namespace, workspace: Path) -> tuple[Measurement, ours.RunSummary]:
-    """Runs our pipeline in a fresh root and reads its summary."""
+def _run_ours(
+    args: argparse.Namespace, workspace: Path, name: str = "ours", overrides: tuple[str, ...] = ()
+) -> tuple[Measurement, ours.RunSummary]:
+    """Runs our pipeline (with `--set` overrides) in a fresh root and reads its summary."""
     if not (REPO_ROOT / args.config).is_file():
         raise RunFailedError(f"the pipeline config {args.config} does not exist")
-    root = workspace / "ours" / "root"
+    root = workspace / name / "root"
     root.mkdir(parents=True)
-    print(f"bench: running our pipeline ({args.config}) ...", flush=True)
+    shown = "".join(f" --set {o}" for o in overrides)
+    print(f"bench: running our pipeline ({args.config}{shown}) ...", flush=True)
     run = run_measured(
-        "ours",
-        ours.command(Path(args.config), root),
+        name,
+        ours.command(Path(args.config), root, overrides),
         cwd=REPO_ROOT,
-        env=_with_private_tmp(ours.environment(), workspace / "ours" / "tmp"),
+        env=_with_private_tmp(ours.environment(), workspace / name / "tmp"),
         log_dir=workspace / "logs",
         timeout_seconds=args.timeout,
     )
     _check(run, ours.COMPLETED_EXIT_CODES)
-    print(f"bench: ours done in {run.wall_seconds:.1f} s", flush=True)
+    print(f"bench: {name} done in {run.wall_seconds:.1f} s", flush=True)
     try:
         summary = ours.load_summary(root, REPO_ROOT)
     except ours.SummaryError as err:
@@ -205,11 +213,16 @@ def _run_reference(
     return ReferenceRun(example, run, pushed=reference.pushed_model(home) is not None)
 
 
-def _score_baselines(summary: ours.RunSummary) -> tuple[int, int, list[baselines.Score]]:
-    """Reads our Examples splits and scores the baselines on the test split."""
+def _score_baselines(summary: ours.RunSummary) -> tuple[int, int, int, list[baselines.Score]]:
+    """Reads our Examples splits and scores the baselines on the test split.
+
+    Returns:
+      The train, eval and test example counts, and the baselines' scores.
+    """
     print("bench: scoring baselines on our test split ...", flush=True)
     try:
         train = examples_io.read_split(summary.examples_uri, "train")
+        validation = examples_io.read_split(summary.examples_uri, "eval")
         test = examples_io.read_split(summary.examples_uri, "test")
         booking_train, codes = baselines.read_booking_rows(summary.examples_uri, "train")
         booking_eval, _ = baselines.read_booking_rows(summary.examples_uri, "eval", codes)
@@ -221,7 +234,7 @@ def _score_baselines(summary: ours.RunSummary) -> tuple[int, int, list[baselines
         ]
     except (FileNotFoundError, ValueError) as err:
         raise RunFailedError(f"cannot score baselines on {summary.examples_uri}: {err}") from err
-    return len(train), len(test), scores
+    return len(train), len(validation), len(test), scores
 
 
 def _run_serving(
@@ -288,6 +301,10 @@ def _commands(args: argparse.Namespace, argv: list[str]) -> list[str]:
         f"{python} -m pipeline run --config {shlex.quote(args.config)} --set root=$TMP_ROOT",
         *_serve_commands(python, "$TMP_ROOT/serving/taxifare"),
         "",
+        "# Ours with tuning (the tuned row), in another fresh root:",
+        f"{python} -m pipeline run --config {shlex.quote(args.config)} --set root=$TMP_ROOT2"
+        + "".join(f" --set {o}" for o in ours.TUNED_OVERRIDES),
+        "",
         "# Monitoring benchmark alone (the skew check on 100,000 logged requests vs TFDV):",
         f"{python} -m bench --monitoring-only --output $TMP_REPORT",
     ]
@@ -338,18 +355,17 @@ def _main_serving_only(args: argparse.Namespace, argv: list[str]) -> int:
         shlex.join([_display_python(), "-m", "bench", *argv]),
         *_serve_commands(_display_python(), shlex.quote(str(args.model_dir))),
     ]
-    args.output.write_text(
-        report.render_partial_markdown(
-            "Serving benchmark",
-            "--serving-only",
-            f"{started:%Y-%m-%d %H:%M}",
-            report.machine_lines(machine.describe()),
-            report.serving_section(run),
-            commands,
-        )
+    how = report.write_partial(
+        args.output,
+        "Serving benchmark",
+        "--serving-only",
+        f"{started:%Y-%m-%d %H:%M}",
+        report.machine_lines(machine.describe()),
+        report.serving_section(run),
+        commands,
     )
     print("\n".join(report.serving_summary(run)))
-    print(f"bench: wrote {_display_path(args.output)}")
+    print(f"bench: {how} {_display_path(args.output)}")
     return 0
 
 
@@ -427,18 +443,17 @@ def _write_partial(
     """Writes the report of one part of the benchmark run alone (1 when it failed)."""
     if run is None:
         return 1
-    args.output.write_text(
-        report.render_partial_markdown(
-            title,
-            flag,
-            f"{started:%Y-%m-%d %H:%M}",
-            report.machine_lines(machine.describe()),
-            part.markdown_section(run),
-            ["# From the repository root:", f"{_display_python()} -m bench {flag}"],
-        )
+    how = report.write_partial(
+        args.output,
+        title,
+        flag,
+        f"{started:%Y-%m-%d %H:%M}",
+        report.machine_lines(machine.describe()),
+        part.markdown_section(run),
+        ["# From the repository root:", f"{_display_python()} -m bench {flag}"],
     )
     print("\n".join(part.summary_lines(run)))
-    print(f"bench: wrote {_display_path(args.output)}")
+    print(f"bench: {how} {_display_path(args.output)}")
     return 0
 
 
@@ -462,7 +477,11 @@ def main(argv: list[str] | None = None) -> int:
         example = reference.find_reference()
         our_run, summary = _run_ours(args, workspace)
         reference_run = None if args.skip_reference else _run_reference(args, workspace, example)
-        train_rows, eval_rows, scores = _score_baselines(summary)
+        train_rows, eval_rows, test_rows, scores = _score_baselines(summary)
+        tuned, tuned_note = None, "skipped with --skip-tuning"
+        if not args.skip_tuning:
+            tuned_run, tuned_summary = _run_ours(args, workspace, "tuned", ours.TUNED_OVERRIDES)
+            tuned = OursRun(tuned_run, tuned_summary, train_rows, test_rows, eval_rows=eval_rows)
         serving_run, serving_note = None, ""
         model_dir = _pushed_model_dir(summary)
         if args.skip_serving:
@@ -500,10 +519,12 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine.describe(),
         example=example,
         reference=reference_run,
-        ours=OursRun(our_run, summary, train_rows, eval_rows, scores),
+        ours=OursRun(our_run, summary, train_rows, test_rows, scores, eval_rows),
         config=args.config,
         serving=serving_run,
         serving_note=serving_note,
+        tuned=tuned,
+        tuned_note=tuned_note,
     )
     markdown = report.render_markdown(
         results, _commands(args, argv), monitoring_run, monitoring_note

@@ -16,6 +16,10 @@ from typing import Any
 
 DEFAULT_CONFIG = Path("configs", "local.yaml")
 SUMMARY_FILE = "summary.json"
+# The Tuner's node id in summary.json's durations (pipeline/dag.py's TUNER_ID).
+TUNER_ID = "Tuner"
+# The overrides of the tuned run: the config's tuning section, switched on.
+TUNED_OVERRIDES = ("tuning.enabled=true",)
 
 COMPLETED_EXIT_CODES = (0, 4)
 """Exit codes of a complete run: 0, or 4 when the model was trained and evaluated but not
@@ -33,8 +37,8 @@ class RunSummary:
     Attributes:
         rows_read: Rows read from the raw data.
         rows_excluded: Rows dropped as implausible before splitting.
-        eval_rmse: RMSE of the trained model on the eval split, in dollars.
-        eval_mae: MAE of the trained model on the eval split, in dollars.
+        eval_rmse: RMSE of the trained model on the split the Evaluator scored (test), in dollars.
+        eval_mae: MAE of the trained model on that split, in dollars.
         blessed: Whether the evaluator blessed the model.
         pushed_to: Where the model was pushed, or None if it was not.
         train_steps: The configured cap on training steps; None: epochs with early stopping.
@@ -53,17 +57,29 @@ class RunSummary:
     batch_size: int
     examples_uri: Path
     eval_count: int | None = None
+    # From the Trainer's training record (epochs with early stopping): what it really ran.
+    epochs_run: int | None = None
+    steps_per_epoch: int | None = None
+    trained_examples: int | None = None
+    # Set when the run tuned: the Tuner's trials, its wall time and the values it chose.
+    tuning_trials: int | None = None
+    tuning_seconds: float | None = None
+    tuned_hyperparameters: dict[str, Any] | None = None
 
     @property
     def examples_trained(self) -> int | None:
-        """Examples fed to training (steps times batch size) when the steps were capped."""
-        return None if self.train_steps is None else self.train_steps * self.batch_size
+        """Examples fed to training: capped steps times batch size, else what training ran."""
+        if self.train_steps is None:
+            return self.trained_examples
+        return self.train_steps * self.batch_size
 
 
-def command(config: Path, root: Path) -> list[str]:
-    """The command that runs our pipeline with this interpreter."""
+def command(config: Path, root: Path, overrides: tuple[str, ...] = ()) -> list[str]:
+    """The command that runs our pipeline with this interpreter (and `--set` overrides)."""
+    sets = [arg for override in overrides for arg in ("--set", override)]
     return [
         sys.executable, "-m", "pipeline", "run", "--config", str(config), "--set", f"root={root}",
+        *sets,
     ]  # fmt: skip
 
 
@@ -101,7 +117,17 @@ def load_summary(root: Path, repo_root: Path) -> RunSummary:
     examples_uri = Path(_field(data, "examples_uri", str))
     if not examples_uri.is_absolute():
         examples_uri = repo_root / examples_uri
+    training = data.get("training") or {}
+    if not isinstance(training, dict):
+        raise SummaryError(f"{path}: 'training' must be an object or null")
+    durations = data.get("durations") or {}
     return RunSummary(
+        epochs_run=training.get("epochs_run"),
+        steps_per_epoch=training.get("steps_per_epoch"),
+        trained_examples=training.get("examples_trained"),
+        tuning_trials=data.get("tuning_trials"),
+        tuning_seconds=durations.get(TUNER_ID) if data.get("tuning_trials") else None,
+        tuned_hyperparameters=data.get("tuned_hyperparameters"),
         rows_read=_field(data, "rows_read", int),
         rows_excluded=_field(data, "rows_excluded", int),
         eval_rmse=float(_field(data, "eval_rmse", float)),

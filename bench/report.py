@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from bench import monitoring, reference, serving, targets
 from bench.machine import Machine
@@ -89,26 +90,26 @@ def _consistency(results: BenchResults) -> str:
     ours, summary = results.ours, results.ours.summary
     kept = summary.rows_read - summary.rows_excluded
     problems = []
-    if ours.train_rows + ours.eval_rows != kept:
-        problems.append(f"rows read minus excluded is {kept:,}, not train + eval")
-    if summary.eval_count is not None and summary.eval_count != ours.eval_rows:
-        problems.append(f"the model was scored on {summary.eval_count:,} eval examples")
+    if ours.train_rows + ours.eval_rows + ours.test_rows != kept:
+        problems.append(f"rows read minus excluded is {kept:,}, not train + eval + test")
+    if summary.eval_count is not None and summary.eval_count != ours.test_rows:
+        problems.append(f"the model was scored on {summary.eval_count:,} test examples")
     if problems:
         return "**Inconsistent**: " + "; ".join(problems) + "."
-    scored = " and the model was scored on all eval examples" if summary.eval_count else ""
+    scored = " and the model was scored on all test examples" if summary.eval_count else ""
     return f"The counts agree{scored}."
 
 
 def _against_best_baseline(results: BenchResults) -> str:
-    """One sentence comparing our eval RMSE with the best baseline's."""
+    """One sentence comparing our best test RMSE (tuned if run) with the best baseline's."""
     best = min(results.ours.baselines, key=lambda score: score.rmse)
-    gap = best.rmse - results.ours.summary.eval_rmse
-    if gap > 0:
-        return f"Our model's RMSE is ${gap:.2f} lower than the best baseline's ({best.name})."
-    return (
-        f"Our model's RMSE is ${-gap:.2f} higher than the best baseline's ({best.name}): "
-        "it does not beat a naive rule."
-    )
+    name, ours = "Our model", results.ours.summary.eval_rmse
+    if results.tuned is not None:
+        name, ours = "Our tuned model", results.tuned.summary.eval_rmse
+    gap = best.rmse - ours
+    if gap >= 0:
+        return f"{name}'s RMSE is ${gap:.2f} lower than the best baseline's ({best.name})."
+    return f"{name}'s RMSE is ${-gap:.2f} higher than the best baseline's ({best.name})."
 
 
 def render_markdown(
@@ -161,7 +162,12 @@ def render_markdown(
             (
                 f"{summary.train_steps:,} x {summary.batch_size} = {summary.examples_trained:,}"
                 if summary.train_steps is not None
-                else f"epochs of batch {summary.batch_size}, early stopping on eval"
+                else (
+                    f"{summary.epochs_run} epochs x {summary.steps_per_epoch:,} steps x "
+                    f"{summary.batch_size} = {summary.trained_examples:,}"
+                    if summary.trained_examples is not None
+                    else f"epochs of batch {summary.batch_size}, early stopping on eval"
+                )
             ),
         ),
         (
@@ -177,25 +183,36 @@ def render_markdown(
         *_table(("Figure", "Reference (TFX example)", "Ours"), run_rows),
         "",
         f"Our run read {summary.rows_read:,} rows and excluded {summary.rows_excluded:,} "
-        f"as implausible; its Examples hold {ours.train_rows:,} train and "
-        f"{ours.eval_rows:,} eval examples. {_consistency(results)}",
+        f"as implausible; its Examples hold {ours.train_rows:,} train, {ours.eval_rows:,} eval "
+        f"and {ours.test_rows:,} test examples. {_consistency(results)}",
         "",
-        "## Eval error",
+        "## Test error",
         "",
-        f"All on our eval split ({ours.eval_rows:,} examples). Baselines are fitted on our "
-        "train split. The reference example predicts whether a trip is tipped, not the "
-        "fare, so it has no fare error to compare.",
+        f"All on our test split ({ours.test_rows:,} examples), which nothing looks at before "
+        "this score: early stopping, tuning and the gradient boosting grid choose on the eval "
+        "split. Baselines are fitted on our train split. The reference example predicts "
+        "whether a trip is tipped, not the fare, so it has no fare error to compare.",
         "",
     ]
     rmse_target = f"RMSE under ${targets.MAX_EVAL_RMSE_DOLLARS:.2f}"
     error_rows = [
         (
-            "**Ours** (trained model, from `summary.json`)",
+            "**Ours**, configured hyperparameters (from `summary.json`)",
             f"${summary.eval_rmse:.2f}",
             f"${summary.eval_mae:.2f}",
             _yes_no(summary.eval_rmse < targets.MAX_EVAL_RMSE_DOLLARS),
         )
     ]
+    tuned = results.tuned.summary if results.tuned else None
+    if tuned is not None:
+        error_rows.append(
+            (
+                f"**Ours, tuned** ({tuned.tuning_trials} trials, `tuning.enabled=true`)",
+                f"${tuned.eval_rmse:.2f}",
+                f"${tuned.eval_mae:.2f}",
+                _yes_no(tuned.eval_rmse < targets.MAX_EVAL_RMSE_DOLLARS),
+            )
+        )
     error_rows += [
         (
             f"Baseline: {score.name}",
@@ -206,12 +223,40 @@ def render_markdown(
         for score in ours.baselines
     ]
     lines += [*_table(("Predictor", "RMSE", "MAE", rmse_target), error_rows), ""]
+    lines += _training_notes(results)
     lines += [f"- {score.name}: {score.detail}." for score in ours.baselines]
     lines += ["", _against_best_baseline(results)] if ours.baselines else []
     lines += ["", *serving_section(results.serving, results.serving_note)]
     lines += ["", *monitoring.markdown_section(monitoring_run, monitoring_note)]
     lines += ["", *_method_notes(results), "", "## Commands", "", "```sh", *commands, "```", ""]
     return "\n".join(lines)
+
+
+def _training_notes(results: BenchResults) -> list[str]:
+    """How long each of our runs trained, and what the tuning found and cost."""
+    notes = []
+    runs = [("Ours", results.ours)] + ([("Ours, tuned", results.tuned)] if results.tuned else [])
+    for name, run in runs:
+        s = run.summary
+        if s.epochs_run is not None:
+            notes.append(
+                f"- {name}: {s.epochs_run} epochs of {s.steps_per_epoch:,} steps of "
+                f"{s.batch_size} (early stopping on eval, best weights kept), "
+                f"{s.trained_examples:,} examples; the whole run took "
+                f"{run.measurement.wall_seconds:.0f} s."
+            )
+    tuned = results.tuned.summary if results.tuned else None
+    if tuned is not None and tuned.tuned_hyperparameters:
+        values = ", ".join(f"{k}={v}" for k, v in sorted(tuned.tuned_hyperparameters.items()))
+        seconds = f"{tuned.tuning_seconds:.0f} s" if tuned.tuning_seconds is not None else "n/a"
+        notes.append(
+            f"- Tuning: {tuned.tuning_trials} trials (random search over model and "
+            f"preprocessing knobs, scored on eval) in {seconds} of Tuner wall time; "
+            f"best: {values}."
+        )
+    elif results.tuned_note:
+        notes.append(f"- The tuned run was not measured: {results.tuned_note}.")
+    return notes
 
 
 def _method_notes(results: BenchResults) -> list[str]:
@@ -234,7 +279,7 @@ def _method_notes(results: BenchResults) -> list[str]:
         f"`TrainArgs(num_steps={example.train_steps})` in the pipeline and batch size "
         f"{example.batch_size} in the module file's `run_fn`.",
         f"- **Ours**: `python -m pipeline run --config {results.config}` with `root` set to a "
-        "fresh directory; its eval errors, training budget, blessing and row counts come from its "
+        "fresh directory; its test errors, training record, blessing and row counts come from its "
         "`<root>/summary.json`.",
         "- **Wall time**: each command is started by a small wrapper process "
         "(`python -m bench.rss_wrapper`), which times it from start to exit.",
@@ -476,3 +521,44 @@ def render_summary(
     lines += monitoring.summary_lines(monitoring_run, monitoring_note)
     lines += [f"warning: {warning}" for warning in busy_warnings(results)]
     return "\n".join(lines)
+
+
+def write_partial(
+    path: Path,
+    title: str,
+    flag: str,
+    started_text: str,
+    machine_lines: Sequence[str],
+    section: Sequence[str],
+    commands: Sequence[str],
+) -> str:
+    """Writes one part's figures; returns how ("updated the ... section of" or "wrote").
+
+    When ``path`` is a full report (``python -m bench``'s, e.g. BENCHMARKS.md) that has the
+    part's section, only that section is replaced, with a line saying when and how it was
+    measured: the other sections keep their figures. Otherwise the part's own report
+    (render_partial_markdown) is written.
+    """
+    heading = section[0]
+    old = path.read_text() if path.exists() else ""
+    if not old.startswith("# Benchmarks"):
+        path.write_text(
+            render_partial_markdown(title, flag, started_text, machine_lines, section, commands)
+        )
+        return "wrote"
+    stamp = f"Measured by `python -m bench {flag}` on {started_text} UTC, apart from the rest."
+    own = list(section[1:])
+    while own and not own[0].strip():
+        own.pop(0)
+    body = "\n".join([heading, "", stamp, "", *own]).rstrip("\n") + "\n"
+    start = old.find(f"\n{heading}\n")
+    if start < 0:  # a report without this part yet: it goes before the commands
+        start = end = old.find("\n## Commands\n")
+        if start < 0:
+            path.write_text(old.rstrip("\n") + "\n\n" + body)
+            return f"added the {heading.lstrip('# ')!r} section to"
+    else:
+        end = old.find("\n## ", start + len(heading) + 2)
+    rest = old[end:] if end >= 0 else ""
+    path.write_text(old[: start + 1] + body + rest)
+    return f"updated the {heading.lstrip('# ')!r} section of"

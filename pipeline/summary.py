@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
 from pipeline import dag
@@ -20,6 +21,7 @@ from pipeline.components.fare_filter import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PR
 from pipeline.config import Config
 from pipeline.mlmd_run import NodeExecution, custom_value
 from pipeline.runs import evaluated_split, read_overall_metrics
+from taxifare_modules.trainer import TRAINING_RECORD
 
 _RMSE = "root_mean_squared_error"
 _MAE = "mean_absolute_error"
@@ -69,6 +71,11 @@ class RunSummary:
     tensorboard_dir: str | None = None
     train_steps: int | None = None
     batch_size: int | None = None
+    # What training did (the Trainer's training.json: epochs run, best epoch, examples).
+    training: dict | None = None
+    # The Tuner's trials and best values, when the run tuned.
+    tuning_trials: int | None = None
+    tuned_hyperparameters: dict | None = None
     total_seconds: float | None = None
     # Wall seconds from the start of the process (imports and start-up included).
     wall_seconds: float | None = None
@@ -127,6 +134,37 @@ def _blessing_reasons(evaluation_uri: str) -> list[str]:
     if not result.validation_ok and not reasons:
         reasons.append("the Evaluator's validation failed (see its validations file)")
     return reasons
+
+
+def _read_json(path: str) -> dict | None:
+    """A JSON file of an artifact (any filesystem), or None when it is absent or unreadable."""
+    if not fileio.exists(path):
+        return None
+    try:
+        with fileio.open(path) as fh:
+            data = json.loads(fh.read())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _tuning(tuner: NodeExecution) -> tuple[int | None, dict | None]:
+    """The Tuner's trial count (its tuner_results) and best values (best_hyperparameters)."""
+    trials = None
+    results = tuner.outputs.get("tuner_results")
+    if results:
+        path = os.path.join(results[0].uri, "tuner_results.json")
+        if fileio.exists(path):
+            with fileio.open(path) as fh:
+                trials = len(json.loads(fh.read()))
+    best = None
+    found = tuner.outputs.get("best_hyperparameters")
+    if found:
+        for name in fileio.listdir(found[0].uri):
+            data = _read_json(os.path.join(found[0].uri, name))
+            if data is not None:
+                best = dict(data.get("values", data))
+    return trials, best
 
 
 def _check(node: NodeExecution | None, on_detect: str, summary: RunSummary) -> CheckSummary | None:
@@ -209,6 +247,10 @@ def build_summary(
     model_run = _first(nodes.get(dag.TRAINER_ID), "model_run")
     if model_run is not None:
         summary.tensorboard_dir = os.path.join(model_run.uri, "logs")
+        summary.training = _read_json(os.path.join(model_run.uri, TRAINING_RECORD))
+    tuner = nodes.get(dag.TUNER_ID)
+    if tuner is not None:
+        summary.tuning_trials, summary.tuned_hyperparameters = _tuning(tuner)
 
     evaluation = _first(nodes.get(dag.EVALUATOR_ID), "evaluation")
     if evaluation is not None:
@@ -276,6 +318,18 @@ def render(summary: RunSummary, cfg: Config, config_path: str | None = None) -> 
         lines.append(
             f"evaluation   RMSE ${summary.eval_rmse:.2f}, MAE ${summary.eval_mae:.2f}"
             f" on {summary.eval_count:,} test trips{base}"
+        )
+    if summary.training:
+        t = summary.training
+        tuned = (
+            f"; hyperparameters from {summary.tuning_trials} tuning trials"
+            if summary.tuning_trials
+            else ""
+        )
+        lines.append(
+            f"training     {t['epochs_run']} epochs of {t['steps_per_epoch']:,} steps"
+            f" (best weights: epoch {t['best_epoch']}),"
+            f" {t['examples_trained']:,} examples{tuned}"
         )
     if summary.blessed is not None:
         if summary.blessed:

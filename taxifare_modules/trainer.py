@@ -464,6 +464,30 @@ def fit_model(
     )
 
 
+# What training did, beside the TensorBoard logs: read by the run summary and the benchmark.
+TRAINING_RECORD = "training.json"
+
+
+def write_training_record(
+    result: FitResult, params: ModelParams, settings: TrainingSettings, model_run_dir: str
+) -> None:
+    """Writes <model_run_dir>/training.json: epochs run, the best epoch, examples trained."""
+    record = {
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "steps_per_epoch": result.steps_per_epoch,
+        "batch_size": settings.batch_size,
+        "examples_trained": result.epochs_run * result.steps_per_epoch * settings.batch_size,
+        "train_examples": result.train_examples,
+        "best_eval_rmse": result.best_eval_rmse,
+        "model": dataclasses.asdict(params),
+        "settings": dataclasses.asdict(settings),
+    }
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, TRAINING_RECORD), "w") as fh:
+        fh.write(json.dumps(record, indent=2, default=str))
+
+
 def train_and_export(
     params: ModelParams,
     settings: TrainingSettings,
@@ -512,6 +536,7 @@ def train_and_export(
             export_dir,
         )
         _LOG.info("recorded the model's distance and fare on %d eval examples", written)
+        write_training_record(result, params, settings, model_run_dir)
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
         _wait_for_chief_export(serving_model_dir)

@@ -65,6 +65,14 @@ def test_every_component_ran_and_a_model_was_pushed(first_run, root):
     assert pushed.parent == root / "serving" / "taxifare"
     assert pushed.name.isdigit()  # a TF Serving version folder
     assert (pushed / "saved_model.pb").is_file()
+    # What training did, from the Trainer's own record: whole epochs of the train split.
+    training = summary["training"]
+    assert 1 <= training["best_epoch"] <= training["epochs_run"]
+    assert training["steps_per_epoch"] * training["batch_size"] >= training["train_examples"]
+    assert training["examples_trained"] == (
+        training["epochs_run"] * training["steps_per_epoch"] * training["batch_size"]
+    )
+    assert summary["tuning_trials"] is None  # tuning is off by default
 
 
 def test_pushed_model_serves_raw_fields_and_examples_alike(first_run, sample_rows):
