@@ -7,7 +7,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
+
+from taxifare_modules import compat
 
 # What TFX's orchestrators log (absl) when a node starts and ends, and when it is cached.
 _START = re.compile(r"^(?:node|Component) (\S+) is running\.$")
@@ -27,6 +30,8 @@ class ComponentProgress(logging.Handler):
         self._cached: set[str] = set()
         self._current: str | None = None
         self.durations: dict[str, float] = {}
+        # Set by attach_progress: lets the absl logger's level go again.
+        self.release_absl_level: Callable[[], None] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         if not isinstance(record.msg, str):
@@ -61,24 +66,16 @@ def attach_progress(stream: TextIO | None = None) -> ComponentProgress:
     """Attaches a ComponentProgress to the absl logger (TFX logs through absl).
 
     Parsing absl flags (which some libraries do mid-run) resets the absl logger to WARNING;
-    while the handler is attached, the logger's level is held at INFO or below so the
-    orchestrator's node records keep arriving. Other handlers only see absl records from
-    ERROR up, so the console stays quiet.
+    while the handler is attached, the logger's level is held at INFO or below
+    (`compat.hold_absl_logger_level`) so the orchestrator's node records keep arriving.
+    Other handlers only see absl records from ERROR up, so the console stays quiet.
     """
     handler = ComponentProgress(stream)
     absl_logger = logging.getLogger("absl")
     absl_logger.addHandler(handler)
     for h in logging.getLogger().handlers:
         h.addFilter(_drop_quiet_absl)
-    original = absl_logger.setLevel
-
-    def capped_set_level(level: int | str) -> None:
-        original(min(logging._checkLevel(level), logging.INFO))  # noqa: SLF001
-
-    handler.restore_level = original  # type: ignore[attr-defined]
-    handler.previous_level = absl_logger.level  # type: ignore[attr-defined]
-    absl_logger.setLevel = capped_set_level  # type: ignore[method-assign]
-    capped_set_level(absl_logger.level or logging.INFO)
+    handler.release_absl_level = compat.hold_absl_logger_level(logging.INFO)
     return handler
 
 
@@ -86,8 +83,8 @@ def detach_progress(handler: ComponentProgress) -> None:
     """Removes a handler attached by attach_progress and restores the absl logger."""
     absl_logger = logging.getLogger("absl")
     absl_logger.removeHandler(handler)
-    del absl_logger.setLevel  # back to the class's method
-    absl_logger.setLevel(handler.previous_level)  # type: ignore[attr-defined]
+    if handler.release_absl_level is not None:
+        handler.release_absl_level()
     for h in logging.getLogger().handlers:
         h.removeFilter(_drop_quiet_absl)
 

@@ -8,9 +8,9 @@ from typing import Any
 import tensorflow as tf
 
 from taxifare_modules import features as f
-from taxifare_modules.tracing import skip_autograph_of_libraries
+from taxifare_modules.compat import skip_autograph_of_libraries
 
-# Before anything is traced: Keras and TFT internals run unconverted (see tracing.py).
+# Before anything is traced: Keras and TFT internals run unconverted (see compat.py).
 skip_autograph_of_libraries()
 
 

@@ -13,9 +13,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from taxifare_modules import features as f
-from taxifare_modules.tracing import skip_autograph_of_libraries
+from taxifare_modules.compat import skip_autograph_of_libraries
 
-# Before anything is traced: Keras and TFT internals run unconverted (see tracing.py).
+# Before anything is traced: Keras and TFT internals run unconverted (see compat.py).
 skip_autograph_of_libraries()
 
 

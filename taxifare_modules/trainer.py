@@ -24,6 +24,7 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
+from taxifare_modules import compat
 from taxifare_modules import features as f
 from taxifare_modules.hparams import apply_hyperparameters, hyperparameter_values
 from taxifare_modules.model import ModelParams, build_model
@@ -294,9 +295,7 @@ def export_model(
     ~80 layers again took most of the export time.
     """
     signatures = build_signatures(model, tf_transform_output)
-    from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
-
-    with keras_option_scope(save_traces=False):
+    with compat.keras_saving_without_traces():
         tf.saved_model.save(model, export_dir, signatures=signatures)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.serving.field_memo import FieldValueMemo
+from taxifare_modules import compat
 from taxifare_modules import features as f
 
 _LOG = logging.getLogger(__name__)
@@ -236,36 +237,18 @@ def flat_caller(signature: Any, inputs: dict[str, Any]) -> Callable[[dict[str, A
     Calling a signature (`signature(**inputs)`) first matches the keyword arguments to its
     input structure and checks and casts each one, which costs more CPU than the model of
     this project itself. Our inputs are always tensors of the declared dtypes, so the server
-    passes them in the signature's flat order straight to the function underneath
-    (`ConcreteFunction._call_flat`, what the signature call ends in). The order is learnt by
-    binding `inputs` once the public way. None if the signature is not of the expected kind
-    (then it is called the public way); `load_model` also checks both ways answer alike.
+    passes them in the signature's flat order straight to the function underneath (what
+    the signature call ends in; TensorFlow internals, see `compat.call_signature_flat`). The
+    order is learnt by binding `inputs` once. None if the signature is not of the expected
+    kind (then it is called the public way); `load_model` also checks both ways answer alike.
     """
-    try:
-        from tensorflow.python.distribute import distribute_utils
-        from tensorflow.python.eager.polymorphic_function import function_type_utils
-        from tensorflow.python.eager.polymorphic_function.concrete_function import (
-            ConcreteFunction,
-        )
-
-        if not isinstance(signature, ConcreteFunction):
-            return None
-        bound = function_type_utils.canonicalize_function_inputs(
-            (), inputs, signature.function_type
-        )
-        flat = signature.function_type.unpack_inputs(bound)
-        names_by_id = {id(tensor): name for name, tensor in inputs.items()}
-        order = [names_by_id.get(id(tensor)) for tensor in flat]
-        if None in order or sorted(order) != sorted(inputs):
-            return None  # the binding converted or dropped an input: keep the public call
-        if any(distribute_utils.is_distributed_variable(c) for c in signature.captured_inputs):
-            return None
-    except Exception:  # a TensorFlow without these internals: keep the public call
+    order = compat.signature_flat_input_order(signature, inputs)
+    if order is None:
         return None
-    call_flat = ConcreteFunction._call_flat
+    call_flat = compat.call_signature_flat(signature)
 
     def call(tensors: dict[str, Any]) -> Any:
-        return call_flat(signature, [tensors[name] for name in order], signature.captured_inputs)
+        return call_flat([tensors[name] for name in order])
 
     return call
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.cli_args import add_config_args
+from taxifare_modules import compat
 
 if TYPE_CHECKING:  # the CLI imports this module at start-up: keep it light
     from pipeline.config import Config
@@ -141,8 +142,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         job.submit(service_account=cfg.vertex.service_account)
     except (GoogleAPIError, GoogleAuthError) as e:
         return _fail(f"Vertex AI did not accept the pipeline job: {e}", EXIT_FAILED)
+    dashboard = compat.pipeline_job_dashboard_uri(job)
     print(
-        f"taxifare: submitted {job.resource_name}\n  watch: {job._dashboard_uri()}",
+        f"taxifare: submitted {job.resource_name}\n  watch: {dashboard}",
         file=sys.stderr,
     )
     if not args.wait:

@@ -33,6 +33,8 @@ import subprocess
 import sys
 from typing import Any
 
+from taxifare_modules import compat
+
 # Beam's filesystem for file:// URIs, once install() has defined it.
 FileUriFileSystem: type | None = None
 
@@ -370,28 +372,28 @@ def _file_uri_filesystem() -> type:
     return FileUriFileSystem
 
 
-def _offline_job_client(self: Any) -> None:
+def _offline_job_client(region: str) -> Any:
     """TFX's Vertex job client, built with anonymous credentials: it sends nothing here."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud.aiplatform import gapic
 
-    self._client = gapic.JobServiceClient(
+    return gapic.JobServiceClient(
         credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": f"{self._region}-aiplatform.googleapis.com"},
+        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"},
     )
 
 
 def install() -> None:
     """Puts the stand-ins in place of the training job, the deploy and the endpoint client."""
-    from tfx.extensions.google_cloud_ai_platform import runner, training_clients
+    from tfx.extensions.google_cloud_ai_platform import runner
 
     global FileUriFileSystem
     FileUriFileSystem = _file_uri_filesystem()  # registered with Beam by being defined
 
     from pipeline.vertex import pusher
 
-    training_clients.VertexJobClient.create_client = _offline_job_client
-    runner._launch_cloud_training = run_training_job
+    compat.replace_tfx_vertex_job_client(_offline_job_client)
+    compat.replace_tfx_vertex_training_launch(run_training_job)
     runner.deploy_model_for_aip_prediction = deploy_model
     pusher.endpoint_client = lambda region: StandInEndpointClient(os.environ[ENDPOINT_FILE_ENV])
 
@@ -402,7 +404,7 @@ def main() -> None:
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as entry
 
     install()
-    app.run(entry.main, flags_parser=entry._parse_flags)
+    app.run(entry.main, flags_parser=compat.kubeflow_v2_executor_flags_parser())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.vertex.compiler import require_vertex
+from taxifare_modules import compat
 
 # What a user does so that google.auth.default() finds credentials.
 CREDENTIALS_HELP = (
@@ -75,19 +76,22 @@ def create_request(job: Any, service_account: str | None) -> dict[str, Any]:
     """The CreatePipelineJobRequest `job.submit(service_account=...)` sends, as JSON."""
     from google.cloud.aiplatform_v1.types import pipeline_service
 
-    message_type = type(job._gca_resource)
-    resource = message_type.deserialize(message_type.serialize(job._gca_resource))
+    # A copy: the service account is set on the request only, not on the job.
+    original = compat.pipeline_job_resource(job)
+    message_type = type(original)
+    resource = message_type.deserialize(message_type.serialize(original))
     if service_account:
         resource.service_account = service_account  # as PipelineJob.submit sets it
     request = pipeline_service.CreatePipelineJobRequest(
-        parent=job._parent, pipeline_job=resource, pipeline_job_id=job.job_id
+        parent=compat.pipeline_job_parent(job), pipeline_job=resource, pipeline_job_id=job.job_id
     )
     return json.loads(pipeline_service.CreatePipelineJobRequest.to_json(request))
 
 
 def request_url(job: Any) -> str:
     """The REST endpoint the create request goes to (regional, like the client's)."""
+    parent = compat.pipeline_job_parent(job)
     return (
-        f"https://{job.location}-aiplatform.googleapis.com/v1/{job._parent}/pipelineJobs"
+        f"https://{job.location}-aiplatform.googleapis.com/v1/{parent}/pipelineJobs"
         f"?pipelineJobId={job.job_id}"
     )
