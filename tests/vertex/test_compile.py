@@ -320,6 +320,7 @@ def test_pipeline_job_is_accepted_by_aiplatform_offline(compiled):
     from google.auth.credentials import AnonymousCredentials
 
     from pipeline.vertex.submit import build_pipeline_job
+    from taxifare_modules import compat
 
     for tier in ("basic", "multi-worker"):
         path, _ = compiled[tier]
@@ -327,7 +328,7 @@ def test_pipeline_job_is_accepted_by_aiplatform_offline(compiled):
         job = build_pipeline_job(cfg, path, AnonymousCredentials())
         assert job.project == "my-gcp-project"
         assert job.location == "us-central1"
-        resource = job._gca_resource
+        resource = compat.pipeline_job_resource(job)
         assert resource.runtime_config.gcs_output_directory == (
             "gs://my-gcp-project-taxifare/pipeline"
         )
