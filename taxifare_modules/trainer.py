@@ -340,6 +340,7 @@ class FitResult:
     epochs_run: int
     steps_per_epoch: int
     train_examples: int
+    batch_size: int  # the global batch (all replicas)
 
 
 def settings_from_custom_config(
@@ -460,6 +461,7 @@ def fit_model(
         epochs_run=len(val_rmse),
         steps_per_epoch=steps_per_epoch,
         train_examples=train_rows,
+        batch_size=batch_size,
     )
 
 
@@ -475,8 +477,8 @@ def write_training_record(
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "steps_per_epoch": result.steps_per_epoch,
-        "batch_size": settings.batch_size,
-        "examples_trained": result.epochs_run * result.steps_per_epoch * settings.batch_size,
+        "batch_size": result.batch_size,
+        "examples_trained": result.epochs_run * result.steps_per_epoch * result.batch_size,
         "train_examples": result.train_examples,
         "best_eval_rmse": result.best_eval_rmse,
         "model": dataclasses.asdict(params),

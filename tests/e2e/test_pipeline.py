@@ -68,7 +68,8 @@ def test_every_component_ran_and_a_model_was_pushed(first_run, root):
     # What training did, from the Trainer's own record: whole epochs of the train split.
     training = summary["training"]
     assert 1 <= training["best_epoch"] <= training["epochs_run"]
-    assert training["steps_per_epoch"] * training["batch_size"] >= training["train_examples"]
+    steps, batch = training["steps_per_epoch"], training["batch_size"]
+    assert steps * batch <= training["train_examples"] < (steps + 1) * batch
     assert training["examples_trained"] == (
         training["epochs_run"] * training["steps_per_epoch"] * training["batch_size"]
     )
