@@ -532,13 +532,25 @@ def main(argv: list[str] | None = None) -> int:
     from bench.scale import existing_section
 
     scale_section = existing_section(args.output)  # measured by --scale, kept as it was
-    args.output.write_text(
+    full = (
         markdown.rstrip("\n")
         + "\n\n"
         + "\n".join(detection.markdown_section(detection_run, detection_note))
         + "\n"
         + (f"\n{scale_section}" if scale_section else "")
     )
+    # A part skipped in this run keeps the figures an earlier run wrote (marked as such).
+    skipped = [
+        heading
+        for heading, skip in (
+            ("## Serving", serving_run is None and args.skip_serving),
+            ("## Monitoring (skew check)", args.skip_monitoring),
+            ("## Skew detection: power and false alarms", args.skip_detection),
+        )
+        if skip
+    ]
+    old_report = args.output.read_text() if args.output.exists() else ""
+    args.output.write_text(report.keep_sections(full, old_report, skipped))
     print(report.render_summary(results, monitoring_run, monitoring_note))
     print("\n".join(detection.summary_lines(detection_run, detection_note)))
     print(f"bench: wrote {_display_path(args.output)}")

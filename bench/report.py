@@ -562,3 +562,33 @@ def write_partial(
     rest = old[end:] if end >= 0 else ""
     path.write_text(old[: start + 1] + body + rest)
     return f"updated the {heading.lstrip('# ')!r} section of"
+
+
+def _section_bounds(text: str, heading: str) -> tuple[int, int] | None:
+    """Where the section under ``heading`` (a "## " line) starts and ends in ``text``."""
+    start = text.find(f"\n{heading}\n")
+    if start < 0:
+        return None
+    end = text.find("\n## ", start + len(heading) + 2)
+    return start + 1, (end + 1 if end >= 0 else len(text))
+
+
+def keep_sections(new: str, old: str, headings: Sequence[str]) -> str:
+    """``new`` with the sections under ``headings`` taken from ``old`` where it has them.
+
+    A part skipped in this run (``--skip-serving`` ...) keeps the figures an earlier run
+    measured, marked with when, instead of being replaced by "Not measured".
+    """
+    for heading in headings:
+        here, there = _section_bounds(new, heading), _section_bounds(old, heading)
+        if here is None or there is None:
+            continue
+        kept = old[there[0] : there[1]].rstrip("\n")
+        if "apart from the rest" not in kept and "kept from an earlier run" not in kept:
+            stamp = old.split("\n", 3)[2] if old.count("\n") >= 3 else ""
+            when = stamp.split(" on ", 1)[1].split(" UTC", 1)[0] if " on " in stamp else ""
+            note = f"Not measured in this run; kept from an earlier run ({when} UTC)."
+            kept = kept.replace(heading, f"{heading}\n\n{note}", 1)
+        rest = new[here[1] :].lstrip("\n")
+        new = new[: here[0]] + kept + ("\n\n" + rest if rest else "\n")
+    return new

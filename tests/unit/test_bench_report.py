@@ -63,3 +63,16 @@ def test_a_full_report_without_the_part_gains_its_section_and_loses_nothing(tmp_
     text = path.read_text()
     assert text.index("## Test error") < text.index("## Serving") < text.index("## Commands")
     assert "| Ours | $4.10 |" in text and "figures\n\n## Commands" in text
+
+
+def test_a_skipped_part_keeps_the_figures_of_an_earlier_run():
+    new = FULL.replace("old serving figures", "Not measured: skipped with --skip-serving")
+    new = new.replace("2026-12-01 10:00", "2026-12-03 09:00").replace("$4.10", "$4.00")
+    kept = report.keep_sections(new, FULL, ["## Serving"])
+    assert "old serving figures" in kept and "Not measured: skipped" not in kept
+    assert "kept from an earlier run (2026-12-01 10:00 UTC)" in kept
+    # The rest is this run's.
+    assert "| Ours | $4.00 |" in kept and "2026-12-03 09:00" in kept
+    assert kept.index("## Test error") < kept.index("## Serving") < kept.index("## Commands")
+    # Without an earlier section there is nothing to keep.
+    assert report.keep_sections(new, "", ["## Serving"]) == new
