@@ -166,12 +166,6 @@ class _CsvFileToExamples(beam.DoFn):
             check_header(path, header, self._types)
             columns = [(name, self._types[name]) for name in header]
             width = len(columns)
-            Example, Features, Feature = tf.train.Example, tf.train.Features, tf.train.Feature
-            Int64List, FloatList, BytesList = (
-                tf.train.Int64List,
-                tf.train.FloatList,
-                tf.train.BytesList,
-            )
             for row in reader:
                 if not row:
                     continue  # a blank line
@@ -179,31 +173,41 @@ class _CsvFileToExamples(beam.DoFn):
                     raise CsvCellError(
                         f"{path}: line {reader.line_num}: {len(row)} cells, the header has {width}"
                     )
-                feature = {}
-                for (name, kind), cell in zip(columns, row):
-                    try:
-                        if kind == _FLOAT:
-                            feature[name] = Feature(
-                                float_list=FloatList(value=[float(cell)] if cell else [])
-                            )
-                        elif kind == _INT:
-                            feature[name] = Feature(
-                                int64_list=Int64List(value=[int(cell)] if cell else [])
-                            )
-                        else:
-                            feature[name] = Feature(
-                                bytes_list=BytesList(value=[cell.encode()] if cell else [])
-                            )
-                    except ValueError as e:
-                        kind_name = schema_pb2.FeatureType.Name(kind)
-                        raise CsvCellError(
-                            f"{path}: line {reader.line_num}, column {name!r}: {cell!r} is not"
-                            f" {kind_name} as the curated schema says ({e})"
-                        ) from None
-                # Deterministic: the split is a hash of these bytes, as in TFX's executor.
-                yield Example(features=Features(feature=feature)).SerializeToString(
-                    deterministic=True
-                )
+                try:
+                    yield _row_to_example(columns, row)
+                except ValueError as e:
+                    raise CsvCellError(f"{path}: line {reader.line_num}, {e}") from None
+
+
+def _row_to_example(columns: list[tuple[str, int]], row: list[str]) -> bytes:
+    """A CSV row as a serialized tf.Example: one value per cell; an empty cell, a feature of
+    its column's type with no value (as TFX's CsvExampleGen builds it)."""
+    example = tf.train.Example()
+    features = example.features.feature
+    for (name, kind), cell in zip(columns, row, strict=True):
+        try:
+            if kind == _FLOAT:
+                values = features[name].float_list
+                values.SetInParent()
+                if cell:
+                    values.value.append(float(cell))
+            elif kind == _INT:
+                values = features[name].int64_list
+                values.SetInParent()
+                if cell:
+                    values.value.append(int(cell))
+            else:
+                values = features[name].bytes_list
+                values.SetInParent()
+                if cell:
+                    values.value.append(cell.encode())
+        except ValueError as e:
+            raise ValueError(
+                f"column {name!r}: {cell!r} is not {schema_pb2.FeatureType.Name(kind)} as the"
+                f" curated schema says ({e})"
+            ) from None
+    # Deterministic: the split is a hash of these bytes, as in TFX's executor.
+    return example.SerializeToString(deterministic=True)
 
 
 @beam.ptransform_fn
