@@ -60,9 +60,10 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-# A split's output rolls over to a new file after this many records (a few tens of MB of
-# gzip): enough files for parallel reads of a large split, few for a small one.
-SHARD_RECORDS = 250_000
+# A split's output rolls over to a new file after this many records (about 4 MB of gzip):
+# gzip files are read whole, so a large split needs many for parallel reads (Dataflow's
+# workers, the Trainer's interleave); a small split stays one file.
+SHARD_RECORDS = 100_000
 
 _INT = schema_pb2.FeatureType.INT
 _FLOAT = schema_pb2.FeatureType.FLOAT
@@ -108,7 +109,7 @@ def check_header(path: str, header: list[str], types: dict[str, int]) -> None:
 
 
 def _read_header(path: str) -> list[str]:
-    with fileio.open(path, "rb") as fh:
+    with filesystems.FileSystems.open(path) as fh:
         first = fh.readline().decode("utf-8")
     return next(csv.reader([first]), [])
 
@@ -121,8 +122,8 @@ def _masked_crc32c(data: bytes) -> int:
 class _TFRecordSink(filebasedsink.FileBasedSink):
     """Gzip TFRecord files that roll over every `max_records_per_shard` records.
 
-    Beam's WriteToTFRecord offers a record limit per file only with a fixed shard count,
-    which groups the whole split by key first (the memory this module avoids)."""
+    Beam's WriteToTFRecord cannot cap the records of a file, and its fixed shard count
+    groups the whole split by key first (the memory this module avoids)."""
 
     def __init__(self, file_path_prefix: str, max_records: int):
         super().__init__(
