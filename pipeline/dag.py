@@ -34,6 +34,7 @@ from tfx.types import Channel, standard_artifacts
 
 from pipeline.components import atomic_pusher
 from pipeline.components.anomaly_gate import AnomalyGate
+from pipeline.components.csv_example_gen import CsvExampleGen as CuratedCsvExampleGen
 from pipeline.components.fare_filter import FareFilter
 from pipeline.components.monitoring import DriftCheck, MonitoringGate, SkewCheck
 from pipeline.config import BIGQUERY, Config
@@ -223,8 +224,12 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             query=bigquery_query(cfg.data.bigquery), output_config=output_config
         ).with_id(EXAMPLE_GEN_ID)
     else:
-        # Reads the trip CSVs (the latest span when the pattern has {SPAN}), splits train/eval/test.
-        example_gen = CsvExampleGen(
+        # Reads the trip CSVs (the latest span when the pattern has {SPAN}), splits train/eval/test:
+        # typed by the shipped curated schema and streamed (memory flat in the rows); TFX's,
+        # which infers the column types, for another schema (a new data source).
+        curated = cfg.schema_config.source == "curated" and cfg.schema_config.path is None
+        example_gen_class = CuratedCsvExampleGen if curated else CsvExampleGen
+        example_gen = example_gen_class(
             input_base=data_root, input_config=input_config, output_config=output_config
         ).with_id(EXAMPLE_GEN_ID)
 
