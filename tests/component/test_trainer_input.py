@@ -49,10 +49,12 @@ def test_both_sides_train_the_same_steps_and_examples(transformed):
     for side in (run.streamed, run.in_memory):
         assert (side.steps, side.batch_size, len(side.epoch_seconds)) == (4, BATCH, 2)
         assert side.examples == 4 * BATCH * 2
-        assert all(s > 0 for s in side.epoch_seconds)
+        assert all(s > 0 for s in side.epoch_seconds + side.cpu_seconds)
+        assert len(side.cpu_seconds) == 2 and side.examples_per_cpu_s > 0
         assert side.examples_per_s > 0
     assert run.streamed.examples == run.in_memory.examples
     assert math.isfinite(run.ratio) and run.ratio > 0
+    assert math.isfinite(run.cpu_ratio) and run.cpu_ratio > 0
     section = "\n".join(trainer_input.markdown_section(run))
     assert section.startswith(trainer_input.SECTION_TITLE)
     assert f"**{run.ratio:.2f}x**" in section
