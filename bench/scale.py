@@ -143,7 +143,7 @@ def render_section(
     synth_seconds: dict[int, float],
     notes: list[str],
     trainer: trainer_input.TrainerInputRun | None = None,
-    trainer_note: str = "not measured yet",
+    trainer_note: str = "it runs after the pipeline runs",
 ) -> list[str]:
     """The markdown of the scale section (`trainer`: the Trainer-input row's measurement)."""
     lines = [SECTION_TITLE, ""]
