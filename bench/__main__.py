@@ -102,6 +102,17 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--scale-dir", type=Path, help="with --scale: keep the data and runs in this folder"
     )
     parser.add_argument(
+        "--trainer-input",
+        action="store_true",
+        help="run only the Trainer-input benchmark: model.fit on the Trainer's streamed input"
+        " against the same transformed batches in memory (writes its section of the report)",
+    )
+    parser.add_argument(
+        "--trainer-input-rows",
+        type=int,
+        help="with --trainer-input: synthetic trips to transform and train on (default: 200000)",
+    )
+    parser.add_argument(
         "--model-dir",
         type=Path,
         help="with --serving-only: a versioned model directory (<serving root>/taxifare)",
@@ -137,6 +148,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--monitoring-only excludes --serving-only and --skip-monitoring")
     if args.detection_only and (args.serving_only or args.monitoring_only or args.skip_detection):
         parser.error("--detection-only excludes the other -only modes and --skip-detection")
+    if args.trainer_input_rows is not None and not args.trainer_input:
+        parser.error("--trainer-input-rows goes with --trainer-input")
     return args
 
 
@@ -457,6 +470,31 @@ def _write_partial(
     return 0
 
 
+def _main_trainer_input(args: argparse.Namespace, argv: list[str], part: Any) -> int:
+    """``--trainer-input``: the Trainer's streamed input against the same batches in memory."""
+    started = datetime.now(timezone.utc)
+    run = _in_workspace(
+        args,
+        "taxifare-bench-trainer-input-",
+        "the trips and transformed examples",
+        lambda workspace: part.main(args, workspace),
+    )
+    if run is None:
+        return 1
+    how = report.write_partial(
+        args.output,
+        "Trainer input benchmark",
+        "--trainer-input",
+        f"{started:%Y-%m-%d %H:%M}",
+        report.machine_lines(machine.describe()),
+        part.markdown_section(run),
+        ["# From the repository root:", shlex.join([_display_python(), "-m", "bench", *argv])],
+    )
+    print("\n".join(part.summary_lines(run)))
+    print(f"bench: {how} {_display_path(args.output)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -465,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import scale
 
         return scale.main(args)
+    if args.trainer_input:
+        from bench import trainer_input
+
+        return _main_trainer_input(args, argv, trainer_input)
     if args.serving_only:
         return _main_serving_only(args, argv)
     if args.monitoring_only:

@@ -24,17 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import machine, ours, reference
+from bench import machine, ours, reference, trainer_input
 from bench.measure import Measurement, run_measured
 
 ROWS = (200_000, 2_000_000)
 SEED = 13
 SHARD_ROWS = 500_000
 SECTION_TITLE = "## Scale: synthetic trips, 200k and 2M rows"
-TRAINER_THROUGHPUT_TODO = (
-    "| Trainer input, examples/s vs `model.fit` on the same transformed batches in memory"
-    " | not measured here: the Trainer's streaming benchmark fills this row | >= 0.8x | - |"
-)
 GIB = 2**30
 
 
@@ -143,9 +139,13 @@ def _ratio(a: float, b: float) -> str:
 
 
 def render_section(
-    runs: list[ScaleRun], synth_seconds: dict[int, float], notes: list[str]
+    runs: list[ScaleRun],
+    synth_seconds: dict[int, float],
+    notes: list[str],
+    trainer: trainer_input.TrainerInputRun | None = None,
+    trainer_note: str = "it runs after the pipeline runs",
 ) -> list[str]:
-    """The markdown of the scale section."""
+    """The markdown of the scale section (`trainer`: the Trainer-input row's measurement)."""
     lines = [SECTION_TITLE, ""]
     m = machine.describe()
     lines.append(
@@ -199,7 +199,7 @@ def render_section(
         ratio = large.eval_rmse / large.floor
         lines.append(f"| eval RMSE / floor, 2M rows | {ratio:.3f} | <= 1.05 |"
                      f" {_yes_no(ratio <= 1.05)} |")  # fmt: skip
-    lines.append(TRAINER_THROUGHPUT_TODO)
+    lines.append(trainer_input.scale_row(trainer, trainer_note))
     lines += [""] + [f"- {n}" for n in notes] + [""] if notes else [""]
     lines += [
         "The floor is `rmse_floor_label_range` of the span in the generator's `synth.json`:"
@@ -259,6 +259,13 @@ def main(args: argparse.Namespace) -> int:
             if rows == max(rows_list) and not args.skip_reference:
                 runs.append(run_reference(rows, data, workspace, args.timeout))
                 write_section(args.output, render_section(runs, synth_seconds, notes))
+        # The Trainer's streamed input on the smallest span, after the runs, in this process.
+        trips = sorted(str(p) for p in (workspace / f"synth-{min(rows_list)}").glob("span-*/*.csv"))
+        trainer = trainer_input.run_on_trips(
+            trips, workspace / "trainer-input", lambda line: print(f"bench: {line}", flush=True)
+        )
+        write_section(args.output, render_section(runs, synth_seconds, notes, trainer))
+        print("\n".join(trainer_input.summary_lines(trainer)))
     except (RuntimeError, subprocess.CalledProcessError) as err:
         print(f"bench: error: {err}", file=sys.stderr)
         notes.append(f"incomplete: {str(err).splitlines()[0]}")
