@@ -572,13 +572,18 @@ def main(argv: list[str] | None = None) -> int:
         results, _commands(args, argv), monitoring_run, monitoring_note
     )
     from bench.scale import existing_section
+    from bench.trainer_input import SECTION_TITLE as TRAINER_INPUT_TITLE
 
-    scale_section = existing_section(args.output)  # measured by --scale, kept as it was
+    old_report = args.output.read_text() if args.output.exists() else ""
+    # Measured by --scale and --trainer-input only: kept as they were.
+    scale_section = existing_section(args.output)
+    trainer_input_section = report.section_text(old_report, TRAINER_INPUT_TITLE)
     full = (
         markdown.rstrip("\n")
         + "\n\n"
         + "\n".join(detection.markdown_section(detection_run, detection_note))
         + "\n"
+        + (f"\n{trainer_input_section}" if trainer_input_section else "")
         + (f"\n{scale_section}" if scale_section else "")
     )
     # A part skipped in this run keeps the figures an earlier run wrote (marked as such).
@@ -591,7 +596,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         if skip
     ]
-    old_report = args.output.read_text() if args.output.exists() else ""
     args.output.write_text(report.keep_sections(full, old_report, skipped))
     print(report.render_summary(results, monitoring_run, monitoring_note))
     print("\n".join(detection.summary_lines(detection_run, detection_note)))

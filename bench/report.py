@@ -573,6 +573,12 @@ def _section_bounds(text: str, heading: str) -> tuple[int, int] | None:
     return start + 1, (end + 1 if end >= 0 else len(text))
 
 
+def section_text(text: str, heading: str) -> str:
+    """The section under ``heading`` in ``text``, ending in one newline ('' if absent)."""
+    bounds = _section_bounds(text, heading)
+    return text[bounds[0] : bounds[1]].rstrip("\n") + "\n" if bounds else ""
+
+
 def keep_sections(new: str, old: str, headings: Sequence[str]) -> str:
     """``new`` with the sections under ``headings`` taken from ``old`` where it has them.
 

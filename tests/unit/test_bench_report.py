@@ -76,3 +76,9 @@ def test_a_skipped_part_keeps_the_figures_of_an_earlier_run():
     assert kept.index("## Test error") < kept.index("## Serving") < kept.index("## Commands")
     # Without an earlier section there is nothing to keep.
     assert report.keep_sections(new, "", ["## Serving"]) == new
+
+
+def test_a_section_is_read_whole_up_to_the_next():
+    assert report.section_text(FULL, "## Serving") == "## Serving\n\nold serving figures\n"
+    assert report.section_text(FULL, "## Commands").endswith("```\n")
+    assert report.section_text(FULL, "## Nothing") == ""
