@@ -451,7 +451,13 @@ def _main_monitoring_only(args: argparse.Namespace) -> int:
 
 
 def _write_partial(
-    args: argparse.Namespace, started: datetime, title: str, flag: str, run: Any, part: Any
+    args: argparse.Namespace,
+    started: datetime,
+    title: str,
+    flag: str,
+    run: Any,
+    part: Any,
+    argv: list[str] | None = None,
 ) -> int:
     """Writes the report of one part of the benchmark run alone (1 when it failed)."""
     if run is None:
@@ -463,7 +469,10 @@ def _write_partial(
         f"{started:%Y-%m-%d %H:%M}",
         report.machine_lines(machine.describe()),
         part.markdown_section(run),
-        ["# From the repository root:", f"{_display_python()} -m bench {flag}"],
+        [
+            "# From the repository root:",
+            shlex.join([_display_python(), "-m", "bench", *(argv or [flag])]),
+        ],
     )
     print("\n".join(part.summary_lines(run)))
     print(f"bench: {how} {_display_path(args.output)}")
@@ -479,20 +488,9 @@ def _main_trainer_input(args: argparse.Namespace, argv: list[str], part: Any) ->
         "the trips and transformed examples",
         lambda workspace: part.main(args, workspace),
     )
-    if run is None:
-        return 1
-    how = report.write_partial(
-        args.output,
-        "Trainer input benchmark",
-        "--trainer-input",
-        f"{started:%Y-%m-%d %H:%M}",
-        report.machine_lines(machine.describe()),
-        part.markdown_section(run),
-        ["# From the repository root:", shlex.join([_display_python(), "-m", "bench", *argv])],
+    return _write_partial(
+        args, started, "Trainer input benchmark", "--trainer-input", run, part, argv
     )
-    print("\n".join(part.summary_lines(run)))
-    print(f"bench: {how} {_display_path(args.output)}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
