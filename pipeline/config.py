@@ -100,6 +100,15 @@ class DataConfig(_Strict):
     # (e.g. "span-{SPAN}/*.csv"). None: every file directly under `input`.
     pattern: str | None = None
     split: SplitConfig = SplitConfig()
+    # Which executor turns the CSVs into tf.Examples (see pipeline/components/csv_example_gen.py):
+    # tfx: TFX's own, which infers the column types and reshuffles; a malformed file (a
+    #   missing column, text in a numeric column) reaches the AnomalyGate, which stops the
+    #   run and lists the anomalies; its runner process holds the whole input in memory.
+    # streaming: typed by the curated schema, no reshuffle, memory flat in the rows; a
+    #   malformed file stops ExampleGen with the file, line and column named.
+    # auto: streaming for a local input above AUTO_MULTI_PROCESSING_BYTES (where Beam also goes
+    #   multi-process) with the shipped curated schema, else tfx.
+    example_gen: Literal["auto", "tfx", "streaming"] = "auto"
     # Trips whose fare is <= min_fare or > max_fare are excluded from training and evaluation.
     min_fare: float = Field(0.0, ge=0.0)
     max_fare: float = Field(250.0, gt=0.0)

@@ -37,7 +37,7 @@ from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.csv_example_gen import CsvExampleGen as CuratedCsvExampleGen
 from pipeline.components.fare_filter import FareFilter
 from pipeline.components.monitoring import DriftCheck, MonitoringGate, SkewCheck
-from pipeline.config import BIGQUERY, Config
+from pipeline.config import AUTO_MULTI_PROCESSING_BYTES, BIGQUERY, Config, ConfigError
 from pipeline.data_source import bigquery_query, input_size_bytes, with_input_beam_args
 from pipeline.monitoring.stats import request_log_fingerprint
 from pipeline.monitoring.stats_options import monitoring_stats_options
@@ -182,6 +182,26 @@ def _eval_args(cfg: Config) -> trainer_pb2.EvalArgs:
     return trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=cfg.training.eval_steps)
 
 
+def streaming_example_gen(cfg: Config, data_root: str) -> bool:
+    """Whether ExampleGen is the streaming one (see `data.example_gen` in pipeline/config.py).
+
+    Raises:
+      ConfigError: `streaming` was asked for with a schema other than the shipped curated one
+        (its column types come from that schema).
+    """
+    curated = cfg.schema_config.source == "curated" and cfg.schema_config.path is None
+    choice = cfg.data.example_gen
+    if choice == "streaming" and not curated:
+        raise ConfigError(
+            "data.example_gen: streaming types the columns by the shipped curated schema;"
+            " with schema.source inferred or a schema.path, use tfx or auto"
+        )
+    if choice != "auto":
+        return choice == "streaming"
+    size = input_size_bytes(cfg, data_root)
+    return curated and size is not None and size > AUTO_MULTI_PROCESSING_BYTES
+
+
 def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pipeline:
     """Builds the taxifare pipeline.
 
@@ -227,8 +247,9 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         # Reads the trip CSVs (the latest span when the pattern has {SPAN}), splits train/eval/test:
         # typed by the shipped curated schema and streamed (memory flat in the rows); TFX's,
         # which infers the column types, for another schema (a new data source).
-        curated = cfg.schema_config.source == "curated" and cfg.schema_config.path is None
-        example_gen_class = CuratedCsvExampleGen if curated else CsvExampleGen
+        example_gen_class = (
+            CuratedCsvExampleGen if streaming_example_gen(cfg, data_root) else CsvExampleGen
+        )
         example_gen = example_gen_class(
             input_base=data_root, input_config=input_config, output_config=output_config
         ).with_id(EXAMPLE_GEN_ID)

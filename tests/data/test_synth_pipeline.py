@@ -21,7 +21,9 @@ def test_pipeline_runs_on_the_latest_of_several_spans(city, tmp_path, capsys):
     code = cli.main(
         ["run", "--config", "configs/smoke.yaml", "--set", f"root={root}",
          "--set", f"data.input={data}", "--set", "data.pattern=span-{SPAN}/*.csv",
-         "--set", "training.train_steps=200"]
+         "--set", "training.train_steps=200",
+         # The streaming ExampleGen that auto picks for millions of rows, end to end here.
+         "--set", "data.example_gen=streaming"]
     )  # fmt: skip
     summary = json.loads((root / "summary.json").read_text())
     assert code == cli.EXIT_OK, summary
@@ -35,6 +37,12 @@ def test_pipeline_runs_on_the_latest_of_several_spans(city, tmp_path, capsys):
         a for a in store.get_artifacts_by_type("Examples") if f"/{dag.EXAMPLE_GEN_ID}/" in a.uri
     ]
     assert [a.custom_properties["span"].int_value for a in examples] == [latest["span"]]
+    # ...by the streaming executor (the execution type is the component's class).
+    producers = store.get_executions_by_id(
+        [e.execution_id for e in store.get_events_by_artifact_ids([examples[0].id])]
+    )
+    types = {t.name for t in store.get_execution_types_by_id([e.type_id for e in producers])}
+    assert "pipeline.components.csv_example_gen.CsvExampleGen" in types, types
     # No model beats the generator's floor (beyond the noise of an eval split).
     assert summary["eval_rmse"] > 0.9 * latest["rmse_floor_label_range"]
     assert summary["pushed_to"]

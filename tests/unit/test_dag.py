@@ -259,3 +259,36 @@ def test_custom_artifact_types_import_by_their_type_name():
     for cls in (mon.DriftVerdict, mon.SkewVerdict):
         assert import_utils.import_class_by_path(cls.TYPE_NAME) is cls
         assert compiler_utils._SCHEMA_TITLE_RE.fullmatch(cls.TYPE_NAME)
+
+
+def _example_gen_executor(cfg, data_root) -> str:
+    pipeline = dag.create_pipeline(cfg, str(data_root))
+    (example_gen,) = [c for c in pipeline.components if c.id == dag.EXAMPLE_GEN_ID]
+    return example_gen.executor_spec.executor_class.__module__
+
+
+def test_example_gen_streams_large_local_inputs_and_keeps_tfx_for_the_sample(tmp_path):
+    from pipeline.config import AUTO_MULTI_PROCESSING_BYTES
+
+    ours, tfx = "pipeline.components.csv_example_gen", "tfx.components.example_gen"
+    small = load_config(LOCAL, ["root=/tmp/taxifare-unit"])
+    assert _example_gen_executor(small, tfx_sample_dir()).startswith(tfx)
+    # A local input above the threshold (a sparse file: its size is what counts).
+    big = tmp_path / "big"
+    big.mkdir()
+    with open(big / "trips.csv", "wb") as fh:
+        fh.truncate(AUTO_MULTI_PROCESSING_BYTES + 1)
+    assert _example_gen_executor(small, big) == ours
+    # Forced either way; streaming needs the shipped curated schema.
+    forced = load_config(LOCAL, ["root=/tmp/taxifare-unit", "data.example_gen=streaming"])
+    assert _example_gen_executor(forced, tfx_sample_dir()) == ours
+    kept = load_config(LOCAL, ["root=/tmp/taxifare-unit", "data.example_gen=tfx"])
+    assert _example_gen_executor(kept, big).startswith(tfx)
+    inferred = load_config(
+        LOCAL, ["root=/tmp/taxifare-unit", "data.example_gen=streaming", "schema.source=inferred"]
+    )
+    with pytest.raises(ConfigError, match="data.example_gen: streaming"):
+        dag.create_pipeline(inferred, tfx_sample_dir())
+    # With an inferred schema, auto keeps TFX's executor whatever the size.
+    auto_inferred = load_config(LOCAL, ["root=/tmp/taxifare-unit", "schema.source=inferred"])
+    assert _example_gen_executor(auto_inferred, big).startswith(tfx)
