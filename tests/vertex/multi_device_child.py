@@ -89,11 +89,22 @@ def main(workdir: Path, csv_path: str, n_rows: int) -> dict[str, Any]:
         rows = list(csv.DictReader(fh))[:n_rows]
     transform_dir, examples = _fit_transform(rows, workdir)
 
-    batch_sizes: list[int] = []
+    batch_sizes: list[int] = []  # of the batches each dataset the model gets yields
+    factory_batch_sizes: list[int] = []  # what the TFXIO factory was asked for
+
+    input_fn = trainer._input_fn
+
+    def recording_input_fn(*args, **kwargs):
+        dataset = input_fn(*args, **kwargs)
+        _, labels = next(iter(dataset))
+        batch_sizes.append(int(labels.shape[0]))
+        return dataset
+
+    trainer._input_fn = recording_input_fn
 
     def tf_dataset_factory(file_pattern, options, schema):
         # TFX's own factory reads the Examples artifact the same way (tfxio over TFRecords).
-        batch_sizes.append(options.batch_size)
+        factory_batch_sizes.append(options.batch_size)
         return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(
             options
         )
@@ -118,7 +129,7 @@ def main(workdir: Path, csv_path: str, n_rows: int) -> dict[str, Any]:
             trainer.BATCH_SIZE_KEY: BATCH_SIZE,
             trainer.EVAL_BATCH_SIZE_KEY: BATCH_SIZE,
             trainer.SEED_KEY: 7,
-            # Streamed from the files: the factory then sees the per-step (global) batch.
+            # Streamed from the files, as a split too large for memory would be.
             trainer.IN_MEMORY_KEY: False,
             trainer.MODEL_PARAMS_KEY: {"hidden_units": [16], "embedding_dim": 4},
         },
@@ -138,6 +149,7 @@ def main(workdir: Path, csv_path: str, n_rows: int) -> dict[str, Any]:
         "replicas": strategy.num_replicas_in_sync,
         "devices": list(strategy.extended.worker_devices),
         "batch_sizes": batch_sizes,
+        "factory_batch_sizes": factory_batch_sizes,
         "signatures": sorted(loaded.signatures),
         "serving_default_inputs": sorted(inputs),
         "by_example": np.asarray(by_example, float).tolist(),
