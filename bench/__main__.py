@@ -569,12 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report.render_markdown(
         results, _commands(args, argv), monitoring_run, monitoring_note
     )
-    from bench.scale import existing_section
+    from bench.scale import SECTION_TITLE as SCALE_TITLE
     from bench.trainer_input import SECTION_TITLE as TRAINER_INPUT_TITLE
 
     old_report = args.output.read_text() if args.output.exists() else ""
     # Measured by --scale and --trainer-input only: kept as they were.
-    scale_section = existing_section(args.output)
+    scale_section = report.section_text(old_report, SCALE_TITLE)
     trainer_input_section = report.section_text(old_report, TRAINER_INPUT_TITLE)
     full = (
         markdown.rstrip("\n")

@@ -551,16 +551,15 @@ def write_partial(
     while own and not own[0].strip():
         own.pop(0)
     body = "\n".join([heading, "", stamp, "", *own]).rstrip("\n") + "\n"
-    start = old.find(f"\n{heading}\n")
-    if start < 0:  # a report without this part yet: it goes before the commands
-        start = end = old.find("\n## Commands\n")
-        if start < 0:
+    bounds = _section_bounds(old, heading)
+    if bounds is None:  # a report without this part yet: it goes before the commands
+        commands = _section_bounds(old, "## Commands")
+        if commands is None:
             path.write_text(old.rstrip("\n") + "\n\n" + body)
             return f"added the {heading.lstrip('# ')!r} section to"
-    else:
-        end = old.find("\n## ", start + len(heading) + 2)
-    rest = old[end:] if end >= 0 else ""
-    path.write_text(old[: start + 1] + body + rest)
+        bounds = (commands[0], commands[0])
+    rest = old[bounds[1] :]
+    path.write_text(old[: bounds[0]] + body + ("\n" + rest if rest else ""))
     return f"updated the {heading.lstrip('# ')!r} section of"
 
 

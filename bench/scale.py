@@ -226,15 +226,6 @@ def write_section(path: Path, lines: list[str]) -> None:
     path.write_text(text)
 
 
-def existing_section(path: Path) -> str:
-    """The scale section already in the report file ('' if none), to carry over."""
-    if not path.exists() or SECTION_TITLE not in path.read_text():
-        return ""
-    rest = path.read_text().split(SECTION_TITLE, 1)[1]
-    after = rest.find("\n## ")
-    return SECTION_TITLE + (rest[:after] if after >= 0 else rest).rstrip("\n") + "\n"
-
-
 def main(args: argparse.Namespace) -> int:
     """Runs the scale benchmark; returns the exit code."""
     rows_list = [int(r) for r in args.scale_rows.split(",")] if args.scale_rows else list(ROWS)
