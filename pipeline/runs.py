@@ -134,22 +134,28 @@ def evaluated_split(evaluator: NodeExecution) -> str:
     return ",".join(splits) if splits else "eval"
 
 
-def _hyperparameters(nodes: dict[str, NodeExecution]) -> tuple[dict[str, Any], str | None]:
-    """What the Tuner found (its best_hyperparameters), else what the Trainer was given."""
+def read_best_hyperparameters(uri: str) -> dict[str, Any] | None:
+    """The values a Tuner's best_hyperparameters artifact (at `uri`) holds; None if none."""
     import tensorflow as tf
 
+    for name in tf.io.gfile.listdir(uri):
+        with tf.io.gfile.GFile(os.path.join(uri, name)) as fh:
+            data = json.loads(fh.read())
+        return dict(data.get("values", data))
+    return None
+
+
+def _hyperparameters(nodes: dict[str, NodeExecution]) -> tuple[dict[str, Any], str | None]:
+    """What the Tuner found (its best_hyperparameters), else what the Trainer was given."""
     # A Tuner (whatever its id) records what it found as its best_hyperparameters output.
     tuned = [
         n.outputs["best_hyperparameters"][0]
         for n in nodes.values()
         if n.outputs.get("best_hyperparameters")
     ]
-    best = tuned[0] if tuned else None
+    best = read_best_hyperparameters(tuned[0].uri) if tuned else None
     if best is not None:
-        for name in tf.io.gfile.listdir(best.uri):
-            with tf.io.gfile.GFile(os.path.join(best.uri, name)) as fh:
-                data = json.loads(fh.read())
-            return dict(data.get("values", data)), "tuner"
+        return best, "tuner"
     trainer = nodes.get(dag.TRAINER_ID)
     if trainer is None:
         return {}, None

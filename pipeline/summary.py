@@ -20,7 +20,7 @@ from pipeline.components.atomic_pusher import (
 from pipeline.components.fare_filter import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
 from pipeline.config import Config
 from pipeline.mlmd_run import NodeExecution, custom_value
-from pipeline.runs import evaluated_split, read_overall_metrics
+from pipeline.runs import evaluated_split, read_best_hyperparameters, read_overall_metrics
 from taxifare_modules.trainer import TRAINING_RECORD
 
 _RMSE = "root_mean_squared_error"
@@ -157,14 +157,8 @@ def _tuning(tuner: NodeExecution) -> tuple[int | None, dict | None]:
         if fileio.exists(path):
             with fileio.open(path) as fh:
                 trials = len(json.loads(fh.read()))
-    best = None
     found = tuner.outputs.get("best_hyperparameters")
-    if found:
-        for name in fileio.listdir(found[0].uri):
-            data = _read_json(os.path.join(found[0].uri, name))
-            if data is not None:
-                best = dict(data.get("values", data))
-    return trials, best
+    return trials, read_best_hyperparameters(found[0].uri) if found else None
 
 
 def _check(node: NodeExecution | None, on_detect: str, summary: RunSummary) -> CheckSummary | None:
