@@ -37,12 +37,10 @@ from __future__ import annotations
 import csv
 import importlib.resources
 import os
-import struct
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-import google_crc32c
 import tensorflow as tf
 from absl import logging
 from apache_beam.io import filebasedsink, filesystems
@@ -59,6 +57,8 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
+
+from pipeline.serving.request_log import frame_record
 
 # A split's output rolls over to a new file after this many records (about 4 MB of gzip):
 # gzip files are read whole, so a large split needs many for parallel reads (Dataflow's
@@ -114,11 +114,6 @@ def _read_header(path: str) -> list[str]:
     return next(csv.reader([first]), [])
 
 
-def _masked_crc32c(data: bytes) -> int:
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 class _TFRecordSink(filebasedsink.FileBasedSink):
     """Gzip TFRecord files that roll over every `max_records_per_shard` records.
 
@@ -137,17 +132,7 @@ class _TFRecordSink(filebasedsink.FileBasedSink):
         )
 
     def write_encoded_record(self, file_handle, value: bytes) -> None:
-        length = struct.pack("<Q", len(value))
-        file_handle.write(
-            b"".join(
-                [
-                    length,
-                    struct.pack("<I", _masked_crc32c(length)),
-                    value,
-                    struct.pack("<I", _masked_crc32c(value)),
-                ]
-            )
-        )
+        file_handle.write(frame_record(value))
 
 
 class _CsvFileToExamples(beam.DoFn):
