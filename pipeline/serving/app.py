@@ -323,7 +323,7 @@ class RestApp:
         if self.grpc_port is not None:
             from pipeline.serving.grpc_service import start_grpc_server
 
-            self.grpc_server, self.grpc_bound_port = start_grpc_server(
+            self.grpc_server, self.grpc_bound_port = await start_grpc_server(
                 core, core.config.host, self.grpc_port
             )
         try:
@@ -331,8 +331,7 @@ class RestApp:
         finally:
             # By now uvicorn has answered every request in flight; what they queued is logged.
             if self.grpc_server is not None:
-                stopped = self.grpc_server.stop(core.config.shutdown_timeout_seconds)
-                await asyncio.to_thread(stopped.wait)
+                await self.grpc_server.stop(core.config.shutdown_timeout_seconds)
             await core.batcher.stop()
             await asyncio.to_thread(core.versions.stop, core.config.shutdown_timeout_seconds)
             if rotation is not None:

@@ -7,13 +7,9 @@ call, which is why throughput grows with concurrency while a lone request pays n
 it. A batch holds at most `max_batch_size` instances (a larger request runs alone, unsplit),
 and only requests with the same key (model version and signature) share a call.
 
-Requests come from two kinds of callers, and share the queue and the call slots:
-- `submit` (a coroutine, for the REST server's event loop, which must never block): its
-  batches run in the batcher's worker threads, and the answer comes back to the loop;
-- `submit_blocking` (for threads that may block, such as gRPC's handler threads): when a
-  slot is free the calling thread runs its request itself, with no hand-off to another
-  thread; when it has to queue, it sleeps until its batch is done, or until it is woken to
-  run the batch it is in for everyone in it.
+Requests come from the server's event loop (REST and gRPC alike) through `submit`, a
+coroutine: batches run in the batcher's worker threads, so the loop never blocks, and each
+answer comes back to the loop.
 
 `max_wait_ms` (0 by default) is an optional extra: when positive, a batch that could start
 waits until its oldest request has waited that long, unless the batch is already full,
@@ -61,43 +57,24 @@ class BatchStats:
         }
 
 
-class _Waiter:
-    """A thread blocked in `submit_blocking`, woken once: to take its result, or to run
-    the batch it is in (`lead`)."""
-
-    __slots__ = ("_lock", "lead")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self.lead: list[_Item] | None = None
-
-    def wait(self) -> None:
-        self._lock.acquire()
-
-    def wake(self) -> None:
-        self._lock.release()
-
-
 @dataclasses.dataclass(eq=False)
 class _Item:
     key: Hashable
     payload: Any
     size: int
     queued_at: float
-    future: asyncio.Future | None = None  # a `submit` caller's
-    waiter: _Waiter | None = None  # a `submit_blocking` caller's
+    future: asyncio.Future
     result: Any = None
 
 
 class MicroBatcher:
     """Merges concurrent submissions into batched calls of `run_batch`.
 
-    Its queue and counters are guarded by one lock, so both the event loop and other
-    threads may submit.
+    Its queue and counters are guarded by one lock, shared by the event loop, the worker
+    threads and the wait timer.
 
     Args:
-      run_batch: runs one batch; called in a worker thread or a `submit_blocking` caller.
+      run_batch: runs one batch; called in a worker thread.
       max_batch_size: the most instances per call.
       max_wait_ms: how long a batch that could start waits for company (0: not at all).
       batch_threads: how many calls may run at once.
@@ -169,7 +146,7 @@ class MicroBatcher:
         if self._stopping or loop is None:
             raise RuntimeError(SHUTTING_DOWN)
         future = loop.create_future()
-        item = _Item(key, payload, size, time.monotonic(), future=future)
+        item = _Item(key, payload, size, time.monotonic(), future)
         with self._lock:
             if self._stopping:
                 raise RuntimeError(SHUTTING_DOWN)
@@ -178,37 +155,6 @@ class MicroBatcher:
             runs = self._dispatch()
         self._start(runs)
         return await future
-
-    def submit_blocking(self, key: Hashable, payload: Any, size: int) -> Any:
-        """`submit` for a thread that may block: runs the request in this thread when the
-        model is idle, else waits for the batch it joins (which it may be asked to run).
-
-        Raises:
-          RuntimeError: the batcher is not running (not started, or stopping).
-          Exception: whatever `run_batch` returned or raised for this payload.
-        """
-        item = _Item(key, payload, size, time.monotonic(), waiter=_Waiter())
-        with self._lock:
-            if self._stopping or self._loop is None:
-                raise RuntimeError(SHUTTING_DOWN)
-            if self._free_slots > 0 and not self._pending and self.max_wait <= 0:
-                self._free_slots -= 1  # idle: this thread makes the call
-                batch: list[_Item] | None = [item]
-                runs: list[list[_Item]] = []
-            else:
-                self._pending.append(item)
-                self._pending_size += size
-                batch = None
-                runs = self._dispatch()
-        if batch is None:
-            self._start(runs)
-            item.waiter.wait()
-            batch = item.waiter.lead
-        if batch is not None:
-            self._run(batch, item)
-        if isinstance(item.result, Exception):
-            raise item.result
-        return item.result
 
     # --- under the lock ---------------------------------------------------------------------
 
@@ -250,16 +196,9 @@ class MicroBatcher:
     # --- running batches --------------------------------------------------------------------
 
     def _start(self, runs: list[list[_Item]]) -> None:
-        """Has each batch run: by a blocked `submit_blocking` caller in it (which must wake
-        anyway), else by a worker thread."""
+        """Hands each batch to a worker thread."""
         for batch in runs:
-            for item in batch:
-                if item.waiter is not None:
-                    item.waiter.lead = batch
-                    item.waiter.wake()
-                    break
-            else:
-                self._calls.put(batch)
+            self._calls.put(batch)
 
     def _on_timer(self) -> None:
         with self._lock:
@@ -273,11 +212,11 @@ class MicroBatcher:
             batch = self._calls.get()
             if batch is None:
                 return
-            self._run(batch, None)
+            self._run(batch)
 
-    def _run(self, batch: list[_Item], own: _Item | None) -> None:
-        """Runs one batch, answers its callers (except `own`, the running thread's, whose
-        result is just stored), frees the slot and starts what queued meanwhile."""
+    def _run(self, batch: list[_Item]) -> None:
+        """Runs one batch, answers its callers, frees the slot and starts what queued
+        meanwhile."""
         try:
             results = self._run_batch(batch[0].key, [item.payload for item in batch])
             if len(results) != len(batch):
@@ -294,16 +233,9 @@ class MicroBatcher:
             stats.largest_batch = max(stats.largest_batch, size)
             stats.batch_sizes[size] = stats.batch_sizes.get(size, 0) + 1
             runs = self._dispatch()
-        answered = []
         for item, result in zip(batch, results, strict=True):
             item.result = result
-            if item.future is not None:
-                answered.append(item)
-            elif item is not own:
-                item.waiter.lead = None
-                item.waiter.wake()
-        if answered:
-            self._loop.call_soon_threadsafe(_resolve, answered)
+        self._loop.call_soon_threadsafe(_resolve, batch)
         self._start(runs)
 
 

@@ -47,7 +47,11 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         " 0 runs at once, and requests arriving during a call share the next one",
     ),
     "--batch-threads": ("batch_threads", int, "model calls that may run at once per process"),
-    "--grpc-threads": ("grpc_threads", int, "gRPC calls handled at once per process"),
+    "--grpc-max-calls": (
+        "grpc_max_calls",
+        int,
+        "gRPC calls in progress at once per process; more get RESOURCE_EXHAUSTED",
+    ),
     "--poll-seconds": ("poll_seconds", float, "how often to look for a newly pushed version"),
     "--empty-version-timeout": (
         "empty_version_timeout_seconds",

@@ -20,7 +20,7 @@ DEFAULT_LOG_ROTATE_BYTES = 64 * 1024 * 1024
 DEFAULT_LOG_ROTATE_SECONDS = 3_600.0
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_WAIT_MS = 0.0  # an idle model runs a request at once
-DEFAULT_GRPC_THREADS = 64
+DEFAULT_GRPC_MAX_CALLS = 1024
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
@@ -52,8 +52,8 @@ class ServingConfig(BaseModel):
       max_wait_ms: how long a batch that could start waits for others to share its model
         call (0: not at all; requests that arrive while a call runs share the next one).
       batch_threads: how many model calls may run at once.
-      grpc_threads: gRPC handler threads per process; each serves one call at a time
-        (calls beyond wait for a free one).
+      grpc_max_calls: gRPC calls in progress at once per process; more are refused with
+        RESOURCE_EXHAUSTED.
       poll_seconds: how often the model directory is scanned for new versions.
       empty_version_timeout_seconds: a version folder with no model after this long is
         reported as failed.
@@ -89,7 +89,7 @@ class ServingConfig(BaseModel):
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, gt=0)
     max_wait_ms: float = Field(DEFAULT_MAX_WAIT_MS, ge=0)
     batch_threads: int = Field(1, gt=0)
-    grpc_threads: int = Field(DEFAULT_GRPC_THREADS, gt=0, le=1024)
+    grpc_max_calls: int = Field(DEFAULT_GRPC_MAX_CALLS, gt=0, le=100_000)
     poll_seconds: float = Field(1.0, gt=0)
     empty_version_timeout_seconds: float = Field(60.0, gt=0)
     strict_examples: bool = False

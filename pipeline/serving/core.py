@@ -136,24 +136,6 @@ class PredictCore:
             raise self._refusal(job, e) from None
         return Prediction(fares, model.version, job.request_id)
 
-    def predict_blocking(
-        self,
-        request: PredictRequest,
-        name: str,
-        version: str | int | None,
-        request_id: str | None = None,
-        protocol: str = "grpc",
-    ) -> Prediction:
-        """`predict` for a thread that may block (gRPC's handler threads): when the model is
-        idle the model call runs in this thread, with no hand-off; the same validation,
-        batching, checks and log as `predict`."""
-        model, job = self._admit(request, name, version, request_id, protocol)
-        try:
-            fares = self.batcher.submit_blocking((model, request.signature_name), job, len(request))
-        except Exception as e:
-            raise self._refusal(job, e) from None
-        return Prediction(fares, model.version, job.request_id)
-
     def _admit(
         self,
         request: PredictRequest,

@@ -1,12 +1,14 @@
 """The gRPC adapter: TF Serving's `PredictionService` (Predict, GetModelMetadata) and
 `ModelService` (GetModelStatus) over the predict core, with `tensorflow-serving-api`'s
-protos on grpcio's (threaded) server.
+protos on grpcio's asyncio server.
 
-It runs in the REST server's process, over the same predict core, so both protocols share
-one batcher, one set of model versions and one request log. Each call runs in one of
-grpcio's handler threads from start to end: decoding, validation and, when the model is
-idle, the model call itself (`PredictCore.predict_blocking`), with no hop through the event
-loop or a batch thread; a call that arrives while the model is busy joins the next batch.
+It runs in the REST server's process and on its event loop, over the same predict core, so
+both protocols share one batcher, one set of model versions and one request log: a call is
+decoded and validated on the loop, then awaits its share of a batched model call exactly as
+a REST request does (`PredictCore.predict`). No thread per call: calls that arrive while the
+model is busy queue on the loop and share the next model call, which is what lets gRPC
+throughput grow with concurrency. At most `grpc_max_calls` calls are in progress at once per
+process; more are refused with RESOURCE_EXHAUSTED (grpcio's answer at that limit).
 
 Errors use TF Serving's status codes: NOT_FOUND for an unknown model or version,
 INVALID_ARGUMENT for bad input, UNAVAILABLE while nothing is loaded (or while stopping),
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import re
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -79,9 +80,9 @@ def _version(spec: Any) -> int | None:
     return None
 
 
-def _abort(context: grpc.ServicerContext, error: RequestError) -> None:
+async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> None:
     """Ends the call with the error's status code and message (raises)."""
-    context.abort(grpc_code(error.status), error.message)
+    await context.abort(grpc_code(error.status), error.message)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -90,7 +91,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: PredictCore) -> None:
         self.core = core
 
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         core = self.core
         spec = request.model_spec
         try:
@@ -110,9 +111,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 )
             given = dict(context.invocation_metadata() or ()).get(_REQUEST_ID_KEY)
             request_id = given if given and _REQUEST_ID.match(given) else None
-            prediction = core.predict_blocking(parsed, spec.name, version, request_id, "grpc")
+            prediction = await core.predict(parsed, spec.name, version, request_id, "grpc")
         except RequestError as e:
-            _abort(context, e)
+            await _abort(context, e)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = prediction.version
@@ -124,7 +125,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         return response
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         spec = request.model_spec
         try:
             fields = list(request.metadata_field)
@@ -137,7 +138,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     )
             model = self.core.resolve(spec.name, _version(spec))
         except RequestError as e:
-            _abort(context, e)
+            await _abort(context, e)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for name, signature in model.signature_defs.items():
             json_format.ParseDict(signature, signatures.signature_def[name])
@@ -154,12 +155,12 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, core: PredictCore) -> None:
         self.core = core
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         spec = request.model_spec
         try:
             statuses = self.core.status_json(spec.name, _version(spec))["model_version_status"]
         except RequestError as e:
-            _abort(context, e)
+            await _abort(context, e)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add()
@@ -179,33 +180,36 @@ def _output_rank(model: Any, signature: str) -> int:
     return 2 if len(dims) == 2 else 1
 
 
-def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[grpc.Server, int]:
-    """Starts the gRPC services on `host:port`, in grpcio's handler threads.
+async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Starts the gRPC services on `host:port`, on the running event loop.
 
     Returns:
-      The server (`server.stop(grace)` returns an event set once it has stopped) and the
-      bound port.
+      The server (`await server.stop(grace)` stops it, giving calls in progress `grace`
+      seconds) and the bound port.
 
     Raises:
       RuntimeError: the port cannot be bound.
     """
     config = core.config
     limit = config.max_body_bytes
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="grpc"),
+    server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 4 * 1024 * 1024)),
         ],
+        maximum_concurrent_rpcs=config.grpc_max_calls,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
     if not bound:
         raise RuntimeError(f"cannot listen for gRPC on {address}")
-    server.start()
+    await server.start()
     _LOG.info("serving gRPC on %s", address.rsplit(":", 1)[0] + f":{bound}")
     return server, bound

@@ -420,3 +420,47 @@ def test_hot_swap_under_grpc_load_loses_no_request(model_dir, small_model, rows1
     assert all(code == "OK" for code, _ in results), [r for r in results if r[0] != "OK"][:3]
     versions = [v for _, v in results]
     assert set(versions) == {1, 2}
+
+
+def test_calls_queued_behind_a_busy_model_share_its_next_call_up_to_the_call_limit(
+    model_dir, rows100
+):
+    """No thread per call: while the model is busy, gRPC calls wait on the event loop and
+    share the next model call; past `grpc_max_calls` calls in progress, RESOURCE_EXHAUSTED."""
+    running = InProcessServer(
+        ServeConfig(model_dir=model_dir, grpc_port=0, max_wait_ms=0.0, grpc_max_calls=9)
+    )
+    model = running.state.versions.current
+    real_predict = model.predict
+    gate, entered = threading.Event(), threading.Semaphore(0)
+    sizes: list[int] = []
+
+    def gated_predict(signature_name, trips, examples):
+        sizes.append(len(trips))
+        entered.release()
+        assert gate.wait(120)
+        return real_predict(signature_name, trips, examples)
+
+    model.predict = gated_predict
+    try:
+        with grpc.insecure_channel(running.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            first = stub.Predict.future(_raw_request(rows100[:1]), timeout=TIMEOUT)
+            assert entered.acquire(timeout=60)  # the model is busy with the first call
+            queued = [
+                stub.Predict.future(_raw_request(rows100[i : i + 1]), timeout=TIMEOUT)
+                for i in range(1, 9)
+            ]
+            wait_for(lambda: len(running.state.batcher._pending) == 8, 60)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Predict(_raw_request(rows100[:1]), timeout=TIMEOUT)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            gate.set()
+            answers = [call.result() for call in [first, *queued]]
+            # Below the limit again: answered.
+            alone = stub.Predict(_raw_request(rows100[3:4]), timeout=TIMEOUT)
+    finally:
+        gate.set()
+        running.stop()
+    assert sizes == [1, 8, 1]
+    np.testing.assert_allclose(_fares(answers[3]), _fares(alone), rtol=RTOL)
