@@ -20,12 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import machine, ours, reference, trainer_input
 from bench.measure import Measurement, run_measured
+from bench.tree_sampler import TreePeak
 
 ROWS = (200_000, 2_000_000)
 SEED = 13
@@ -44,6 +46,51 @@ class ScaleRun:
     components: dict[str, float] = field(default_factory=dict)
     eval_rmse: float | None = None
     floor: float | None = None
+
+    def save(self, path: Path) -> None:
+        """Writes the run's figures, so that a later `--scale` with the same `--scale-dir`
+        reports this run instead of running it again."""
+        run = asdict(self.run)
+        run["command"] = list(self.run.command)
+        run["stdout_path"], run["stderr_path"] = (
+            str(self.run.stdout_path),
+            str(self.run.stderr_path),
+        )
+        figures = {
+            "name": self.name, "rows": self.rows, "run": run, "components": self.components,
+            "eval_rmse": self.eval_rmse, "floor": self.floor,
+        }  # fmt: skip
+        path.write_text(json.dumps(figures, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ScaleRun:
+        """The inverse of `save`."""
+        figures = json.loads(path.read_text())
+        run = figures["run"]
+        measurement = Measurement(
+            **{
+                **run,
+                "command": tuple(run["command"]),
+                "tree": TreePeak(**run["tree"]),
+                "stdout_path": Path(run["stdout_path"]),
+                "stderr_path": Path(run["stderr_path"]),
+            }
+        )
+        return cls(
+            figures["name"], figures["rows"], measurement, figures["components"],
+            figures["eval_rmse"], figures["floor"],
+        )  # fmt: skip
+
+
+def _saved_or_run(path: Path, run: Callable[[], ScaleRun]) -> ScaleRun:
+    """The run saved at `path` by an earlier benchmark in the same folder, else `run()`,
+    saved there once it has finished."""
+    if path.exists():
+        print(f"bench: reusing the finished run in {path}", flush=True)
+        return ScaleRun.load(path)
+    result = run()
+    result.save(path)
+    return result
 
 
 def synthesize(rows: int, out: Path) -> tuple[dict, float]:
@@ -243,12 +290,23 @@ def main(args: argparse.Namespace) -> int:
                 manifest, seconds = synthesize(rows, data)
                 synth_seconds[rows] = seconds
             floor = manifest["spans"][-1]["rmse_floor_label_range"]
-            run = run_ours(rows, data, workspace, args.config, args.timeout)
-            run.floor = floor
-            runs.append(run)
+
+            def ours_run(rows: int = rows, data: Path = data, floor: float = floor) -> ScaleRun:
+                run = run_ours(rows, data, workspace, args.config, args.timeout)
+                run.floor = floor
+                return run
+
+            runs.append(_saved_or_run(workspace / f"ours-{rows}.json", ours_run))
             write_section(args.output, render_section(runs, synth_seconds, notes))
             if rows == max(rows_list) and not args.skip_reference:
-                runs.append(run_reference(rows, data, workspace, args.timeout))
+                runs.append(
+                    _saved_or_run(
+                        workspace / f"reference-{rows}.json",
+                        lambda rows=rows, data=data: run_reference(
+                            rows, data, workspace, args.timeout
+                        ),
+                    )
+                )
                 write_section(args.output, render_section(runs, synth_seconds, notes))
         # The Trainer's streamed input on the smallest span, after the runs, in this process.
         trips = sorted(str(p) for p in (workspace / f"synth-{min(rows_list)}").glob("span-*/*.csv"))

@@ -1,0 +1,45 @@
+"""`python -m bench --scale` keeps each finished run in its `--scale-dir`, so a long
+benchmark that stops half-way goes on from the runs it finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import scale
+from bench.measure import Measurement
+from bench.tree_sampler import TreePeak
+
+
+def _run(tmp_path: Path) -> scale.ScaleRun:
+    measurement = Measurement(
+        name="ours-2000000",
+        command=("python", "-m", "pipeline", "run"),
+        returncode=0,
+        wall_seconds=1234.5,
+        max_rss_bytes=3 * 2**30,
+        cpu_seconds=2000.25,
+        other_cpu_seconds=12.0,
+        tree=TreePeak(total_bytes=5 * 2**30, largest_process_bytes=3 * 2**30, max_processes=4,
+                      samples=2400),
+        stdout_path=tmp_path / "out.log",
+        stderr_path=tmp_path / "err.log",
+    )  # fmt: skip
+    return scale.ScaleRun(
+        "ours, 2,000,000 rows", 2_000_000, measurement, {"Trainer": 300.0}, 3.4, 3.3
+    )
+
+
+def test_a_saved_run_is_reported_instead_of_run_again(tmp_path):
+    path = tmp_path / "ours-2000000.json"
+    first = scale._saved_or_run(path, lambda: _run(tmp_path))
+    assert path.exists()
+
+    def must_not_run() -> scale.ScaleRun:
+        raise AssertionError("the saved run was run again")
+
+    again = scale._saved_or_run(path, must_not_run)
+    assert again == first
+    lines = scale.render_section([again], {}, [])
+    assert any(
+        "| ours, 2,000,000 rows | 1,234 s | 1,620 | 3.00 GiB | 5.00 GiB |" in x for x in lines
+    )
