@@ -199,10 +199,16 @@ def render_section(
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {m.cpu_model},"
         f" {m.logical_cores} logical cores, {m.memory_bytes / GIB:.0f} GiB."
     )
-    lines += ["", "Synthesis (`taxifare data synth`, one span, seed "
-              f"{SEED}): " + ", ".join(
-                  f"{rows:,} rows in {s:.1f} s ({rows / s:,.0f} rows/s)"
-                  for rows, s in synth_seconds.items()), ""]  # fmt: skip
+    timed = ", ".join(
+        f"{rows:,} rows in {s:.1f} s ({rows / s:,.0f} rows/s)" for rows, s in synth_seconds.items()
+    )
+    untimed = sorted({r.rows for r in runs} - set(synth_seconds))
+    if untimed:
+        timed += ("; " if timed else "") + (
+            ", ".join(f"{rows:,}" for rows in untimed)
+            + " rows synthesized by an earlier run in the same folder, not timed here"
+        )
+    lines += ["", f"Synthesis (`taxifare data synth`, one span, seed {SEED}): {timed}", ""]
     lines += [
         "| run | wall | rows/s | peak RSS, largest process | peak RSS, process tree |"
         " eval RMSE | floor | RMSE / floor |",
