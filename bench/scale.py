@@ -46,6 +46,7 @@ class ScaleRun:
     components: dict[str, float] = field(default_factory=dict)
     eval_rmse: float | None = None
     floor: float | None = None
+    examples_trained: int | None = None  # examples the Trainer went through (steps x batch)
 
     def save(self, path: Path) -> None:
         """Writes the run's figures, so that a later `--scale` with the same `--scale-dir`
@@ -59,6 +60,7 @@ class ScaleRun:
         figures = {
             "name": self.name, "rows": self.rows, "run": run, "components": self.components,
             "eval_rmse": self.eval_rmse, "floor": self.floor,
+            "examples_trained": self.examples_trained,
         }  # fmt: skip
         path.write_text(json.dumps(figures, indent=1) + "\n")
 
@@ -78,7 +80,7 @@ class ScaleRun:
         )
         return cls(
             figures["name"], figures["rows"], measurement, figures["components"],
-            figures["eval_rmse"], figures["floor"],
+            figures["eval_rmse"], figures["floor"], figures.get("examples_trained"),
         )  # fmt: skip
 
 
@@ -155,6 +157,7 @@ def run_ours(rows: int, data: Path, workspace: Path, config: str, timeout: float
         run,
         component_seconds(root / "metadata.sqlite"),
         eval_rmse=summary.get("eval_rmse"),
+        examples_trained=(summary.get("training") or {}).get("examples_trained"),
     )
 
 
@@ -174,7 +177,13 @@ def run_reference(rows: int, data: Path, workspace: Path, timeout: float) -> Sca
     )  # fmt: skip
     _check(run, (0,))
     metadata = home / "tfx" / "metadata" / reference.PIPELINE_NAME / "metadata.db"
-    return ScaleRun(f"TFX example, {rows:,} rows", rows, run, component_seconds(metadata))
+    return ScaleRun(
+        f"TFX example, {rows:,} rows",
+        rows,
+        run,
+        component_seconds(metadata),
+        examples_trained=example.examples_trained,
+    )
 
 
 def _yes_no(value: bool) -> str:
@@ -232,6 +241,9 @@ def render_section(
     for node in nodes:
         cells = [f"{r.components[node]:,.0f}" if node in r.components else "-" for r in runs]
         lines.append(f"| {node} | " + " | ".join(cells) + " |")
+    if any(r.examples_trained for r in runs):
+        cells = [f"{r.examples_trained:,}" if r.examples_trained else "-" for r in runs]
+        lines.append("| examples trained (steps x batch) | " + " | ".join(cells) + " |")
     by_name = {(r.name.startswith("ours"), r.rows): r for r in runs}
     small, large = by_name.get((True, ROWS[0])), by_name.get((True, ROWS[1]))
     ref = by_name.get((False, ROWS[1]))

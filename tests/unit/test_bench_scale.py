@@ -25,7 +25,7 @@ def _run(tmp_path: Path) -> scale.ScaleRun:
         stderr_path=tmp_path / "err.log",
     )  # fmt: skip
     return scale.ScaleRun(
-        "ours, 2,000,000 rows", 2_000_000, measurement, {"Trainer": 300.0}, 3.4, 3.3
+        "ours, 2,000,000 rows", 2_000_000, measurement, {"Trainer": 300.0}, 3.4, 3.3, 5_985_920
     )
 
 
@@ -43,3 +43,4 @@ def test_a_saved_run_is_reported_instead_of_run_again(tmp_path):
     assert any(
         "| ours, 2,000,000 rows | 1,234 s | 1,620 | 3.00 GiB | 5.00 GiB |" in x for x in lines
     )
+    assert "| examples trained (steps x batch) | 5,985,920 |" in lines
