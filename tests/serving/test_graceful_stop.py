@@ -149,3 +149,67 @@ def test_two_workers_serve_and_stop_gracefully(model_dir, instances, tmp_path):
     names = _check_log(log_dir, answered)
     # Each worker writes its own files (the process id is in the name, after the host).
     assert len(_writers(log_dir)) == 2, names
+
+
+def _grpc_until_stopped(target: str, rows: list, answered: dict, refused: list) -> None:
+    """Predict calls over gRPC (TF Serving's stub, one channel) until the server refuses."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from taxifare_modules import features as f
+    from tests.trips import rows_to_named_tensors
+
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        while True:
+            size = 1 + len(answered) % 3
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = MODEL_NAME
+            request.model_spec.signature_name = f.SERVING_DEFAULT_SIGNATURE
+            for key, tensor in rows_to_named_tensors(rows[:size]).items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(tensor))
+            request_id = uuid.uuid4().hex
+            try:
+                stub.Predict(request, timeout=30, metadata=[("x-request-id", request_id)])
+            except grpc.RpcError as e:
+                refused.append(e.code())
+                return
+            answered[request_id] = size
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_under_grpc_load_answers_or_refuses_cleanly_and_logs_every_answer(
+    model_dir, sample_rows, tmp_path
+):
+    import grpc
+
+    log_dir = str(tmp_path / "log")
+    grpc_port = free_port()
+    process, _, output = _start(
+        model_dir, log_dir, tmp_path, "--grpc-port", str(grpc_port), "--max-wait-ms", "5"
+    )
+    answered: dict[str, int] = {}
+    refused: list = []
+    target = f"127.0.0.1:{grpc_port}"
+    threads = [
+        threading.Thread(target=_grpc_until_stopped, args=(target, sample_rows, answered, refused))
+        for _ in range(4)
+    ]
+    with output:
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(answered) >= 40, 120, message="too few gRPC calls answered")
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            for t in threads:
+                t.join(timeout=60)
+    assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
+    # A call the stopping server did not take is refused as unavailable, never failed.
+    assert len(refused) == len(threads)
+    assert set(refused) <= {grpc.StatusCode.UNAVAILABLE}, refused
+    _check_log(log_dir, answered)
