@@ -78,14 +78,12 @@ def _writers(log_dir: str) -> set[str]:
     return {n.split("-")[-2] for n in os.listdir(log_dir)}
 
 
-def _stop_under_load(process, url: str, instances: list, senders: int = 4, ready=lambda: True):
-    """Sends requests from `senders` threads; once 40 are answered and `ready()` holds,
-    stops the server with SIGTERM."""
+def _stop_under_load(process, send, senders: int = 4, ready=lambda: True):
+    """Runs `send(answered)` (which sends until the server stops answering, recording each
+    answered request id and its size) in `senders` threads; once 40 are answered and
+    `ready()` holds, stops the server with SIGTERM."""
     answered: dict[str, int] = {}
-    threads = [
-        threading.Thread(target=_send_until_stopped, args=(url, instances, answered))
-        for _ in range(senders)
-    ]
+    threads = [threading.Thread(target=send, args=(answered,)) for _ in range(senders)]
     for t in threads:
         t.start()
     try:
@@ -120,7 +118,9 @@ def test_sigterm_under_load_loses_nothing_answered(model_dir, instances, tmp_pat
     log_dir = str(tmp_path / "log")
     process, url, output = _start(model_dir, log_dir, tmp_path, "--max-wait-ms", "5")
     with output:
-        code, answered = _stop_under_load(process, url, instances)
+        code, answered = _stop_under_load(
+            process, lambda answered: _send_until_stopped(url, instances, answered)
+        )
     assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
     _check_log(log_dir, answered)
 
@@ -143,7 +143,10 @@ def test_two_workers_serve_and_stop_gracefully(model_dir, instances, tmp_path):
         # Both workers load the model; requests on new connections reach both (the second
         # may still be loading when the first answers: stop once both have logged).
         code, answered = _stop_under_load(
-            process, url, instances, senders=6, ready=lambda: len(_writers(log_dir)) >= 2
+            process,
+            lambda answered: _send_until_stopped(url, instances, answered),
+            senders=6,
+            ready=lambda: len(_writers(log_dir)) >= 2,
         )
     assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
     names = _check_log(log_dir, answered)
@@ -189,27 +192,14 @@ def test_sigterm_under_grpc_load_answers_or_refuses_cleanly_and_logs_every_answe
     process, _, output = _start(
         model_dir, log_dir, tmp_path, "--grpc-port", str(grpc_port), "--max-wait-ms", "5"
     )
-    answered: dict[str, int] = {}
     refused: list = []
     target = f"127.0.0.1:{grpc_port}"
-    threads = [
-        threading.Thread(target=_grpc_until_stopped, args=(target, sample_rows, answered, refused))
-        for _ in range(4)
-    ]
     with output:
-        for t in threads:
-            t.start()
-        try:
-            wait_for(lambda: len(answered) >= 40, 120, message="too few gRPC calls answered")
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            for t in threads:
-                t.join(timeout=60)
+        code, answered = _stop_under_load(
+            process, lambda answered: _grpc_until_stopped(target, sample_rows, answered, refused)
+        )
     assert code == 0, (tmp_path / "server.log").read_text()[-2000:]
     # A call the stopping server did not take is refused as unavailable, never failed.
-    assert len(refused) == len(threads)
+    assert len(refused) == 4  # one per sender
     assert set(refused) <= {grpc.StatusCode.UNAVAILABLE}, refused
     _check_log(log_dir, answered)
