@@ -6,12 +6,23 @@ trip nobody paid for), not something a booking-time estimate should learn. The f
 on Beam, so it scales with the rest of the pipeline, and records on its output artifact how
 many rows it read and excluded per split (visible in MLMD and in the run summary).
 
+Each input file is one unit of work: it is read and its kept records written to a file of
+the same name, in order, with the fares of a few thousand records read at once by
+`tf.io.parse_example`. One Beam element per file instead of one per record: on millions of
+rows the per-record cost of Beam and of parsing whole tf.Examples in Python was most of the
+step's time. All I/O goes through `tf.io.gfile`, so artifacts may be on `gs://`; a corrupt
+or truncated input record stops the step naming the file and byte offset (nothing is
+dropped silently).
+
 Rows whose fare cannot be read as a number are kept: the schema gate reports them.
 """
 
+import gzip
 import os
+from collections.abc import Iterator
 
 import apache_beam as beam
+import numpy as np
 import tensorflow as tf
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -25,6 +36,7 @@ from tfx.dsl.component.experimental.annotations import (
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
+from pipeline.serving.request_log import frame_record, scan_records
 from taxifare_modules import features as f
 
 _NAMESPACE = "taxifare.fare_filter"
@@ -48,18 +60,77 @@ def is_plausible(serialized: bytes, min_fare: float, max_fare: float) -> bool:
     return min_fare < fare <= max_fare
 
 
-class _Filter(beam.DoFn):
-    def __init__(self, split: str, min_fare: float, max_fare: float):
-        self._min, self._max = min_fare, max_fare
+# Records whose fares are read by one `tf.io.parse_example` call.
+_PARSE_BATCH = 4096
+_GZIP_SUFFIX = ".gz"
+
+
+def plausible_mask(records: list[bytes], min_fare: float, max_fare: float) -> np.ndarray:
+    """`is_plausible` of each record, the fares read in one batched parse.
+
+    A batch in which some fare is not a float list (an int64 fare, a string) is checked
+    record by record instead.
+    """
+    try:
+        fares = tf.io.parse_example(records, {f.LABEL_KEY: tf.io.VarLenFeature(tf.float32)})[
+            f.LABEL_KEY
+        ]
+    except tf.errors.InvalidArgumentError:
+        return np.array([is_plausible(r, min_fare, max_fare) for r in records], dtype=bool)
+    keep = np.ones(len(records), dtype=bool)  # no fare (missing or empty): kept
+    indices, values = fares.indices.numpy(), fares.values.numpy()
+    first = indices[:, 1] == 0  # the first value of each record, as `is_plausible` reads
+    rows, fare = indices[first, 0], values[first].astype(np.float64)
+    keep[rows] = (fare > min_fare) & (fare <= max_fare)
+    return keep
+
+
+def _open_records(path: str):
+    raw = tf.io.gfile.GFile(path, "rb")
+    return gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(_GZIP_SUFFIX) else raw
+
+
+class _FilterFile(beam.DoFn):
+    """One input file of a split -> the file of the same name in `output_dir`, without the
+    implausible fares."""
+
+    def __init__(self, split: str, min_fare: float, max_fare: float, output_dir: str):
+        self._min, self._max, self._output_dir = min_fare, max_fare, output_dir
         self._read = Metrics.counter(_NAMESPACE, f"{split}/{ROWS_READ_PROPERTY}")
         self._excluded = Metrics.counter(_NAMESPACE, f"{split}/{ROWS_EXCLUDED_PROPERTY}")
 
-    def process(self, serialized: bytes):
-        self._read.inc()
-        if is_plausible(serialized, self._min, self._max):
-            yield serialized
-        else:
-            self._excluded.inc()
+    def process(self, path: str) -> Iterator[str]:
+        name = os.path.basename(path)
+        target = os.path.join(
+            self._output_dir, name if name.endswith(_GZIP_SUFFIX) else name + _GZIP_SUFFIX
+        )
+        read = excluded = 0
+        with (
+            _open_records(path) as source,
+            tf.io.gfile.GFile(target, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as out,
+        ):
+            batch: list[bytes] = []
+            for record, offset, problem in scan_records(source):
+                if record is None:
+                    raise ValueError(f"{path}: {problem} at byte {offset} of its records")
+                batch.append(record)
+                if len(batch) == _PARSE_BATCH:
+                    excluded += self._write(out, batch)
+                    read += len(batch)
+                    batch = []
+            if batch:
+                excluded += self._write(out, batch)
+                read += len(batch)
+        self._read.inc(read)
+        self._excluded.inc(excluded)
+        yield target
+
+    def _write(self, out, batch: list[bytes]) -> int:
+        """Writes the plausible records of `batch`; returns how many were left out."""
+        keep = plausible_mask(batch, self._min, self._max)
+        out.write(b"".join(frame_record(r) for r, k in zip(batch, keep, strict=True) if k))
+        return int(len(batch) - keep.sum())
 
 
 def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
@@ -92,13 +163,19 @@ def FareFilter(  # noqa: N802 (a TFX component is named like a class)
     )
     pipeline = beam_pipeline
     for split in splits:
-        source = os.path.join(examples.uri, f"Split-{split}", "*")
-        target = os.path.join(filtered_examples.uri, f"Split-{split}", "data_tfrecord")
+        files = sorted(
+            path
+            for path in tf.io.gfile.glob(os.path.join(examples.uri, f"Split-{split}", "*"))
+            if not tf.io.gfile.isdir(path)
+        )
+        output_dir = os.path.join(filtered_examples.uri, f"Split-{split}")
+        tf.io.gfile.makedirs(output_dir)
         _ = (
             pipeline
-            | f"Read[{split}]" >> beam.io.ReadFromTFRecord(source)
-            | f"Filter[{split}]" >> beam.ParDo(_Filter(split, min_fare, max_fare))
-            | f"Write[{split}]" >> beam.io.WriteToTFRecord(target, file_name_suffix=".gz")
+            | f"Files[{split}]" >> beam.Create(files)
+            # One file per worker at a time, as many at once as there are files.
+            | f"Spread[{split}]" >> beam.Reshuffle()
+            | f"Filter[{split}]" >> beam.ParDo(_FilterFile(split, min_fare, max_fare, output_dir))
         )
     result = pipeline.run()
     result.wait_until_finish()

@@ -92,7 +92,7 @@ def _open_for_reading(path: str) -> Any:
     return tf.io.gfile.GFile(path, "rb")
 
 
-def _scan_records(fh: Any) -> Iterator[tuple[bytes | None, int, str]]:
+def scan_records(fh: Any) -> Iterator[tuple[bytes | None, int, str]]:
     """Yields (record, end offset, "") per whole record of an open TFRecord file, then
     (None, good end, problem) if the file ends in a truncated or corrupt record."""
     offset = 0
@@ -129,7 +129,7 @@ def check_records(path: str) -> tuple[int, int, str]:
     """
     records = good = 0
     with _open_for_reading(path) as fh:
-        for record, offset, problem in _scan_records(fh):
+        for record, offset, problem in scan_records(fh):
             if record is None:
                 return records, offset, problem
             records, good = records + 1, offset
@@ -140,7 +140,7 @@ def iter_records(path: str) -> Iterator[bytes]:
     """The records of one TFRecord file (local or `gs://`); a truncated or corrupt tail is
     skipped with a warning."""
     with _open_for_reading(path) as fh:
-        for record, offset, problem in _scan_records(fh):
+        for record, offset, problem in scan_records(fh):
             if record is None:
                 _LOG.warning(
                     "%s: skipping a %s at byte %d (the writer was stopped mid-record)",
@@ -231,7 +231,7 @@ def recover_request_logs(log_dir: str) -> list[str]:
                 continue  # another process recovered it between our open and lock
             good_end, total = 0, os.fstat(fd).st_size
             with os.fdopen(os.dup(fd), "rb") as fh:
-                for record, offset, _ in _scan_records(fh):
+                for record, offset, _ in scan_records(fh):
                     if record is not None:
                         good_end = offset
             if good_end < total:

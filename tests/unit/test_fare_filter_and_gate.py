@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from pipeline.anomalies import ANOMALIES_FILE, format_anomalies, read_anomalies
-from pipeline.components.fare_filter import is_plausible
+from pipeline.components.fare_filter import is_plausible, plausible_mask
 from taxifare_modules import features as f
 
 
@@ -48,6 +48,29 @@ def test_unreadable_or_missing_fares_are_kept_for_the_gate():
     assert is_plausible(_example(**{f.LABEL_KEY: b"free"}), 0.0, 250.0)
     assert is_plausible(_example(**{f.LABEL_KEY: None}), 0.0, 250.0)
     assert is_plausible(_example(**{f.HOUR_KEY: 3}), 0.0, 250.0)
+
+
+def _two_fares(first: float, second: float) -> bytes:
+    feature = tf.train.Feature(float_list=tf.train.FloatList(value=[first, second]))
+    example = tf.train.Example(features=tf.train.Features(feature={f.LABEL_KEY: feature}))
+    return example.SerializeToString()
+
+
+def test_the_batched_check_agrees_with_the_record_by_record_rule():
+    floats = [
+        _example(**{f.LABEL_KEY: fare}) for fare in (7.25, 250.0, 0.0, -3.0, 250.01, 700.07)
+    ] + [
+        _example(**{f.LABEL_KEY: None}),  # present, empty: kept
+        _example(**{f.HOUR_KEY: 3}),  # no fare: kept
+        _two_fares(300.0, 5.0),  # the first value decides
+        _two_fares(5.0, 300.0),
+    ]
+    # A batch with an int64 or a string fare cannot be parsed as floats: checked one by one.
+    mixed = floats + [_example(**{f.LABEL_KEY: 12}), _example(**{f.LABEL_KEY: b"free"})]
+    for records in (floats, mixed):
+        expected = [is_plausible(r, 0.0, 250.0) for r in records]
+        assert plausible_mask(records, 0.0, 250.0).tolist() == expected
+    assert expected == [True, True, False, False, False, False, True, True, False, True, True, True]
 
 
 def _write_anomalies(root, split: str, proto: anomalies_pb2.Anomalies) -> None:
