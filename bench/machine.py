@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -71,3 +72,21 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def wait_until_idle(
+    busy_percent: float = 20.0, settle_seconds: float = 5.0, timeout_seconds: float = 120.0
+) -> float:
+    """Waits until the machine's CPUs have been under `busy_percent` busy for
+    `settle_seconds` in a row (what a run just before left behind has exited), or
+    `timeout_seconds`; returns the seconds waited."""
+    start = time.monotonic()
+    quiet_since = None
+    while time.monotonic() - start < timeout_seconds:
+        if psutil.cpu_percent(interval=1.0) < busy_percent:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= settle_seconds:
+                break
+        else:
+            quiet_since = None
+    return time.monotonic() - start

@@ -326,7 +326,10 @@ def main(args: argparse.Namespace) -> int:
                     )
                 )
                 write_section(args.output, render_section(runs, synth_seconds, notes))
-        # The Trainer's streamed input on the smallest span, after the runs, in this process.
+        # The Trainer's streamed input on the smallest span, after the runs, in this process,
+        # once what the runs left behind has exited (it is a ratio of two CPU-bound timings).
+        waited = machine.wait_until_idle()
+        print(f"bench: waited {waited:.0f} s for an idle machine", flush=True)
         trips = sorted(str(p) for p in (workspace / f"synth-{min(rows_list)}").glob("span-*/*.csv"))
         trainer = trainer_input.run_on_trips(
             trips, workspace / "trainer-input", lambda line: print(f"bench: {line}", flush=True)
