@@ -84,12 +84,21 @@ class ScaleRun:
         )  # fmt: skip
 
 
-def _saved_or_run(path: Path, run: Callable[[], ScaleRun]) -> ScaleRun:
-    """The run saved at `path` by an earlier benchmark in the same folder, else `run()`,
-    saved there once it has finished."""
+def _saved_or_run(
+    path: Path, run: Callable[[], ScaleRun], notes: list[str] | None = None
+) -> ScaleRun:
+    """The run saved at `path` by an earlier benchmark in the same folder (said in `notes`,
+    with when it finished), else `run()`, saved there once it has finished."""
     if path.exists():
         print(f"bench: reusing the finished run in {path}", flush=True)
-        return ScaleRun.load(path)
+        saved = ScaleRun.load(path)
+        if notes is not None:
+            finished = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+            notes.append(
+                f"{saved.name}: measured by an earlier `--scale` on the same folder, finished"
+                f" {finished:%Y-%m-%d %H:%M} UTC, and reused here."
+            )
+        return saved
     result = run()
     result.save(path)
     return result
@@ -314,7 +323,7 @@ def main(args: argparse.Namespace) -> int:
                 run.floor = floor
                 return run
 
-            runs.append(_saved_or_run(workspace / f"ours-{rows}.json", ours_run))
+            runs.append(_saved_or_run(workspace / f"ours-{rows}.json", ours_run, notes))
             write_section(args.output, render_section(runs, synth_seconds, notes))
             if rows == max(rows_list) and not args.skip_reference:
                 runs.append(
@@ -323,6 +332,7 @@ def main(args: argparse.Namespace) -> int:
                         lambda rows=rows, data=data: run_reference(
                             rows, data, workspace, args.timeout
                         ),
+                        notes,
                     )
                 )
                 write_section(args.output, render_section(runs, synth_seconds, notes))

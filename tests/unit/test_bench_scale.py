@@ -37,8 +37,11 @@ def test_a_saved_run_is_reported_instead_of_run_again(tmp_path):
     def must_not_run() -> scale.ScaleRun:
         raise AssertionError("the saved run was run again")
 
-    again = scale._saved_or_run(path, must_not_run)
+    notes: list[str] = []
+    again = scale._saved_or_run(path, must_not_run, notes)
     assert again == first
+    # The report says the figures are an earlier run's.
+    assert len(notes) == 1 and notes[0].startswith("ours, 2,000,000 rows: measured by an earlier")
     lines = scale.render_section([again], {}, [])
     assert any(
         "| ours, 2,000,000 rows | 1,234 s | 1,620 | 3.00 GiB | 5.00 GiB |" in x for x in lines
