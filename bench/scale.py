@@ -88,15 +88,15 @@ def _saved_or_run(
     path: Path, run: Callable[[], ScaleRun], notes: list[str] | None = None
 ) -> ScaleRun:
     """The run saved at `path` by an earlier benchmark in the same folder (said in `notes`,
-    with when it finished), else `run()`, saved there once it has finished."""
+    with when it was saved), else `run()`, saved there once it has finished."""
     if path.exists():
         print(f"bench: reusing the finished run in {path}", flush=True)
         saved = ScaleRun.load(path)
         if notes is not None:
-            finished = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+            saved_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
             notes.append(
-                f"{saved.name}: measured by an earlier `--scale` on the same folder, finished"
-                f" {finished:%Y-%m-%d %H:%M} UTC, and reused here."
+                f"{saved.name}: measured by an earlier `--scale` on the same folder, saved"
+                f" {saved_at:%Y-%m-%d %H:%M} UTC, and reused here."
             )
         return saved
     result = run()
