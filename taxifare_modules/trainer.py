@@ -102,17 +102,38 @@ def choose_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+# Records read at a time when counting a split.
+_COUNT_BATCH_RECORDS = 4096
+
+
 def count_examples(file_pattern: list[str] | str) -> int:
-    """Counts the tf.Examples in a split's (gzipped) TFRecord files without parsing them."""
+    """Counts the tf.Examples in a split's (gzipped) TFRecord files without parsing them.
+
+    The files are read one after another and the records counted a batch at a time: a
+    parallel read hands every record from thread to thread, which cost 35 s (44 s of CPU)
+    on the 1.2M-record train split of 2M trips on two cores, against 2.6 s this way.
+    """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     files = sorted(name for pattern in patterns for name in tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no example files match {patterns}")
     compression = "GZIP" if files[0].endswith(".gz") else ""
-    records = tf.data.TFRecordDataset(
-        files, compression_type=compression, num_parallel_reads=tf.data.AUTOTUNE
+    batches = tf.data.TFRecordDataset(files, compression_type=compression).batch(
+        _COUNT_BATCH_RECORDS
     )
-    return int(records.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+    count = batches.reduce(
+        tf.constant(0, tf.int64), lambda n, batch: n + tf.shape(batch, out_type=tf.int64)[0]
+    )
+    return int(count.numpy())
+
+
+# TFXIO's reader threads for the Trainer's datasets. None: its interleave over the files
+# runs in the reading thread (still taking records from several files in turn). Any number,
+# even 1, makes it a parallel interleave that hands each record between threads: on two
+# cores that cost ~17 us of CPU per record, 5x the reading, shuffling, batching and parsing
+# of it together (200k transformed records: 4.6 s of CPU against 1.0 s), and the training
+# steps share those cores. One thread reads ~400k records/s, far above what training uses.
+_READER_THREADS = None
 
 
 def _stream(
@@ -134,8 +155,7 @@ def _stream(
             shuffle=num_epochs is None,
             shuffle_seed=seed,
             num_epochs=num_epochs,
-            reader_num_threads=tf.data.AUTOTUNE,
-            parser_num_threads=tf.data.AUTOTUNE,
+            reader_num_threads=_READER_THREADS,
             prefetch_buffer_size=tf.data.AUTOTUNE,
             sloppy_ordering=seed is None,
         ),
@@ -211,7 +231,10 @@ def _eval_pass(
     return data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
-            batch_size=REFERENCE_BATCH_SIZE, label_key=f.LABEL_KEY, num_epochs=1
+            batch_size=REFERENCE_BATCH_SIZE,
+            label_key=f.LABEL_KEY,
+            num_epochs=1,
+            reader_num_threads=_READER_THREADS,
         ),
         tf_transform_output.transformed_metadata.schema,
     )
