@@ -157,6 +157,8 @@ class TrainingConfig(_Strict):
     epochs: int = Field(30, ge=1)
     # Stop after this many epochs without a better eval RMSE.
     early_stopping_patience: int = Field(3, ge=1)
+    # A better eval RMSE must be lower by at least this much (US dollars) to count.
+    early_stopping_min_delta: float = Field(0.01, ge=0.0, allow_inf_nan=False)
     # A cap on the total training steps, for quick runs; null: the epochs decide.
     train_steps: int | None = Field(None, ge=1)
     # A cap on the eval batches of each validation; null: the whole eval split.

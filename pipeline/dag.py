@@ -148,6 +148,7 @@ def trainer_custom_config(cfg: Config) -> dict:
         trainer_module.IN_MEMORY_MAX_ROWS_KEY: t.in_memory_max_rows,
         trainer_module.EPOCHS_KEY: t.epochs,
         trainer_module.PATIENCE_KEY: t.early_stopping_patience,
+        trainer_module.MIN_DELTA_KEY: t.early_stopping_min_delta,
         trainer_module.MODEL_PARAMS_KEY: {
             "hidden_units": list(t.model.hidden_units),
             "embedding_dim": t.model.embedding_dim,

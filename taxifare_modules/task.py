@@ -21,6 +21,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -60,6 +61,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
@@ -118,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=training.early_stopping_patience,
         help="training.early_stopping_patience: epochs without a better eval RMSE before stopping",
+    )
+    length.add_argument(
+        "--early-stopping-min-delta",
+        type=_non_negative_float,
+        default=training.early_stopping_min_delta,
+        help="training.early_stopping_min_delta: how much lower (US dollars) an eval RMSE must"
+        " be to count as better",
     )
     length.add_argument(
         "--train-steps",
@@ -228,6 +246,7 @@ def params_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         eval_batch_size=args.eval_batch_size,
         epochs=args.epochs,
         early_stopping_patience=args.early_stopping_patience,
+        early_stopping_min_delta=args.early_stopping_min_delta,
         train_steps=args.train_steps,
         eval_steps=args.eval_steps,
         seed=args.seed,

@@ -41,6 +41,7 @@ IN_MEMORY_KEY = "in_memory"
 IN_MEMORY_MAX_ROWS_KEY = "in_memory_max_rows"
 EPOCHS_KEY = "epochs"
 PATIENCE_KEY = "early_stopping_patience"
+MIN_DELTA_KEY = "early_stopping_min_delta"
 
 # On a training cluster (Vertex AI), training state is backed up to <model_run_dir>/backup
 # after every epoch, so a replica that restarts (preemption, maintenance) resumes there
@@ -349,6 +350,10 @@ class TrainingSettings:
     # Stop after this many epochs without a better eval RMSE; the best epoch's weights are
     # the ones kept.
     early_stopping_patience: int = 3
+    # An eval RMSE counts as better only when it is at least this much lower (US dollars):
+    # on 2M trips the eval RMSE wandered by a few tenths of a cent for epochs on end, and each
+    # such "improvement" bought `early_stopping_patience` more passes over 1.2M examples.
+    early_stopping_min_delta: float = 0.01
     # A cap on the total training steps (quick runs); None: the epochs decide.
     train_steps: int | None = None
     # A cap on the eval batches of each validation; None: the whole eval split.
@@ -393,6 +398,9 @@ def settings_from_custom_config(
         eval_batch_size=int(config.get(EVAL_BATCH_SIZE_KEY, batch_size)),
         epochs=int(config.get(EPOCHS_KEY, defaults.epochs)),
         early_stopping_patience=int(config.get(PATIENCE_KEY, defaults.early_stopping_patience)),
+        early_stopping_min_delta=float(
+            config.get(MIN_DELTA_KEY, defaults.early_stopping_min_delta)
+        ),
         train_steps=train_steps,
         eval_steps=eval_steps,
         seed=config.get(SEED_KEY),
@@ -473,6 +481,7 @@ def fit_model(
         monitor="val_rmse",
         mode="min",
         patience=settings.early_stopping_patience,
+        min_delta=settings.early_stopping_min_delta,
         restore_best_weights=True,
     )
     history = model.fit(
@@ -485,7 +494,9 @@ def fit_model(
         verbose=2,
     )
     val_rmse = history.history["val_rmse"]
-    best = min(range(len(val_rmse)), key=val_rmse.__getitem__)
+    # The epoch whose weights were kept: the last one lower than the best before it by at
+    # least min_delta (not necessarily the lowest of all).
+    best = stopping.best_epoch
     _LOG.info(
         "best eval RMSE %.4f after epoch %d of %d (%d steps each)",
         val_rmse[best],

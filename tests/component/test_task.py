@@ -88,11 +88,58 @@ def test_task_prints_one_result_line_and_exports_both_signatures(task_run):
     assert set(f.COORDINATE_BUCKET_XF) <= set(model_layers)
 
 
+@pytest.mark.slow
+def test_an_eval_rmse_better_by_less_than_min_delta_does_not_count(task_run):
+    """Early stopping counts an epoch as better only when its eval RMSE is lower by at least
+    `early_stopping_min_delta`: with a min_delta no improvement can reach, the first epoch's
+    weights are kept and reported, whatever later epochs scored."""
+    import tensorflow_transform as tft
+    from tfx.components.trainer.fn_args_utils import DataAccessor
+
+    from taxifare_modules import trainer
+
+    _, out, _ = task_run
+    data = trainer.TrainingData(
+        train_files=[os.path.join(out, task.TRANSFORMED_DIR, "Split-train", "*")],
+        eval_files=[os.path.join(out, task.TRANSFORMED_DIR, "Split-eval", "*")],
+        data_accessor=DataAccessor(
+            tf_dataset_factory=task.tf_dataset_factory,
+            record_batch_factory=None,
+            data_view_decode_fn=None,
+        ),
+        tf_transform_output=tft.TFTransformOutput(os.path.join(out, task.TRANSFORM_DIR)),
+    )
+    params = ModelParams(
+        hidden_units=(16, 8), embedding_dim=4, coordinate_buckets=8, cross_hash_buckets=300
+    )
+    epochs = []
+    recorder = tf.keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epochs.append(logs["val_rmse"])
+    )
+    settings = TrainingSettings(
+        batch_size=32, epochs=4, early_stopping_patience=2, early_stopping_min_delta=1e6
+    )
+    result = trainer.fit_model(params, settings, data, callbacks=[recorder])
+    # Patience 2 after epoch 1: three epochs, though training lowers the RMSE after the first.
+    assert result.epochs_run == len(epochs) == 3
+    assert min(epochs) < epochs[0]
+    assert (result.best_epoch, result.best_eval_rmse) == (1, pytest.approx(epochs[0]))
+    # The weights kept are the first epoch's.
+    _, rmse, _ = result.model.evaluate(
+        trainer._input_fn(
+            data.eval_files, data.data_accessor, data.tf_transform_output, 256, None, True, False
+        ),
+        verbose=0,
+    )
+    assert rmse == pytest.approx(epochs[0], rel=1e-4)
+
+
 def test_each_flag_family_lands_where_it_says():
     args = task.build_parser().parse_args(
         [
             "--train-data-paths", "a.csv", "--eval-data-paths", "b.csv", "--output-dir", "o",
             "--epochs", "7", "--early-stopping-patience", "2", "--train-steps", "90",
+            "--early-stopping-min-delta", "0.05",
             "--eval-steps", "4", "--batch-size", "16", "--eval-batch-size", "48", "--seed", "3",
             "--in-memory-max-rows", "0",
             "--hidden-units", "32,16,8", "--embedding-dim", "6", "--learning-rate", "0.01",
@@ -103,7 +150,8 @@ def test_each_flag_family_lands_where_it_says():
     params, settings = task.params_from_args(args)
     assert settings == TrainingSettings(
         batch_size=16, eval_batch_size=48, epochs=7, early_stopping_patience=2,
-        train_steps=90, eval_steps=4, seed=3, in_memory=False, in_memory_max_rows=0,
+        early_stopping_min_delta=0.05, train_steps=90, eval_steps=4, seed=3, in_memory=False,
+        in_memory_max_rows=0,
     )  # fmt: skip
     assert params == ModelParams(
         hidden_units=(32, 16, 8), embedding_dim=6, learning_rate=0.01, dropout=0.1,

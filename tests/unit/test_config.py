@@ -64,6 +64,15 @@ def test_wrong_type_is_named(tmp_path):
 def test_out_of_range_and_inconsistent_values_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match="training.batch_size"):
         load_config(LOCAL, ["training.batch_size=0"])
+    for bad in ("-0.01", "nan", "inf"):
+        with pytest.raises(ConfigError, match="training.early_stopping_min_delta"):
+            load_config(LOCAL, [f"training.early_stopping_min_delta={bad}"])
+    assert (
+        load_config(
+            LOCAL, ["training.early_stopping_min_delta=0"]
+        ).training.early_stopping_min_delta
+        == 0
+    )
     with pytest.raises(ConfigError, match="max_fare"):
         load_config(LOCAL, ["data.min_fare=100", "data.max_fare=50"])
     with pytest.raises(ConfigError, match="orchestrator.runner"):

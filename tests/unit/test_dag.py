@@ -86,6 +86,7 @@ def test_every_training_field_reaches_run_fn(cfg):
     assert custom[trainer_module.IN_MEMORY_MAX_ROWS_KEY] == t.in_memory_max_rows
     assert custom[trainer_module.EPOCHS_KEY] == t.epochs
     assert custom[trainer_module.PATIENCE_KEY] == t.early_stopping_patience
+    assert custom[trainer_module.MIN_DELTA_KEY] == t.early_stopping_min_delta
     settings = trainer_module.settings_from_custom_config(custom)
     assert (settings.epochs, settings.batch_size) == (t.epochs, t.batch_size)
     # Every model field becomes a ModelParams field, with the config's value.
