@@ -117,6 +117,30 @@ def synthesize(rows: int, out: Path) -> tuple[dict, float]:
     return json.loads((out / "synth.json").read_text()), seconds
 
 
+def _synthesized(
+    rows: int, data: Path, workspace: Path, synth_seconds: dict[int, float], notes: list[str]
+) -> dict:
+    """The manifest of `rows` trips in `data`, synthesized unless an earlier run left them.
+
+    The synthesis time goes to `synth_seconds`: measured now, or, for data reused from an
+    earlier ``--scale`` on the same folder, the time that run measured (said in `notes`)."""
+    timing = workspace / f"synth-{rows}.seconds.json"
+    if (data / "synth.json").exists():
+        manifest = json.loads((data / "synth.json").read_text())
+        if timing.exists():
+            synth_seconds[rows] = float(json.loads(timing.read_text())["seconds"])
+            saved_at = datetime.fromtimestamp(timing.stat().st_mtime, timezone.utc)
+            notes.append(
+                f"Synthesis of {rows:,} rows: timed by an earlier `--scale` on the same folder,"
+                f" {saved_at:%Y-%m-%d %H:%M} UTC, and reused here."
+            )
+        return manifest
+    manifest, seconds = synthesize(rows, data)
+    synth_seconds[rows] = seconds
+    timing.write_text(json.dumps({"rows": rows, "seconds": seconds}) + "\n")
+    return manifest
+
+
 def component_seconds(metadata: Path) -> dict[str, float]:
     """Wall seconds of each node's execution, read from an MLMD SQLite file."""
     from ml_metadata.metadata_store import metadata_store
@@ -311,11 +335,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         for rows in rows_list:
             data = workspace / f"synth-{rows}"
-            if (data / "synth.json").exists():
-                manifest, seconds = json.loads((data / "synth.json").read_text()), None
-            else:
-                manifest, seconds = synthesize(rows, data)
-                synth_seconds[rows] = seconds
+            manifest = _synthesized(rows, data, workspace, synth_seconds, notes)
             floor = manifest["spans"][-1]["rmse_floor_label_range"]
 
             def ours_run(rows: int = rows, data: Path = data, floor: float = floor) -> ScaleRun:
