@@ -145,9 +145,9 @@ def _stream(
     seed: int | None,
     num_epochs: int | None,
 ) -> tf.data.Dataset:
-    """Batches streamed from the split's files: TFXIO reads the shards with a parallel
-    interleave, batches the serialized records before parsing each batch at once, and
-    prefetches; only a shuffle buffer of examples is in memory."""
+    """Batches streamed from the split's files: TFXIO interleaves the shards (in the reading
+    thread, see _READER_THREADS), batches the serialized records before parsing each batch
+    at once, and prefetches; only a shuffle buffer of examples is in memory."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
