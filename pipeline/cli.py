@@ -285,6 +285,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# The run's trips file for `taxifare predict`: how many trips of the tested split it holds.
+TRIPS_FILE = "trips.json"
+TRIPS_SAMPLE_SIZE = 300
+
+
 def _finish_run(summary, cfg, config_path: str) -> None:
     """The run's own files: a trips file to ask the served model with, its report, and its
     summary (with the wall time from the start of the process)."""
@@ -295,12 +300,21 @@ def _finish_run(summary, cfg, config_path: str) -> None:
 
     own = run_dir(cfg, summary.run_id)
     if (summary.pushed_to or summary.already_serving) and summary.examples_uri:
-        rows = reads.read_examples(summary.examples_uri, summary.eval_split or "eval", 5)
+        import tensorflow as tf
+
+        # A random sample of the split the model was tested on, large enough for the skew
+        # check the summary prints next to judge (the first rows of a split are not a sample).
+        rows = reads.sample_examples(
+            summary.examples_uri,
+            summary.eval_split or "eval",
+            TRIPS_SAMPLE_SIZE,
+            seed=cfg.training.seed,
+        )
         if rows:
-            summary.trips_file = os.path.join(own, "trips.json")
-            os.makedirs(own, exist_ok=True)
-            with open(summary.trips_file, "w") as fh:
-                json.dump(reads.trips_request(rows), fh, indent=2)
+            summary.trips_file = os.path.join(own, TRIPS_FILE)
+            tf.io.gfile.makedirs(own)
+            with tf.io.gfile.GFile(summary.trips_file, "w") as fh:
+                fh.write(json.dumps(reads.trips_request(rows), indent=2))
     summary.next_steps = next_steps(summary, cfg, config_path)
     if summary.components:  # MLMD recorded the run (it may have failed before any component)
         summary.report = os.path.join(own, REPORT_FILE)

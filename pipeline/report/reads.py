@@ -269,3 +269,39 @@ def predict_examples(model_uri: str, rows: list[dict[str, Any]]) -> list[float]:
     signature = model.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE]
     out = signature(**{f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant([r["_raw"] for r in rows])})
     return [float(x) for x in out[f.PREDICTION_KEY].numpy().reshape(-1)]
+def sample_examples(examples_uri: str, split: str, size: int, seed: int) -> list[dict[str, Any]]:
+    """A uniform random sample of `size` examples of a split (all when it has fewer), in the
+    split's order, as read_examples gives them; the same sample for the same seed.
+
+    Reservoir sampling over the serialized records: one pass, `size` records held, so a
+    split of millions is sampled without reading it into memory.
+    """
+    import random
+
+    rng = random.Random(seed)
+    chosen: list[tuple[int, bytes]] = []
+    seen = 0
+    for path in sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))):
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for batch in tf.data.TFRecordDataset(path, compression_type=compression).batch(4096):
+            for raw in batch.numpy():
+                if len(chosen) < size:
+                    chosen.append((seen, raw))
+                else:
+                    slot = rng.randrange(seen + 1)
+                    if slot < size:
+                        chosen[slot] = (seen, raw)
+                seen += 1
+    rows: list[dict[str, Any]] = []
+    for _, raw in sorted(chosen, key=lambda item: item[0]):
+        example = tf.train.Example.FromString(raw)
+        row: dict[str, Any] = {"_raw": raw}
+        for key, feature in example.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            values = list(getattr(feature, kind).value) if kind else []
+            value = values[0] if values else None
+            row[key] = value.decode() if isinstance(value, bytes) else value
+        rows.append(row)
+    return rows
+
+
