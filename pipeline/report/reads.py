@@ -269,6 +269,8 @@ def predict_examples(model_uri: str, rows: list[dict[str, Any]]) -> list[float]:
     signature = model.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE]
     out = signature(**{f.SERVING_TF_EXAMPLE_INPUT_KEY: tf.constant([r["_raw"] for r in rows])})
     return [float(x) for x in out[f.PREDICTION_KEY].numpy().reshape(-1)]
+
+
 def sample_examples(examples_uri: str, split: str, size: int, seed: int) -> list[dict[str, Any]]:
     """A uniform random sample of `size` examples of a split (all when it has fewer), in the
     split's order, as read_examples gives them; the same sample for the same seed.
@@ -303,5 +305,3 @@ def sample_examples(examples_uri: str, split: str, size: int, seed: int) -> list
             row[key] = value.decode() if isinstance(value, bytes) else value
         rows.append(row)
     return rows
-
-
