@@ -414,7 +414,11 @@ def entry() -> None:
     TensorFlow's function finalizers print spurious tracebacks when the interpreter tears
     down its modules; everything the command writes is flushed before leaving.
     """
-    code = main()
-    sys.stdout.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`taxifare runs --json | head`): what it read is all it wanted.
+        code = EXIT_OK
     sys.stderr.flush()
     os._exit(code)

@@ -42,6 +42,23 @@ from pipeline.data_source import bigquery_query, input_size_bytes, with_input_be
 from pipeline.monitoring.stats import request_log_fingerprint
 from pipeline.monitoring.stats_options import monitoring_stats_options
 from pipeline.monitoring.thresholds import thresholds_to_json
+from pipeline.names import (
+    ANOMALY_GATE_ID,
+    DRIFT_CHECK_ID,
+    EVALUATOR_ID,
+    EXAMPLE_GEN_ID,
+    EXAMPLE_VALIDATOR_ID,
+    FARE_FILTER_ID,
+    MODEL_RESOLVER_ID,
+    MONITORING_GATE_ID,
+    PUSHER_ID,
+    SCHEMA_GEN_ID,
+    SKEW_CHECK_ID,
+    STATISTICS_GEN_ID,
+    TRAINER_ID,
+    TRANSFORM_ID,
+    TUNER_ID,
+)
 from pipeline.vertex import component_config as vertex_config
 from taxifare_modules import features as f
 from taxifare_modules import trainer as trainer_module
@@ -58,22 +75,6 @@ TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
 TEST_SPLIT = "test"
 
-# Component ids (also the node names in MLMD, which the run summary reads).
-EXAMPLE_GEN_ID = "CsvExampleGen"
-FARE_FILTER_ID = "FareFilter"
-STATISTICS_GEN_ID = "StatisticsGen"
-SCHEMA_GEN_ID = "SchemaGen"
-EXAMPLE_VALIDATOR_ID = "ExampleValidator"
-ANOMALY_GATE_ID = "AnomalyGate"
-DRIFT_CHECK_ID = "DriftCheck"
-SKEW_CHECK_ID = "SkewCheck"
-MONITORING_GATE_ID = "MonitoringGate"
-TRANSFORM_ID = "Transform"
-TUNER_ID = "Tuner"
-TRAINER_ID = "Trainer"
-MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
-EVALUATOR_ID = "Evaluator"
-PUSHER_ID = "Pusher"
 
 
 def drift_baseline_dir(cfg: Config) -> str:

@@ -281,3 +281,50 @@ def kubeflow_v2_executor_flags_parser() -> Callable[[list[str]], Any]:
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 
     return kubeflow_v2_run_executor._parse_flags
+
+
+# ---------------------------------------------------------------------------------------
+# TFMA's metrics proto, without TFMA
+
+_TFMA_METRICS_MODULE = "tensorflow_model_analysis.proto.metrics_for_slice_pb2"
+
+
+def tfma_metrics_for_slice_pb2() -> Any:
+    """TFMA's `metrics_for_slice_pb2` module, loaded without importing TFMA itself.
+
+    Internal: the file `tensorflow_model_analysis/proto/metrics_for_slice_pb2.py`, which
+    depends on nothing but protobuf's own `wrappers_pb2`. It is loaded from the installed
+    package's folder and registered under its real module name, so a later
+    `import tensorflow_model_analysis` in the same process reuses it (one set of
+    descriptors in protobuf's pool).
+
+    Why: `import tensorflow_model_analysis` imports TensorFlow and Beam (over ten seconds);
+    `taxifare runs` reads the Evaluator's few overall metrics and must answer in about a
+    second.
+
+    If it changes: `taxifare runs` fails with ImportError naming the file (moved, or now
+    importing other TFMA modules).
+    """
+    import importlib.util
+    import os
+    import sys
+
+    if _TFMA_METRICS_MODULE in sys.modules:
+        return sys.modules[_TFMA_METRICS_MODULE]
+    package = importlib.util.find_spec("tensorflow_model_analysis")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("tensorflow_model_analysis is not installed")
+    path = os.path.join(
+        list(package.submodule_search_locations)[0], "proto", "metrics_for_slice_pb2.py"
+    )
+    spec = importlib.util.spec_from_file_location(_TFMA_METRICS_MODULE, path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise ImportError(f"TFMA's metrics proto module is not at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_TFMA_METRICS_MODULE] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_TFMA_METRICS_MODULE]
+        raise
+    return module

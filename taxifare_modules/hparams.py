@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from taxifare_modules import features as f
+
 # Hyperparameter names (the same words as the config's `training.*` fields they set).
 HIDDEN_LAYERS = "hidden_layers"  # how many hidden layers
 HIDDEN_UNITS = "hidden_units"  # units of the first hidden layer; each next one has half
@@ -28,8 +30,62 @@ NAMES = (
     COORDINATE_BUCKETS,
     CROSS_HASH_BUCKETS,
 )
+# What training did (epochs, steps, examples), beside the TensorBoard logs: written by the
+# Trainer, read by the run summary, `taxifare runs` and the benchmark.
+TRAINING_RECORD = "training.json"
 # The narrowest hidden layer a halving may give.
 MIN_UNITS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    """Hyperparameters of the model (filled from the typed config via custom_config)."""
+
+    hidden_units: tuple[int, ...] = (64, 32)
+    embedding_dim: int = 8
+    learning_rate: float = 0.003
+    dropout: float = 0.0
+    fare_prior: float = 12.0  # initial output bias: about the mean fare
+    # Huber loss with this delta (dollars), robust to the long tail of fares; None: MSE.
+    huber_delta: float | None = 5.0
+    # Coarse quantile buckets per coordinate of the pickup/dropoff grid: a divisor of
+    # features.COORDINATE_QUANTILES (see CoordinateGrid).
+    coordinate_buckets: int = f.COORDINATE_BUCKETS
+    # Hash buckets of the pickup-cell x dropoff-cell cross.
+    cross_hash_buckets: int = f.CELL_CROSS_BUCKETS
+
+    def __post_init__(self) -> None:
+        if f.COORDINATE_QUANTILES % self.coordinate_buckets:
+            raise ValueError(
+                f"coordinate_buckets ({self.coordinate_buckets}) must divide"
+                f" {f.COORDINATE_QUANTILES}, one of {f.COORDINATE_BUCKET_CHOICES}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How long and on what batches a model trains (the config's `training.*` but `model`)."""
+
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    # At most this many passes over the train split; early stopping usually ends sooner.
+    epochs: int = 30
+    # Stop after this many epochs without a better eval RMSE; the best epoch's weights are
+    # the ones kept.
+    early_stopping_patience: int = 3
+    # An eval RMSE counts as better only when it is at least this much lower (US dollars):
+    # on 2M trips the eval RMSE wandered by a few tenths of a cent for epochs on end, and each
+    # such "improvement" bought `early_stopping_patience` more passes over 1.2M examples.
+    early_stopping_min_delta: float = 0.01
+    # A cap on the total training steps (quick runs); None: the epochs decide.
+    train_steps: int | None = None
+    # A cap on the eval batches of each validation; None: the whole eval split.
+    eval_steps: int | None = None
+    seed: int | None = 42
+    # Read a split into memory when it has at most in_memory_max_rows examples.
+    in_memory: bool = True
+    in_memory_max_rows: int = 1_000_000
+
 
 _P = TypeVar("_P")
 _S = TypeVar("_S")

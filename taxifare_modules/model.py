@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import tensorflow as tf
 
 from taxifare_modules import features as f
 from taxifare_modules.compat import skip_autograph_of_libraries
+from taxifare_modules.hparams import ModelParams
 
 # Before anything is traced: Keras and TFT internals run unconverted (see compat.py).
 skip_autograph_of_libraries()
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelParams:
-    """Hyperparameters of the model (filled from the typed config via custom_config)."""
-
-    hidden_units: tuple[int, ...] = (64, 32)
-    embedding_dim: int = 8
-    learning_rate: float = 0.003
-    dropout: float = 0.0
-    fare_prior: float = 12.0  # initial output bias: about the mean fare
-    # Huber loss with this delta (dollars), robust to the long tail of fares; None: MSE.
-    huber_delta: float | None = 5.0
-    # Coarse quantile buckets per coordinate of the pickup/dropoff grid: a divisor of
-    # features.COORDINATE_QUANTILES (see CoordinateGrid).
-    coordinate_buckets: int = f.COORDINATE_BUCKETS
-    # Hash buckets of the pickup-cell x dropoff-cell cross.
-    cross_hash_buckets: int = f.CELL_CROSS_BUCKETS
-
-    def __post_init__(self) -> None:
-        if f.COORDINATE_QUANTILES % self.coordinate_buckets:
-            raise ValueError(
-                f"coordinate_buckets ({self.coordinate_buckets}) must divide"
-                f" {f.COORDINATE_QUANTILES}, one of {f.COORDINATE_BUCKET_CHOICES}"
-            )
 
 
 class CoordinateGrid(tf.keras.layers.Layer):

@@ -76,8 +76,7 @@ def _non_negative_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; each flag's default is the pipeline config's default."""
-    from taxifare_modules.model import ModelParams
-    from taxifare_modules.trainer import TrainingSettings
+    from taxifare_modules.hparams import ModelParams, TrainingSettings
 
     model, training = ModelParams(), TrainingSettings()
     parser = argparse.ArgumentParser(
@@ -228,8 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def params_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """(ModelParams, TrainingSettings) from parsed flags: the one place flags land."""
-    from taxifare_modules.model import ModelParams
-    from taxifare_modules.trainer import TrainingSettings
+    from taxifare_modules.hparams import ModelParams, TrainingSettings
 
     params = ModelParams(
         hidden_units=tuple(args.hidden_units),

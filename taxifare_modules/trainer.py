@@ -26,8 +26,14 @@ from tfx_bsl.public import tfxio
 
 from taxifare_modules import compat
 from taxifare_modules import features as f
-from taxifare_modules.hparams import apply_hyperparameters, hyperparameter_values
-from taxifare_modules.model import ModelParams, build_model
+from taxifare_modules.hparams import (
+    TRAINING_RECORD,
+    ModelParams,
+    TrainingSettings,
+    apply_hyperparameters,
+    hyperparameter_values,
+)
+from taxifare_modules.model import build_model
 from taxifare_modules.monitoring_reference import write_reference
 
 _LOG = logging.getLogger(__name__)
@@ -340,31 +346,6 @@ def export_model(
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingSettings:
-    """How long and on what batches a model trains (the config's `training.*` but `model`)."""
-
-    batch_size: int = 128
-    eval_batch_size: int = 256
-    # At most this many passes over the train split; early stopping usually ends sooner.
-    epochs: int = 30
-    # Stop after this many epochs without a better eval RMSE; the best epoch's weights are
-    # the ones kept.
-    early_stopping_patience: int = 3
-    # An eval RMSE counts as better only when it is at least this much lower (US dollars):
-    # on 2M trips the eval RMSE wandered by a few tenths of a cent for epochs on end, and each
-    # such "improvement" bought `early_stopping_patience` more passes over 1.2M examples.
-    early_stopping_min_delta: float = 0.01
-    # A cap on the total training steps (quick runs); None: the epochs decide.
-    train_steps: int | None = None
-    # A cap on the eval batches of each validation; None: the whole eval split.
-    eval_steps: int | None = None
-    seed: int | None = 42
-    # Read a split into memory when it has at most in_memory_max_rows examples.
-    in_memory: bool = True
-    in_memory_max_rows: int = 1_000_000
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainingData:
     """The transformed splits a model trains and is validated on, and how to read them."""
 
@@ -513,10 +494,6 @@ def fit_model(
         train_examples=train_rows,
         batch_size=batch_size,
     )
-
-
-# What training did, beside the TensorBoard logs: read by the run summary and the benchmark.
-TRAINING_RECORD = "training.json"
 
 
 def write_training_record(

@@ -32,6 +32,11 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from pipeline.names import (
+    ALREADY_SERVING_PROPERTY,
+    PUSHED_PROPERTY,
+)
+
 # The file TF Serving and TFX take as "the model is here"; copied last.
 SAVED_MODEL_FILE = "saved_model.pb"
 # A pending-push record is named apart from its version's folder: object stores list by
@@ -39,13 +44,6 @@ SAVED_MODEL_FILE = "saved_model.pb"
 _RECORD_PREFIX = "pending-"
 _RECORD_SUFFIX = ".json"
 _COPY_CHUNK_BYTES = 16 << 20
-# PushedModel custom properties TFX's Pusher sets (MLMD keeps them; lineage reads them).
-PUSHED_PROPERTY = "pushed"
-PUSHED_DESTINATION_PROPERTY = "pushed_destination"
-PUSHED_VERSION_PROPERTY = "pushed_version"
-# Set (with pushed = 0) when the blessed model is byte for byte the version already served:
-# the serving version's folder. A re-run then neither adds a version nor makes servers reload.
-ALREADY_SERVING_PROPERTY = "already_serving"
 
 
 class PushError(RuntimeError):

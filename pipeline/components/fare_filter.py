@@ -36,12 +36,11 @@ from tfx.dsl.component.experimental.annotations import (
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
+from pipeline.names import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
 from pipeline.serving.request_log import frame_record, scan_records
 from taxifare_modules import features as f
 
 _NAMESPACE = "taxifare.fare_filter"
-ROWS_READ_PROPERTY = "rows_read"
-ROWS_EXCLUDED_PROPERTY = "rows_excluded"
 
 
 def is_plausible(serialized: bytes, min_fare: float, max_fare: float) -> bool:

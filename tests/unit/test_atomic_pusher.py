@@ -19,6 +19,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils, proto_utils
 
+from pipeline import names
 from pipeline.components import atomic_pusher as ap
 from pipeline.mlmd_run import open_store
 
@@ -106,10 +107,10 @@ def test_a_push_puts_a_complete_version_and_leaves_nothing_beside_it(pusher_io, 
     _existing_version(model_dir)
     _do(pusher_io, model_dir)
     pushed = pusher_io["pushed"]
-    version = pushed.get_string_custom_property(ap.PUSHED_VERSION_PROPERTY)
-    assert pushed.get_int_custom_property(ap.PUSHED_PROPERTY) == 1
+    version = pushed.get_string_custom_property(names.PUSHED_VERSION_PROPERTY)
+    assert pushed.get_int_custom_property(names.PUSHED_PROPERTY) == 1
     assert int(version) > 1000
-    assert pushed.get_string_custom_property(ap.PUSHED_DESTINATION_PROPERTY) == str(
+    assert pushed.get_string_custom_property(names.PUSHED_DESTINATION_PROPERTY) == str(
         model_dir / version
     )
     assert _tree(model_dir / version) == _tree(pusher_io["model_path"])
@@ -128,7 +129,7 @@ def test_a_push_not_blessed_writes_nothing(pusher_io, tmp_path):
     before = _tree(model_dir.parent)
     pusher_io["blessing"].set_int_custom_property("blessed", 0)
     _do(pusher_io, model_dir)
-    assert pusher_io["pushed"].get_int_custom_property(ap.PUSHED_PROPERTY) == 0
+    assert pusher_io["pushed"].get_int_custom_property(names.PUSHED_PROPERTY) == 0
     assert _tree(model_dir.parent) == before
 
 
@@ -160,7 +161,7 @@ def test_a_full_disk_leaves_the_serving_dir_byte_for_byte_and_says_so(pusher_io,
     if cause != "staging":
         assert cause in message
     assert _tree(serving) == before
-    assert ap.PUSHED_PROPERTY not in pusher_io["pushed"].mlmd_artifact.custom_properties
+    assert names.PUSHED_PROPERTY not in pusher_io["pushed"].mlmd_artifact.custom_properties
 
 
 _KILLED_PUSH = textwrap.dedent(
@@ -249,7 +250,7 @@ def _pending(model_dir: Path, version: str, artifact_uri: str) -> None:
 def _record_push(store, uri: str, pushed: int) -> None:
     type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="PushedModel"))
     artifact = metadata_store_pb2.Artifact(type_id=type_id, uri=uri)
-    artifact.custom_properties[ap.PUSHED_PROPERTY].int_value = pushed
+    artifact.custom_properties[names.PUSHED_PROPERTY].int_value = pushed
     store.put_artifacts([artifact])
 
 
@@ -300,13 +301,13 @@ def test_next_version_is_above_every_version_there(tmp_path):
 def test_the_model_already_served_is_not_pushed_again(pusher_io, tmp_path):
     model_dir = tmp_path / "serving" / "taxifare"
     _do(pusher_io, model_dir)
-    first = pusher_io["pushed"].get_string_custom_property(ap.PUSHED_DESTINATION_PROPERTY)
+    first = pusher_io["pushed"].get_string_custom_property(names.PUSHED_DESTINATION_PROPERTY)
     before = _tree(model_dir)
     again = standard_artifacts.PushedModel()
     again.uri = str(tmp_path / "pipeline" / "Pusher" / "pushed_model" / "10")
     _do({**pusher_io, "pushed": again}, model_dir)
-    assert again.get_int_custom_property(ap.PUSHED_PROPERTY) == 0
-    assert again.get_string_custom_property(ap.ALREADY_SERVING_PROPERTY) == first
+    assert again.get_int_custom_property(names.PUSHED_PROPERTY) == 0
+    assert again.get_string_custom_property(names.ALREADY_SERVING_PROPERTY) == first
     assert _tree(model_dir) == before  # no new version for the servers to load
     assert not Path(again.uri).exists()
 
@@ -316,8 +317,8 @@ def test_a_different_model_is_pushed_above_the_served_one(pusher_io, tmp_path):
     _existing_version(model_dir)
     assert not ap.same_model(str(pusher_io["model_path"]), str(model_dir / "1000"))
     _do(pusher_io, model_dir)
-    assert pusher_io["pushed"].get_int_custom_property(ap.PUSHED_PROPERTY) == 1
-    assert not pusher_io["pushed"].get_string_custom_property(ap.ALREADY_SERVING_PROPERTY)
+    assert pusher_io["pushed"].get_int_custom_property(names.PUSHED_PROPERTY) == 1
+    assert not pusher_io["pushed"].get_string_custom_property(names.ALREADY_SERVING_PROPERTY)
     # Same files, one byte changed: a different model.
     served = Path(ap.serving_version_dir(str(model_dir)))
     copy = tmp_path / "copy"

@@ -245,3 +245,31 @@ def test_the_kubeflow_v2_executor_flags_parser_reads_the_task_arguments():
     assert args.executor_class_path == "a.module.Executor", UPGRADE + "TFX's _parse_flags"
     assert args.json_serialized_invocation_args == "{}"
     assert rest == ["prog", "--runner=DirectRunner"]
+
+
+def test_tfma_metrics_proto_loads_without_tfma_and_is_the_module_tfma_uses():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from taxifare_modules import compat\n"
+        "m = compat.tfma_metrics_for_slice_pb2()\n"
+        "assert 'tensorflow_model_analysis.api' not in sys.modules, 'TFMA was imported'\n"
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+        "record = m.MetricsForSlice()\n"
+        "kv = record.metric_keys_and_values.add()\n"
+        "kv.key.name = 'root_mean_squared_error'\n"
+        "kv.value.double_value.value = 4.5\n"
+        "data = record.SerializeToString()\n"
+        "import tensorflow_model_analysis as tfma\n"
+        "from tensorflow_model_analysis.proto import metrics_for_slice_pb2\n"
+        "assert metrics_for_slice_pb2 is m, 'TFMA loaded a second copy'\n"
+        "back = metrics_for_slice_pb2.MetricsForSlice.FromString(data)\n"
+        "print(back.metric_keys_and_values[0].value.double_value.value)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, UPGRADE + "TFMA's metrics_for_slice_pb2: " + done.stderr[-2000:]
+    assert done.stdout.strip() == "4.5"

@@ -22,7 +22,7 @@ def _record(run_id: str, status: str, **fields) -> RunRecord:
 
 def test_the_table_has_one_aligned_line_per_run_with_its_figures():
     records = [
-        _record("b", STOPPED_AT_GATE, rows_read=3000),
+        _record("b", STOPPED_AT_GATE, rows_read=3000, hyperparameters={"train_steps": 300}),
         _record(
             "a",
             COMPLETED,
@@ -33,13 +33,16 @@ def test_the_table_has_one_aligned_line_per_run_with_its_figures():
             pushed_version="1796209720",
             metrics_split="test",
             hyperparameters={"train_steps": 300},
+            training={"epochs_run": 9, "steps_per_epoch": 69},
         ),
     ]
     lines = format_table(records).splitlines()
     assert len(lines) == 3
     assert lines[1].startswith("b ") and STOPPED_AT_GATE in lines[1]
-    for text in ("15,002", "$4.12", "$1.88", "yes", "1796209720", "test", "300"):
+    for text in ("15,002", "$4.12", "$1.88", "yes", "1796209720", "test", "9x69"):
         assert text in lines[2], text
+    # The stopped run trained nothing: no step count, although one was configured.
+    assert "300" not in lines[1]
     # Columns line up: each header starts where its values start.
     start = lines[0].index("status")
     assert lines[1][start:].startswith(STOPPED_AT_GATE) and lines[2][start:].startswith(COMPLETED)
