@@ -345,6 +345,14 @@ def export_model(
         tf.saved_model.save(model, export_dir, signatures=signatures)
 
 
+class _EpochLog(tf.keras.callbacks.Callback):
+    """One log record per epoch with its metrics (what Keras' verbose=2 line printed)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = " ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()))
+        _LOG.info("epoch %d: %s", epoch + 1, metrics)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
     """The transformed splits a model trains and is validated on, and how to read them."""
@@ -471,8 +479,10 @@ def fit_model(
         steps_per_epoch=steps_per_epoch,
         validation_data=eval_ds,
         validation_steps=settings.eval_steps,
-        callbacks=[stopping, *callbacks],
-        verbose=2,
+        callbacks=[stopping, _EpochLog(), *callbacks],
+        # Keras prints its progress lines itself; they go through logging instead (a run's
+        # console stays quiet unless --verbose; the Vertex job's log keeps them).
+        verbose=0,
     )
     val_rmse = history.history["val_rmse"]
     # The epoch whose weights were kept: the last one lower than the best before it by at

@@ -68,3 +68,14 @@ def test_runs_of_an_empty_folder_answers_without_tensorflow(tmp_path):
     code, modules, _ = _imported(["-m", "pipeline", "runs", "--root", str(tmp_path)])
     assert code != 0
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_the_printed_tensorboard_command_starts():
+    # The run's summary prints `tensorboard --logdir ...`: TensorBoard 2.16 imports
+    # pkg_resources, which setuptools 81 removed (the lock pins setuptools below it).
+    tensorboard = Path(sys.executable).parent / "tensorboard"
+    done = subprocess.run(
+        [str(tensorboard), "--help"], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--logdir" in done.stdout
