@@ -17,7 +17,9 @@ mean squared error is E[Var(fare | fields)]. For every written trip the generato
 `floor_draws` more fares from the same fields (a separate random stream, so the data does
 not depend on the number of draws) and averages their unbiased variance. The pipeline
 trains and evaluates only on fares in (min_fare, max_fare] (FareFilter); the floor of that
-population uses the draws that fall in the range, weighted by how often they do.
+population uses the draws that fall in the range, weighted by how often they do. The same
+draws give the oracle (oracle.py): their mean predicts each written fare, and its realized
+RMSE must agree with the floor within the standard errors the manifest gives beside both.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 
 from pipeline.data.city import City, haversine_miles
 from pipeline.data.meter import Meter, Noise, draw_trips
+from pipeline.data.oracle import RunningScore, in_range_moments
 from pipeline.data.scenarios import SCENARIOS, Scenario
 from taxifare_modules import features as f
 
@@ -185,42 +188,35 @@ class World:
         }
 
 
-@dataclasses.dataclass
 class _Floor:
-    """Running sums of one span's floor."""
+    """Running sums of one span's floor and oracle, over all trips and over the label range
+    (see oracle.py)."""
 
-    rows: int = 0
-    variance_sum: float = 0.0
-    in_range_rows: int = 0
-    in_range_weight: float = 0.0
-    in_range_variance_sum: float = 0.0
-    fare_sum: float = 0.0
+    def __init__(self) -> None:
+        self.rows = 0
+        self.in_range_rows = 0
+        self.fare_sum = 0.0
+        self.everything = RunningScore()
+        self.label_range = RunningScore()
 
     def add(self, fares: np.ndarray, draws: np.ndarray, low: float, high: float) -> None:
+        """Adds written trips: their fares and `floor_draws` more fares of each."""
         self.rows += len(fares)
         self.fare_sum += float(fares.sum())
-        self.variance_sum += float(draws.var(axis=1, ddof=1).sum())
         self.in_range_rows += int(((fares > low) & (fares <= high)).sum())
-        inside = (draws > low) & (draws <= high)
-        count = inside.sum(axis=1)
-        total = np.where(inside, draws, 0.0).sum(axis=1)
-        squares = np.where(inside, draws * draws, 0.0).sum(axis=1)
-        ok = count >= 2
-        mean = total[ok] / count[ok]
-        var = (squares[ok] - count[ok] * mean * mean) / (count[ok] - 1)
-        weight = count[ok] / draws.shape[1]
-        self.in_range_weight += float(weight.sum())
-        self.in_range_variance_sum += float((weight * np.maximum(var, 0.0)).sum())
+        d = draws.shape[1]
+        self.everything.add(fares, in_range_moments(draws, -math.inf, math.inf), d, -math.inf,
+                            math.inf)  # fmt: skip
+        self.label_range.add(fares, in_range_moments(draws, low, high), d, low, high)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | None]:
+        """The span's manifest fields."""
         return {
             "rows": self.rows,
             "rows_in_label_range": self.in_range_rows,
             "mean_fare": round(self.fare_sum / max(self.rows, 1), 4),
-            "rmse_floor": round(math.sqrt(self.variance_sum / max(self.rows, 1)), 4),
-            "rmse_floor_label_range": round(
-                math.sqrt(self.in_range_variance_sum / max(self.in_range_weight, 1e-12)), 4
-            ),
+            **self.everything.summary(),
+            **self.label_range.summary("_label_range"),
         }
 
 
@@ -448,9 +444,14 @@ def synthesize(spec: SynthSpec, city: City, on_rows: Callable[[int], None] | Non
         "floor_draws": spec.floor_draws,
         "label_range": [spec.min_fare, spec.max_fare],
         "floor_note": (
-            "rmse_floor: the RMSE of E[fare | booking-time fields] over all trips;"
-            " rmse_floor_label_range: over the trips whose fare is in label_range, as the"
-            " pipeline trains and evaluates (FareFilter)"
+            "rmse_floor: the RMSE of E[fare | booking-time fields] over all trips, from the"
+            " spread of floor_draws fares per trip; rmse_oracle: the realized RMSE of that"
+            " mean on the written fares; *_label_range: over the trips whose fare is in"
+            " label_range, as the pipeline trains and evaluates (FareFilter); *_se: standard"
+            " errors; oracle_vs_floor_z: their difference in standard errors. Compare a model"
+            " with the oracle on the rows it was evaluated on (taxifare data oracle), not with"
+            " the floor of a span: a split's realized RMSE moves by several standard errors"
+            " of the span's floor"
         ),
         "spans": spans,
     }

@@ -53,7 +53,9 @@ def test_a_saved_run_is_reported_instead_of_run_again(tmp_path):
 def test_reused_synthetic_data_keeps_the_time_its_synthesis_took(tmp_path, monkeypatch):
     calls: list[int] = []
 
-    def fake_synthesize(rows: int, out: Path) -> tuple[dict, float]:
+    def fake_synthesize(
+        rows: int, out: Path, label_range: tuple[float, float] = scale.DEFAULT_LABEL_RANGE
+    ) -> tuple[dict, float]:
         calls.append(rows)
         out.mkdir(parents=True)
         manifest = {"spans": [{"rmse_floor_label_range": 3.3}]}
