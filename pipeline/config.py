@@ -99,6 +99,11 @@ class DataConfig(_Strict):
     # Glob under `input` for the files of one run; `{SPAN}` selects the latest span
     # (e.g. "span-{SPAN}/*.csv"). None: every file directly under `input`.
     pattern: str | None = None
+    # How many of the latest spans Transform and the Trainer learn from (with `{SPAN}` in the
+    # pattern); the Evaluator tests on the newest span alone. 1: the newest span only, so a
+    # run costs one span whatever the span's length (a day of BigQuery, a month of synth);
+    # a window is the data's choice (README, "Configs").
+    train_spans: int = Field(1, ge=1)
     split: SplitConfig = SplitConfig()
     # Which executor turns the CSVs into tf.Examples (see pipeline/components/csv_example_gen.py):
     # tfx: TFX's own, which infers the column types and reshuffles; a malformed file (a
@@ -117,6 +122,17 @@ class DataConfig(_Strict):
     def _check_fares(self) -> DataConfig:
         if self.max_fare <= self.min_fare:
             raise ValueError(f"max_fare ({self.max_fare}) must be above min_fare ({self.min_fare})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_train_spans(self) -> DataConfig:
+        # A window needs spans to count: CSV files in span folders named by the pattern.
+        spans = self.input != BIGQUERY and "{SPAN}" in (self.pattern or "")
+        if self.train_spans > 1 and not spans:
+            raise ValueError(
+                f"train_spans: {self.train_spans} needs CSV spans, a pattern with {{SPAN}}"
+                " (e.g. span-{SPAN}/*.csv); this input has one span"
+            )
         return self
 
 

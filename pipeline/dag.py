@@ -29,8 +29,9 @@ from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
 )
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, tuner_pb2
+from tfx.proto import example_gen_pb2, pusher_pb2, range_config_pb2, trainer_pb2, tuner_pb2
 from tfx.types import Channel, standard_artifacts
+from tfx.types.channel import union as channel_union
 
 from pipeline.components import atomic_pusher
 from pipeline.components.anomaly_gate import AnomalyGate
@@ -38,7 +39,12 @@ from pipeline.components.csv_example_gen import CsvExampleGen as CuratedCsvExamp
 from pipeline.components.fare_filter import FareFilter
 from pipeline.components.monitoring import DriftCheck, MonitoringGate, SkewCheck
 from pipeline.config import AUTO_MULTI_PROCESSING_BYTES, BIGQUERY, Config, ConfigError
-from pipeline.data_source import bigquery_query, input_size_bytes, with_input_beam_args
+from pipeline.data_source import (
+    bigquery_query,
+    input_size_bytes,
+    window_spans,
+    with_input_beam_args,
+)
 from pipeline.monitoring.stats import request_log_fingerprint
 from pipeline.monitoring.stats_options import monitoring_stats_options
 from pipeline.monitoring.thresholds import thresholds_to_json
@@ -204,6 +210,35 @@ def streaming_example_gen(cfg: Config, data_root: str) -> bool:
     return curated and size is not None and size > AUTO_MULTI_PROCESSING_BYTES
 
 
+def span_node_id(node_id: str, span: int) -> str:
+    """The id of a component that reads an earlier span of the training window."""
+    return f"{node_id}_span{span}"
+
+
+def _span_range(span: int) -> range_config_pb2.RangeConfig:
+    """TFX's static range of one span (ExampleGen reads one span per execution)."""
+    return range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
+    )
+
+
+def _training_window(cfg: Config, data_root: str) -> list[int]:
+    """The spans of the training window, oldest first; empty for a window of one span.
+
+    Raises:
+      ConfigError: a window on Vertex, whose compiled pipeline cannot take a union of
+        ExampleGen outputs.
+    """
+    if cfg.data.train_spans == 1:
+        return []
+    if cfg.vertex is not None:
+        raise ConfigError(
+            f"data.train_spans: {cfg.data.train_spans} is not supported on Vertex AI yet (the"
+            " pipeline spec takes one ExampleGen output per input); use 1"
+        )
+    return window_spans(cfg, data_root)
+
+
 def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pipeline:
     """Builds the taxifare pipeline.
 
@@ -216,6 +251,9 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
     Returns:
       The TFX pipeline, ready for any orchestrator.
     """
+    # The spans Transform and the Trainer learn from, newest last; pinned only for a window
+    # (one span: ExampleGen takes the latest itself, when the pipeline runs).
+    window = _training_window(cfg, data_root)
     input_config = None
     if cfg.data.pattern:
         input_config = example_gen_pb2.Input(
@@ -253,7 +291,10 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             CuratedCsvExampleGen if streaming_example_gen(cfg, data_root) else CsvExampleGen
         )
         example_gen = example_gen_class(
-            input_base=data_root, input_config=input_config, output_config=output_config
+            input_base=data_root,
+            input_config=input_config,
+            output_config=output_config,
+            range_config=_span_range(window[-1]) if window else None,
         ).with_id(EXAMPLE_GEN_ID)
 
     # Drops trips whose fare is not a plausible label and counts them.
@@ -263,6 +304,27 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         max_fare=cfg.data.max_fare,
     ).with_id(FARE_FILTER_ID)
     examples = fare_filter.outputs["filtered_examples"]
+
+    # The earlier spans of the training window (data.train_spans), each read and filtered as
+    # the newest is, by TFX's static span range; only Transform and the Trainer take them.
+    earlier_spans = []  # their ExampleGens and FareFilters
+    window_examples = []
+    for span in window[:-1]:
+        span_example_gen = example_gen_class(
+            input_base=data_root,
+            input_config=input_config,
+            output_config=output_config,
+            range_config=_span_range(span),
+        ).with_id(span_node_id(EXAMPLE_GEN_ID, span))
+        span_fare_filter = FareFilter(
+            examples=span_example_gen.outputs["examples"],
+            min_fare=cfg.data.min_fare,
+            max_fare=cfg.data.max_fare,
+        ).with_id(span_node_id(FARE_FILTER_ID, span))
+        earlier_spans += [span_example_gen, span_fare_filter]
+        window_examples.append(span_fare_filter.outputs["filtered_examples"])
+    # One channel of the window's filtered examples, one artifact per span.
+    training_examples = channel_union([*window_examples, examples]) if window_examples else examples
 
     # Computes statistics of every feature (the reference for validation, drift and skew),
     # with the options every comparison's statistics share (categorical small integers, fine
@@ -336,7 +398,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
 
     # Fits and applies the one feature graph used in training and in serving.
     transform = Transform(
-        examples=examples,
+        examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         # StatisticsGen already describes the data; TFDV passes inside Transform cost time.
@@ -436,6 +498,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
     components = [
         example_gen,
         fare_filter,
+        *earlier_spans,
         statistics_gen,
         schema_gen,
         example_validator,

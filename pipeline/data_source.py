@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import posixpath
 import re
 
 from pipeline.config import BIGQUERY, TFX_SAMPLE, BigQueryConfig, Config
@@ -64,21 +65,56 @@ def resolve_input(cfg: Config) -> str:
     return folder
 
 
-def _input_files(cfg: Config, data_root: str) -> list[str]:
-    """The local files one run reads: with {SPAN}, those of the latest span only."""
+def _matching_files(cfg: Config, data_root: str) -> list[str]:
+    """The files under `data_root` that the pattern matches, any span and version."""
     pattern = cfg.data.pattern or "*"
     glob_pattern = os.path.join(data_root, pattern.replace("{SPAN}", "*").replace("{VERSION}", "*"))
-    files = [p for p in glob.glob(glob_pattern) if os.path.isfile(p)]
+    if "://" in data_root:
+        from tfx.dsl.io import fileio
+
+        return [p for p in fileio.glob(glob_pattern) if not fileio.isdir(p)]
+    return [p for p in glob.glob(glob_pattern) if os.path.isfile(p)]
+
+
+def files_by_span(cfg: Config, data_root: str) -> dict[int, list[str]]:
+    """The input files per span number (empty without `{SPAN}` in the pattern).
+
+    Raises:
+      DataSourceError: a window of spans over span numbers written with leading zeros
+        (TFX names a span in a pattern by its number, so `span-07` would not be found again).
+    """
+    pattern = cfg.data.pattern or "*"
     if "{SPAN}" not in pattern:
-        return files
+        return {}
     regex = re.escape(pattern).replace(r"\{SPAN\}", r"(\d+)").replace(r"\{VERSION\}", r"\d+")
     regex = regex.replace(r"\*", "[^/]*")
     spans: dict[int, list[str]] = {}
-    for path in files:
-        match = re.fullmatch(regex, os.path.relpath(path, data_root))
-        if match:
-            spans.setdefault(int(match.group(1)), []).append(path)
-    return spans[max(spans)] if spans else []
+    for path in _matching_files(cfg, data_root):
+        match = re.fullmatch(regex, posixpath.relpath(path, data_root))
+        if not match:
+            continue
+        number = int(match.group(1))
+        if cfg.data.train_spans > 1 and match.group(1) != str(number):
+            raise DataSourceError(
+                f"data.train_spans: span {match.group(1)!r} of {path} has leading zeros, which"
+                " a window of spans cannot name; number the spans without them"
+            )
+        spans.setdefault(number, []).append(path)
+    return spans
+
+
+def window_spans(cfg: Config, data_root: str) -> list[int]:
+    """The spans Transform and the Trainer learn from, oldest first: the latest
+    `data.train_spans` of the input (fewer when it has fewer); empty without spans."""
+    return sorted(files_by_span(cfg, data_root))[-cfg.data.train_spans :]
+
+
+def _input_files(cfg: Config, data_root: str) -> list[str]:
+    """The local files one run reads: with {SPAN}, those of the window's spans."""
+    spans = files_by_span(cfg, data_root)
+    if not spans and "{SPAN}" not in (cfg.data.pattern or "*"):
+        return _matching_files(cfg, data_root)
+    return [p for span in window_spans(cfg, data_root) for p in spans[span]]
 
 
 def input_size_bytes(cfg: Config, data_root: str) -> int | None:
