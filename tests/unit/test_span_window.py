@@ -120,3 +120,15 @@ def test_a_window_is_refused_on_vertex(data):
     cfg = load_config(CONFIGS / "vertex.yaml", [PATTERN, "data.train_spans=2"])
     with pytest.raises(ConfigError, match="data.train_spans: 2 is not supported on Vertex"):
         dag.create_pipeline(cfg, str(data))
+
+
+def test_the_input_size_is_that_of_the_window(tmp_path):
+    from pipeline.data_source import input_size_bytes
+
+    data = _spans(tmp_path / "sized", tuple(str(s) for s in SPANS))
+    for span, size in zip(SPANS, (5_000, 300, 70), strict=True):
+        with open(data / f"span-{span}" / "trips.csv", "wb") as fh:
+            fh.truncate(size)  # a sparse file: its size is what counts
+    assert input_size_bytes(_config(data), str(data)) == 70
+    assert input_size_bytes(_config(data, "data.train_spans=2"), str(data)) == 370
+    assert input_size_bytes(_config(data, "data.train_spans=9"), str(data)) == 5_370
