@@ -7,6 +7,7 @@ run's summary.json. A run stopped at a gate opens with why.
 
 from __future__ import annotations
 
+import datetime
 import html
 import json
 import os
@@ -192,7 +193,6 @@ def _data(record: RunRecord, nodes: dict[str, NodeExecution], summary) -> list[s
     if statistics is None:
         return parts
     splits = list(record.split_rows) or ["train", "eval"]
-    features = reads.read_feature_splits(statistics.uri, splits)
     for name in ("drift", "skew"):
         check = (summary or {}).get(name)
         if check:
@@ -207,13 +207,57 @@ def _data(record: RunRecord, nodes: dict[str, NodeExecution], summary) -> list[s
                 )
                 + "</p>"
             )
+    parts += feature_figures(reads.read_feature_splits(statistics.uri, splits), splits)
+    return parts
+
+
+def _missing_cell(x: reads.FeatureSplits, split: str) -> str:
+    share = x.missing.get(split)
+    if share is None:
+        return "-"
+    if not x.with_values.get(split):
+        return "100% (no values)"
+    if share > 0.995:  # a handful of values would read as 100.0%
+        return f"{share:.2%} ({x.with_values[split]:,} with a value)"
+    return _pct(share)
+
+
+def _mean_cell(x: reads.FeatureSplits, split: str) -> str:
+    if split in x.with_values and not x.with_values[split]:
+        return "no values"
+    mean = x.mean.get(split)
+    if mean is None:
+        return "-"
+    return _value_text(x.name, mean) if abs(mean) >= 1e4 else f"{mean:.4g}"
+
+
+def _value_text(name: str, value: float) -> str:
+    """A value of feature `name` as people read it: a timestamp as a UTC date."""
+    if name == f.TIMESTAMP_KEY:
+        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).strftime("%Y-%m-%d")
+    if value == int(value) or abs(value) >= 1e4:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def _no_values_note(x: reads.FeatureSplits, splits: list[str]) -> str:
+    empty = [s for s in splits if s in x.with_values and not x.with_values[s]]
+    if not empty:
+        return ""
+    return f'<p class="small">No values in {_e(", ".join(empty))}.</p>'
+
+
+def feature_figures(features: list[reads.FeatureSplits], splits: list[str]) -> list[str]:
+    """The per-split table of missing shares and means, and one distribution per feature.
+
+    Numeric amounts are drawn on their own axis from TFDV's quantiles (log-scaled for long
+    tails); categories and identifiers as bars per value, labelled in full.
+    """
     table = [
-        [_e(x.name)]
-        + [_pct(x.missing.get(s)) for s in splits]
-        + [("-" if x.mean.get(s) is None else f"{x.mean[s]:.4g}") for s in splits]
+        [_e(x.name)] + [_missing_cell(x, s) for s in splits] + [_mean_cell(x, s) for s in splits]
         for x in features
     ]
-    parts.append("<h3>Missing values and means per split</h3>")
+    parts = ["<h3>Missing values and means per split</h3>"]
     parts.append(
         _table(
             ["feature"] + [f"missing in {s}" for s in splits] + [f"mean in {s}" for s in splits],
@@ -221,21 +265,60 @@ def _data(record: RunRecord, nodes: dict[str, NodeExecution], summary) -> list[s
         )
     )
     parts.append("<h3>Distributions, " + " vs ".join(_e(s) for s in splits) + "</h3>")
+    parts.append(
+        '<p class="small">Each bar is a share of the split\'s values (trips without a value are'
+        " counted in the table above). Amounts are read off TFDV's quantiles, 1% of the values"
+        " each, so a share is right to about a percentage point.</p>"
+    )
     parts.append(svg.legend(splits))
     for x in features:
+        parts.append(f"<h3>{_e(x.name)}</h3>")
+        if not any(x.with_values.get(s) for s in splits):
+            parts.append('<p class="small">No values in any split.</p>')
+            continue
         if not x.bins:
             continue
         unit = _UNITS.get(x.name, x.name)
-        bars = [
-            (
-                label,
-                [shares.get(s, 0.0) * 100 for s in splits],
-                f"{x.name} {label}: " + ", ".join(f"{s} {shares.get(s, 0.0):.1%}" for s in splits),
+        tips = [
+            f"{x.name} {label}: "
+            + ", ".join(
+                f"{s} {shares.get(s, 0.0):.2%}" if x.with_values.get(s) else f"{s} no values"
+                for s in splits
             )
             for label, shares in x.bins
         ]
-        parts.append(f"<h3>{_e(x.name)}</h3>")
-        parts.append(svg.bar_chart(bars, unit, "share of examples (%)", f"{x.name} by split"))
+        if x.edges is not None:
+            edges = x.edges
+            tips = [
+                f"{x.name} {_value_text(x.name, edges[i])} to {_value_text(x.name, edges[i + 1])}"
+                + tip[tip.index(":") :]
+                for i, tip in enumerate(tips)
+            ]
+            series = {s: [shares.get(s, 0.0) * 100 for _, shares in x.bins] for s in splits}
+            marks = None
+            if x.name == f.TIMESTAMP_KEY:  # month bins, ticked at the new years among them
+                unit = "trip start (UTC date)"
+                marks = [e for e in edges if _value_text(x.name, e).endswith("-01-01")]
+            parts.append(
+                svg.histogram(
+                    x.edges,
+                    series,
+                    unit,
+                    "share of values (%)",
+                    f"{x.name} by split",
+                    tips=tips,
+                    log_offset=x.log_offset,
+                    value_format=lambda v, name=x.name: _value_text(name, v),
+                    marks=marks if marks and len(marks) > 1 else None,
+                )
+            )
+        else:
+            bars = [
+                (label, [shares.get(s, 0.0) * 100 for s in splits], tip)
+                for (label, shares), tip in zip(x.bins, tips, strict=True)
+            ]
+            parts.append(svg.bar_chart(bars, unit, "share of values (%)", f"{x.name} by split"))
+        parts.append(_no_values_note(x, splits))
     return parts
 
 
@@ -250,6 +333,8 @@ def _training(summary, nodes: dict[str, NodeExecution], record: RunRecord) -> li
         return parts + ["<p>The run did not train a model.</p>"]
     logs = os.path.join(model_run.uri, "logs")
     curves = reads.read_training_curves(logs)
+    best = ((summary or {}).get("training") or {}).get("best_epoch")
+    marker = (float(best), f"best weights: epoch {best}") if best else None
     for metric, series in sorted(curves.items()):
         label = _METRIC_UNITS.get(metric, metric)
         one_point = all(len(points) == 1 for points in series.values())
@@ -262,7 +347,11 @@ def _training(summary, nodes: dict[str, NodeExecution], record: RunRecord) -> li
             )
             continue
         parts.append(svg.legend(list(series)))
-        parts.append(svg.line_chart(series, "training step", label, f"{metric} per step"))
+        parts.append(
+            svg.line_chart(
+                series, "epoch", label, f"{metric} per epoch", integer_x=True, marker=marker
+            )
+        )
     parts.append(f'<p class="small">TensorBoard logs: <code>{_e(logs)}</code></p>')
     return parts
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import datetime
+import math
 import os
 from typing import Any
 
@@ -13,7 +16,20 @@ from taxifare_modules import features as f
 _RMSE = "root_mean_squared_error"
 _MAE = "mean_absolute_error"
 _COUNT = "example_count"
-_COMMON_BINS = 20
+# Bars of a numeric distribution: enough to show a shape, few enough that each bar holds
+# several of TFDV's quantile buckets (the shares are read off those, 1% of the values each).
+_NUMERIC_BINS = 24
+# Categories a distribution shows by name; the rest are one "other" bar.
+_TOP_CATEGORIES = 24
+# A non-negative field is drawn on a log scale when its largest value lies further above the
+# median than this many times the width of its middle 90% (fares, miles and seconds have a few
+# values 100 times the typical one; coordinates and times do not).
+_LONG_TAIL = 10.0
+# Integers that name a place, not an amount: drawn as categories and labelled in full (a
+# mean or a numeric axis of census-tract numbers says nothing).
+IDENTIFIER_KEYS = f.AREA_KEYS + f.IGNORED_KEYS
+# The bar of the categories not shown by name.
+OTHER_LABEL = "other values"
 
 
 @dataclasses.dataclass
@@ -22,10 +38,17 @@ class FeatureSplits:
 
     name: str
     missing: dict[str, float]  # split -> share of examples without a value
-    mean: dict[str, float | None]
-    # The distribution on bins shared by every split: (label, share per split).
+    mean: dict[str, float | None]  # None: no mean to show (no values, or not an amount)
+    # The distribution on bins shared by every split: (label, share per split). Shares are of
+    # the split's values; a split without values has none.
     bins: list[tuple[str, dict[str, float]]]
     numeric: bool
+    # Split -> how many examples have a value (0: "no values", not a mean of nothing).
+    with_values: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Numeric bins: their edges (one more than bins); None for categories.
+    edges: list[float] | None = None
+    # Numeric bins on a log scale: x is drawn as log10(1 + x / log_offset).
+    log_offset: float | None = None
 
 
 def _split_stats(uri: str, split: str):
@@ -41,73 +64,239 @@ def _common_stats(feature):
     return stats.common_stats, kind
 
 
-def _missing_share(feature, num_examples: int) -> float:
+def _with_values(feature) -> int:
     # An empty CSV cell is a feature present with no values: missing too.
     common, _ = _common_stats(feature)
-    with_value = min(common.num_non_missing, common.tot_num_values or common.num_non_missing)
     if common.max_num_values == 0:
-        with_value = 0
-    return 1 - with_value / num_examples if num_examples else 0.0
+        return 0
+    return int(min(common.num_non_missing, common.tot_num_values or common.num_non_missing))
+
+
+def _missing_share(feature, num_examples: int) -> float:
+    return 1 - _with_values(feature) / num_examples if num_examples else 0.0
 
 
 def _compact(value: float) -> str:
-    """A bin's middle in at most 8 characters."""
-    if abs(value) >= 1e6:
-        return f"{value:.3g}"
+    """A bin edge as people read it: whole numbers in full, others to 4 significant digits."""
+    if value == int(value) or abs(value) >= 1e4:
+        return f"{value:,.0f}"
     return f"{value:.4g}"
 
 
-def _numeric_bins(per_split: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """Each split's standard histogram spread over shared equal-width bins."""
-    hists = {}
-    for split, feature in per_split.items():
-        standard = [h for h in feature.num_stats.histograms if h.type == h.HistogramType.STANDARD]
-        if standard and standard[0].buckets:
-            hists[split] = standard[0].buckets
-    if not hists:
-        return []
-    low = min(b.low_value for bs in hists.values() for b in bs)
-    high = max(b.high_value for bs in hists.values() for b in bs)
+def _value_buckets(feature) -> list[tuple[float, float, float]]:
+    """A numeric feature's (low, high, count) buckets: TFDV's quantiles histogram if any."""
+    histograms = feature.num_stats.histograms
+    quantiles = [h for h in histograms if h.type == h.HistogramType.QUANTILES]
+    standard = [h for h in histograms if h.type == h.HistogramType.STANDARD]
+    for histogram in quantiles + standard:
+        buckets = [(b.low_value, b.high_value, b.sample_count) for b in histogram.buckets]
+        if sum(count for _, _, count in buckets) > 0:
+            return buckets
+    return []
+
+
+def _quantile(buckets: list[tuple[float, float, float]], q: float) -> float:
+    """The q-quantile of values spread evenly inside each bucket (buckets in order)."""
+    total = sum(c for _, _, c in buckets)
+    seen = 0.0
+    for low, high, count in buckets:
+        if count > 0 and seen + count >= q * total:
+            return low + (high - low) * (q * total - seen) / count
+        seen += count
+    return buckets[-1][1]
+
+
+def _round_sig(value: float, digits: int = 3) -> float:
+    if value == 0:
+        return 0.0
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def _log_offset(buckets: list[tuple[float, float, float]], low: float, high: float) -> float | None:
+    """The offset c of a log10(1 + x / c) axis for a long-tailed field; None: a linear axis."""
+    if low < 0:
+        return None
+    buckets = sorted(buckets)
+    median, p95 = _quantile(buckets, 0.5), _quantile(buckets, 0.95)
+    if high - median <= _LONG_TAIL * (p95 - _quantile(buckets, 0.05)):
+        return None
+    # A tenth of a typical value: the axis is linear below it, logarithmic above.
+    typical = next((q for q in (median, p95, high) if q > 0), 0.0)
+    return _round_sig(typical / 10, 1) if typical > 0 else None
+
+
+def _to_axis(value: float, log_offset: float | None) -> float:
+    return value if log_offset is None else math.log10(1 + value / log_offset)
+
+
+def _from_axis(value: float, log_offset: float | None) -> float:
+    return value if log_offset is None else log_offset * (10**value - 1)
+
+
+def _nice_step(span: float, count: int) -> float:
+    raw = span / count
+    step = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if raw <= m * step:
+            return m * step
+    return 10 * step
+
+
+def _month_start(year: int, month: int) -> float:
+    return datetime.datetime(year, month, 1, tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _calendar_edges(low: float, high: float) -> list[float]:
+    """Month starts (UTC) around [low, high], 1, 2, 3, 6 or 12 months apart."""
+    first = datetime.datetime.fromtimestamp(low, datetime.timezone.utc)
+    last = datetime.datetime.fromtimestamp(high, datetime.timezone.utc)
+    months = (last.year - first.year) * 12 + last.month - first.month + 1
+    step = next((m for m in (1, 2, 3, 6) if months / m <= _NUMERIC_BINS), 12)
+    index = first.year * 12 + (first.month - 1) // step * step
+    edges = []
+    while not edges or edges[-1] <= high:
+        edges.append(_month_start(index // 12, index % 12 + 1))
+        index += step
+    return edges
+
+
+def _numeric_edges(low: float, high: float, log_offset: float | None) -> list[float]:
+    """Bin edges from low to high: round steps, or equal steps on the log axis."""
     if high <= low:
-        high = low + 1
-    width = (high - low) / _COMMON_BINS
-    shares = {split: [0.0] * _COMMON_BINS for split in hists}
-    for split, buckets in hists.items():
-        total = sum(b.sample_count for b in buckets) or 1.0
-        for b in buckets:
-            span = b.high_value - b.low_value
-            for i in range(_COMMON_BINS):
-                lo, hi = low + i * width, low + (i + 1) * width
-                if span <= 0:
-                    last = i == _COMMON_BINS - 1 and b.low_value == hi
-                    overlap = 1.0 if lo <= b.low_value < hi or last else 0.0
-                else:
-                    overlap = max(0.0, min(hi, b.high_value) - max(lo, b.low_value)) / span
-                shares[split][i] += b.sample_count * overlap / total
-    return [
-        (_compact(low + (i + 0.5) * width), {s: shares[s][i] for s in hists})
-        for i in range(_COMMON_BINS)
+        return [low, low + 1]
+    if log_offset is None:
+        step = _nice_step(high - low, _NUMERIC_BINS)
+        start = math.floor(low / step) * step
+        count = max(1, math.ceil((high - start) / step - 1e-9))
+        return [_round_sig(start + i * step, 12) for i in range(count + 1)]
+    a, b = _to_axis(low, log_offset), _to_axis(high, log_offset)
+    inner = [
+        _round_sig(_from_axis(a + (b - a) * i / _NUMERIC_BINS, log_offset))
+        for i in range(1, _NUMERIC_BINS)
     ]
+    edges = [low] + sorted({e for e in inner if low < e < high}) + [high]
+    return edges
+
+
+def _spread(
+    buckets: list[tuple[float, float, float]], edges: list[float], log_offset: float | None
+) -> list[float]:
+    """Each bin's share of the values: a bucket's count split by overlap on the drawn axis."""
+    total = sum(c for _, _, c in buckets)
+    shares = [0.0] * (len(edges) - 1)
+    axis = [_to_axis(e, log_offset) for e in edges]
+    last = len(shares) - 1
+    for low, high, count in buckets:
+        if count <= 0:
+            continue
+        if high <= low:  # all at one value: the bin holding it (the last one holds its top)
+            i = min(max(bisect.bisect_right(edges, low) - 1, 0), last)
+            shares[i] += count / total
+            continue
+        lo, hi = _to_axis(low, log_offset), _to_axis(high, log_offset)
+        for i in range(len(shares)):
+            overlap = min(hi, axis[i + 1]) - max(lo, axis[i])
+            if overlap > 0:
+                shares[i] += count * overlap / (hi - lo) / total
+    return shares
+
+
+def _numeric_bins(
+    name: str, per_split: dict[str, Any]
+) -> tuple[list[tuple[str, dict[str, float]]], list[float] | None, float | None]:
+    """Each split's values on shared bins, read off TFDV's quantiles histograms.
+
+    Returns:
+      The bins as (label, share per split), their edges, and the log axis offset (None:
+      linear).
+    """
+    buckets = {s: _value_buckets(x) for s, x in per_split.items() if _with_values(x) > 0}
+    buckets = {s: b for s, b in buckets.items() if b}
+    if not buckets:
+        return [], None, None
+    low = min(b[0] for bs in buckets.values() for b in bs)
+    high = max(b[1] for bs in buckets.values() for b in bs)
+    pooled = [b for bs in buckets.values() for b in bs]
+    if name == f.TIMESTAMP_KEY:  # whole months, as the data's spans are
+        log_offset, edges = None, _calendar_edges(low, high)
+    else:
+        log_offset = _log_offset(pooled, low, high)
+        edges = _numeric_edges(low, high, log_offset)
+    shares = {s: _spread(b, edges, log_offset) for s, b in buckets.items()}
+    bins = [
+        (f"{_compact(edges[i])} to {_compact(edges[i + 1])}", {s: v[i] for s, v in shares.items()})
+        for i in range(len(edges) - 1)
+    ]
+    return bins, edges, log_offset
+
+
+def _ranked(
+    counts: dict[str, dict[str, float]], first: str, top: int, unlisted: dict[str, float]
+) -> list[tuple[str, dict[str, float]]]:
+    """The `top` most common categories of the first split, then one bar for all the rest."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1].get(first, 0.0), kv[0]))
+    shown, rest = ordered[:top], ordered[top:]
+    if all(label.lstrip("-").isdigit() for label, _ in shown):
+        shown.sort(key=lambda kv: int(kv[0]))
+    other = dict(unlisted)
+    for _, shares in rest:
+        for split, share in shares.items():
+            other[split] = other.get(split, 0.0) + share
+    if any(share > 0 for share in other.values()):
+        shown.append((OTHER_LABEL, other))
+    return shown
 
 
 def _categorical_bins(
     per_split: dict[str, Any], top: int = 24
 ) -> list[tuple[str, dict[str, float]]]:
     counts: dict[str, dict[str, float]] = {}
+    unlisted: dict[str, float] = {}
     for split, feature in per_split.items():
         ranked = feature.string_stats.rank_histogram.buckets
         if ranked:
             pairs = [(b.label, b.sample_count) for b in ranked]
         else:
             pairs = [(v.value, v.frequency) for v in feature.string_stats.top_values]
-        total = sum(count for _, count in pairs)
+        # Shares of the values, also those beyond the listed categories.
+        total = max(sum(count for _, count in pairs), _with_values(feature))
         for label, count in pairs:
             counts.setdefault(label, {})[split] = count / total if total else 0.0
-    first = next(iter(per_split))
-    ordered = sorted(counts.items(), key=lambda kv: -kv[1].get(first, 0.0))[:top]
-    if all(label.lstrip("-").isdigit() for label, _ in ordered):
-        ordered.sort(key=lambda kv: int(kv[0]))
-    return ordered
+        listed = sum(count for _, count in pairs)
+        if total > listed:
+            unlisted[split] = (total - listed) / total
+    if not counts:
+        return []
+    return _ranked(counts, next(iter(per_split)), top, unlisted)
+
+
+def _identifier_bins(per_split: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """Identifiers counted as numbers, as categories: the values TFDV's quantiles pin down.
+
+    A value that fills whole quantile buckets (1% of the values each) in every split with
+    values gets its own bar, with the share of those buckets; the rest is one "other" bar (a
+    value pinned in one split only would read as missing from the others).
+    """
+    counts: dict[str, dict[str, float]] = {}
+    unlisted: dict[str, float] = {}
+    for split, feature in per_split.items():
+        buckets = _value_buckets(feature) if _with_values(feature) else []
+        total = sum(c for _, _, c in buckets)
+        for low, high, count in buckets:
+            if count <= 0:
+                continue
+            if high == low:
+                shares = counts.setdefault(f"{int(low)}", {})
+                shares[split] = shares.get(split, 0.0) + count / total
+            else:
+                unlisted[split] = unlisted.get(split, 0.0) + count / total
+    if not counts and not unlisted:
+        return []
+    splits = [s for s, x in per_split.items() if _with_values(x)]
+    for label in [v for v, shares in counts.items() if len(shares) < len(splits)]:
+        for split, share in counts.pop(label).items():
+            unlisted[split] = unlisted.get(split, 0.0) + share
+    return _ranked(counts, splits[0], _TOP_CATEGORIES, unlisted)
 
 
 def read_feature_splits(statistics_uri: str, splits: list[str]) -> list[FeatureSplits]:
@@ -124,25 +313,43 @@ def read_feature_splits(statistics_uri: str, splits: list[str]) -> list[FeatureS
             for feat in dataset.features:
                 if ".".join(feat.path.step) == name:
                     per_split[split] = feat
-        numeric = all(x.WhichOneof("stats") == "num_stats" for x in per_split.values())
+        counted = all(x.WhichOneof("stats") == "num_stats" for x in per_split.values())
+        identifier = name in IDENTIFIER_KEYS
+        with_values = {s: _with_values(x) for s, x in per_split.items()}
+        edges, log_offset = None, None
+        if counted and not identifier:
+            bins, edges, log_offset = _numeric_bins(name, per_split)
+        elif counted:
+            bins = _identifier_bins(per_split)
+        else:
+            bins = _categorical_bins(per_split)
         found.append(
             FeatureSplits(
                 name=name,
                 missing={
                     s: _missing_share(x, datasets[s].num_examples) for s, x in per_split.items()
                 },
-                mean={s: (x.num_stats.mean if numeric else None) for s, x in per_split.items()},
-                bins=_numeric_bins(per_split) if numeric else _categorical_bins(per_split),
-                numeric=numeric,
+                # TFDV gives a feature without values a mean of 0; an identifier's mean is no
+                # amount at all.
+                mean={
+                    s: (x.num_stats.mean if counted and not identifier and with_values[s] else None)
+                    for s, x in per_split.items()
+                },
+                bins=bins,
+                numeric=counted and not identifier,
+                with_values=with_values,
+                edges=edges,
+                log_offset=log_offset,
             )
         )
     return found
 
 
 def read_training_curves(logs_dir: str) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """Keras' TensorBoard scalars: metric -> {"train"/"validation" -> [(step, value)]}.
+    """Keras' TensorBoard scalars per epoch: metric -> {"train"/"validation" -> [(epoch, value)]}.
 
-    Per-batch scalars (`batch_*`) are preferred over per-epoch ones (`epoch_*`) for a series.
+    Epochs are numbered from 1, as the run's summary numbers them (Keras logs them from 0).
+    Keras writes these whatever its `update_freq`; per-batch scalars are left out.
     """
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
     if not tf.io.gfile.isdir(logs_dir):
@@ -165,12 +372,9 @@ def read_training_curves(logs_dir: str) -> dict[str, dict[str, list[tuple[float,
                     by_tag.setdefault(value.tag, []).append((float(event.step), number))
         for tag, points in by_tag.items():
             prefix, _, metric = tag.partition("_")
-            if prefix not in ("batch", "epoch") or not metric:
+            if prefix != "epoch" or not metric:
                 continue
-            series = curves.setdefault(metric, {})
-            if side in series and prefix == "epoch":
-                continue  # batch points already there
-            series[side] = sorted(points)
+            curves.setdefault(metric, {})[side] = sorted((step + 1, v) for step, v in points)
     return curves
 
 

@@ -66,3 +66,66 @@ def test_charts_have_labelled_axes_and_one_mark_per_value():
     # Every mark lies inside the plot area.
     for cx, cy in re.findall(r'cx="([\d.]+)" cy="([\d.]+)"', scatter):
         assert 0 < float(cx) < 720 and 0 < float(cy) < 280
+
+
+def test_epochs_are_ticked_as_the_summary_numbers_them():
+    series = {"train": [(e, 5.0 - e / 4) for e in range(1, 8)], "validation": [(1, 6.0), (7, 4.1)]}
+    chart = svg.line_chart(
+        series, "epoch", "RMSE (US dollars)", "rmse", integer_x=True, marker=(5, "best: epoch 5")
+    )
+    ticks = re.findall(r'text-anchor="middle">([^<]*)</text>', chart)
+    assert [t for t in ticks if t != "epoch"] == [str(e) for e in range(1, 8)]
+    assert "train: epoch 1, 4.75" in chart and ">best: epoch 5</text>" in chart
+    many = svg.line_chart({"train": [(e, 1.0) for e in range(1, 31)]}, "epoch", "y", "t", True)
+    labels = [t for t in re.findall(r'text-anchor="middle">([^<]*)</text>', many) if t != "epoch"]
+    assert labels == ["1", "5", "10", "15", "20", "25", "30"]
+
+
+def test_tick_labels_are_the_values_they_mark():
+    # A top of 50 puts grid lines at 12.5 and 37.5: rounding them to 12 and 38 would mislabel.
+    chart = svg.bar_chart([("a", [50.0], "a")], "x", "y", "t")
+    assert [float(v) for v in re.findall(r'text-anchor="end">([^<]*)</text>', chart)] == [
+        0,
+        12.5,
+        25,
+        37.5,
+        50,
+    ]
+
+
+def test_long_identifiers_are_labelled_in_full():
+    tracts = [(str(17031081400 + i), [10.0], "") for i in range(8)]
+    chart = svg.bar_chart(tracts, "census tract", "share (%)", "t")
+    for label, _, _ in tracts:
+        assert f">{label}</text>" in chart
+    assert "rotate(" in chart  # eleven digits do not fit side by side under eight bars
+
+
+def test_a_histogram_draws_bars_between_its_edges_on_a_log_axis():
+    edges = [0.0, 0.5, 2.0, 10.0, 100.0]
+    chart = svg.histogram(
+        edges, {"train": [40.0, 30.0, 20.0, 10.0]}, "miles", "share (%)", "t", log_offset=0.1
+    )
+    rects = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="([\d.]+)"', chart)
+    heights = [float(h) for _, _, h in rects]
+    assert heights == sorted(heights, reverse=True) and heights[0] == 4 * heights[3]
+    ticks = re.findall(r'text-anchor="middle">([^<]*)</text>', chart)
+    assert "miles (log scale)" in ticks and {"0", "1", "10", "100"} <= set(ticks)
+
+
+def test_training_curves_number_epochs_from_one(tmp_path):
+    import tensorflow as tf
+
+    from pipeline.report import reads
+
+    for side, offset in (("train", 0.0), ("validation", 1.0)):
+        writer = tf.summary.create_file_writer(str(tmp_path / side))
+        with writer.as_default():
+            for epoch in range(3):  # Keras' TensorBoard callback counts epochs from 0
+                tf.summary.scalar("epoch_rmse", 5.0 - epoch + offset, step=epoch)
+                tf.summary.scalar("batch_rmse", 9.0, step=epoch * 100)
+        writer.close()
+    curves = reads.read_training_curves(str(tmp_path))
+    assert list(curves) == ["rmse"]
+    assert curves["rmse"]["train"] == [(1, 5.0), (2, 4.0), (3, 3.0)]
+    assert [e for e, _ in curves["rmse"]["validation"]] == [1, 2, 3]
