@@ -208,8 +208,20 @@ def predict_grpc(
                 response = stub.Predict(request, timeout=timeout)
             except grpc.RpcError as e:
                 raise PredictError(f"gRPC {e.code().name}: {e.details()}") from None
-            output = response.outputs[f.PREDICTION_KEY]
-            import tensorflow as tf
-
-            fares.extend(float(x) for x in tf.make_ndarray(output).reshape(-1))
+            fares.extend(_float32_values(response.outputs[f.PREDICTION_KEY]))
     return fares
+
+
+def _float32_values(tensor: Any) -> list[float]:
+    """A DT_FLOAT TensorProto's values, each as the shortest decimal that is that float32.
+
+    REST's JSON carries the fare as that decimal (15.420152); widening the float32 to a
+    Python float would print 15.420151710510254 for the same fare over gRPC.
+    """
+    import numpy as np
+
+    if tensor.tensor_content:
+        values = np.frombuffer(tensor.tensor_content, dtype="<f4")
+    else:
+        values = np.asarray(tensor.float_val, dtype=np.float32)
+    return [float(str(v)) for v in values.reshape(-1)]
