@@ -15,7 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.monitoring.thresholds import ThresholdError, Thresholds, parse_thresholds
+from pipeline.monitoring.thresholds import (
+    MIN_EXAMPLES,
+    TIME_FEATURES,
+    ThresholdError,
+    Thresholds,
+    check_time_features,
+    parse_thresholds,
+)
 from pipeline.serving.config import ServingConfig
 from pipeline.vertex import scale_tiers
 from taxifare_modules.hparams import NAMES as HYPERPARAMETER_NAMES
@@ -288,6 +295,18 @@ class DriftCheckConfig(_Strict):
     # report: record the verdict and report, and train anyway; stop: fail the run before
     # Transform (nothing trained or pushed, the pushed model stays).
     on_detect: OnDetect = "report"
+    # Fields that identify the period (two monthly spans always differ in them, and so do
+    # served traffic and the months a model learned from): checked for presence and against
+    # the schema, never compared as distributions, by drift and by skew.
+    time_features: tuple[str, ...] = TIME_FEATURES
+
+    @field_validator("time_features", mode="before")
+    @classmethod
+    def _known_time_features(cls, value: Any) -> Any:
+        try:
+            return check_time_features(value, "time_features")
+        except ThresholdError as e:
+            raise ValueError(str(e)) from None
 
 
 class SkewCheckConfig(_Strict):
@@ -309,6 +328,8 @@ class MonitoringConfig(_Strict):
     defaults: dict[str, Any] = Field(default_factory=dict)
     # Per-feature thresholds: `feature: distance` or `feature: {distance: .., presence: ..}`.
     features: dict[str, Any] = Field(default_factory=dict)
+    # Fewer examples than this on either side: "too few to judge", nothing found.
+    min_examples: int = Field(default=MIN_EXAMPLES, ge=1)
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> MonitoringConfig:
@@ -321,7 +342,13 @@ class MonitoringConfig(_Strict):
     def thresholds(self) -> Thresholds:
         """The per-feature thresholds of both checks."""
         return parse_thresholds(
-            {"defaults": self.defaults, "features": self.features}, source="config monitoring"
+            {
+                "defaults": self.defaults,
+                "features": self.features,
+                "min_examples": self.min_examples,
+                "drift": {"time_features": list(self.drift.time_features)},
+            },
+            source="config monitoring",
         )
 
 

@@ -257,7 +257,7 @@ def DriftCheck(  # noqa: N802 (a TFX component is named like a class)
         thresholds_from_json(thresholds),
         f.DRIFT_KEYS,
     )
-    result["notes"] = [note]
+    result["notes"] = [note, *result.get("notes", [])]
     _record(verdict, result)
     write_latest_verdict(baseline, PreviousVerdict(verdict.uri, span, used_span))
 
@@ -353,7 +353,7 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
         derived=derived,
     )
     if notes:
-        result["notes"] = notes
+        result["notes"] = notes + result.get("notes", [])
     _record(verdict, result)
 
 

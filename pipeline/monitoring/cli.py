@@ -124,6 +124,7 @@ def _check_out(out_dir: str) -> None:
 
 
 def _finish(verdict: dict[str, Any], out_dir: str) -> int:
+    from pipeline.monitoring.compare import TOO_FEW
     from pipeline.monitoring.report import write_outputs
 
     json_path, html_path = write_outputs(verdict, out_dir)
@@ -133,8 +134,17 @@ def _finish(verdict: dict[str, Any], out_dir: str) -> int:
             f"{verdict['check']} found in {len(failed)} of {verdict['features_checked']} "
             f"features: {', '.join(failed) or '(dataset)'}"
         )
+    elif verdict["verdict"] == TOO_FEW:
+        print(f"{verdict['check']} not judged: {verdict['notes'][-1]}")
     else:
         print(f"no {verdict['check']}: {verdict['features_checked']} features checked")
+    sides = "; ".join(f"{name} {side['examples']:,}" for name, side in verdict["sides"].items())
+    print(f"examples: {sides}")
+    if verdict.get("not_compared"):
+        print(
+            f"not compared: {', '.join(verdict['not_compared'])} (identify the span; presence"
+            " and schema checked)"
+        )
     print(f"verdict: {json_path}\nreport: {html_path}")
     return EXIT_FOUND if verdict["found"] else EXIT_OK
 
@@ -231,7 +241,7 @@ def run_skew(args: argparse.Namespace) -> dict[str, Any]:
     verdict = compare(SKEW, training, serving, schema, thresholds, SKEW_KEYS, derived=derived)
     verdict.update(extra)
     if notes:
-        verdict["notes"] = notes
+        verdict["notes"] = notes + verdict.get("notes", [])
     return verdict
 
 

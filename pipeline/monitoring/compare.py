@@ -21,6 +21,19 @@ SKEW = "skew"
 DRIFT = "drift"
 TRAINING_ENV = "TRAINING"
 SERVING_ENV = "SERVING"
+# Schema anomalies about how many examples have a field: estimates, not judged below the
+# minimum number of examples (a value out of range or unknown is a fact at any size).
+PRESENCE_ANOMALIES = frozenset(
+    {
+        "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+        "FEATURE_TYPE_LOW_NUMBER_PRESENT",
+        "FEATURE_TYPE_NOT_PRESENT",
+        "SCHEMA_MISSING_COLUMN",
+    }
+)
+# The verdict of a check with fewer examples on a side than thresholds.min_examples (and no
+# value the schema forbids): nothing judged, nothing found.
+TOO_FEW = "too_few_to_judge"
 
 # How many categorical values a report shows per feature (the rest are summed as "other").
 TOP_VALUES = 12
@@ -210,14 +223,19 @@ def ks_distance(a: list[tuple[float, float, float]], b: list[tuple[float, float,
 
 
 def ks_p_value(distance: float, n: float, m: float) -> float:
-    """Two-sample Kolmogorov-Smirnov p-value (asymptotic, with Stephens' correction)."""
-    from scipy.special import kolmogorov
+    """Two-sample Kolmogorov-Smirnov p-value at the effective size n*m/(n+m).
+
+    The exact distribution of the one-sample statistic (scipy's `kstwo`) at the effective
+    size: exact when one side is much larger than the other (training against a request
+    log), and what scipy's own two-sample test uses where it does not count lattice paths.
+    Unlike the limiting (Kolmogorov) distribution it holds at any size.
+    """
+    from scipy.stats import kstwo
 
     if n <= 0 or m <= 0:
         return 1.0
-    ne = n * m / (n + m)
-    root = math.sqrt(ne)
-    return float(kolmogorov((root + 0.12 + 0.11 / root) * distance))
+    effective = max(1, round(n * m / (n + m)))
+    return float(kstwo.sf(distance, effective))
 
 
 def l_infinity(a: dict[str, float], b: dict[str, float]) -> float:
@@ -226,16 +244,24 @@ def l_infinity(a: dict[str, float], b: dict[str, float]) -> float:
     return max((abs(a.get(k, 0.0) / ta - b.get(k, 0.0) / tb) for k in set(a) | set(b)), default=0.0)
 
 
-def chi_squared_p_value(a: dict[str, float], b: dict[str, float]) -> float:
-    """p-value of a chi-squared test that two count tables come from one distribution.
+CHI_SQUARED = "chi-squared"
+PERMUTATION = "permutation (Monte Carlo)"
+FISHER = "Fisher exact"
+KS_TEST = "Kolmogorov-Smirnov (exact at n*m/(n+m))"
+# The Monte Carlo permutation test stops once this many simulated tables are at least as
+# extreme as the observed one (Besag and Clifford's sequential p-value): a clean sample is
+# settled in a few hundred draws (its p-value then within about 10%), a real difference takes
+# the full budget.
+_PERMUTATION_EXCEEDANCES = 100
+_PERMUTATION_BATCH = 5_000
+# The draws are seeded: the same statistics give the same verdict.
+_PERMUTATION_SEED = 20_240_601
 
-    Values expected fewer than _MIN_EXPECTED times on either side are pooled into one.
-    """
-    from scipy.stats import chi2
 
+def _pooled_cells(a: dict[str, float], b: dict[str, float]) -> list[tuple[float, float]]:
+    """The table for the chi-squared test: rare values pooled into one cell, and that cell
+    merged with the next smallest until it is expected _MIN_EXPECTED times on each side."""
     ta, tb = sum(a.values()), sum(b.values())
-    if ta <= 0 or tb <= 0:
-        return 1.0
     total = ta + tb
     cells: list[tuple[float, float]] = []
     pooled = [0.0, 0.0]
@@ -246,28 +272,100 @@ def chi_squared_p_value(a: dict[str, float], b: dict[str, float]) -> float:
             pooled[1] += b.get(key, 0.0)
         else:
             cells.append((a.get(key, 0.0), b.get(key, 0.0)))
+    cells.sort(key=lambda c: c[0] + c[1])
+    while sum(pooled) and cells and min(sum(pooled) * ta, sum(pooled) * tb) / total < _MIN_EXPECTED:
+        small = cells.pop(0)
+        pooled = [pooled[0] + small[0], pooled[1] + small[1]]
     if sum(pooled):
         cells.append((pooled[0], pooled[1]))
-    if len(cells) < 2:
+    return cells
+
+
+def _chi_squared_statistic(cells: Any, ta: float, tb: float) -> Any:
+    """Pearson's statistic of 2 x k tables; `cells` is (..., k, 2) of observed counts."""
+    import numpy as np
+
+    cells = np.asarray(cells, dtype=float)
+    column = cells.sum(axis=-1, keepdims=True)
+    expected = column * np.array([ta, tb]) / (ta + tb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(expected > 0, (cells - expected) ** 2 / expected, 0.0)
+    return terms.sum(axis=(-2, -1))
+
+
+def permutation_p_value(a: dict[str, float], b: dict[str, float], alpha: float) -> float:
+    """p-value of "one distribution" for two count tables, by permutation (Monte Carlo).
+
+    Tables with both sides' totals and each value's total fixed (the examples relabelled at
+    random between the sides: a multivariate hypergeometric draw) are simulated, and the
+    share at least as extreme as the observed one (Pearson's statistic) is the p-value. It
+    is exact in the limit of many draws at any sample size; enough are drawn to reject at
+    `alpha`.
+    """
+    import numpy as np
+
+    keys = sorted(set(a) | set(b))
+    ref = np.array([round(a.get(k, 0.0)) for k in keys], dtype=np.int64)
+    cur = np.array([round(b.get(k, 0.0)) for k in keys], dtype=np.int64)
+    columns = ref + cur
+    keep = columns > 0
+    ref, cur, columns = ref[keep], cur[keep], columns[keep]
+    ta, tb = int(ref.sum()), int(cur.sum())
+    if ta <= 0 or tb <= 0 or len(columns) < 2:
         return 1.0
-    statistic = 0.0
-    for oa, ob in cells:
-        column = oa + ob
-        for observed, row in ((oa, ta), (ob, tb)):
-            expected = column * row / total
-            statistic += (observed - expected) ** 2 / expected
-    return float(chi2.sf(statistic, len(cells) - 1))
+    observed = float(_chi_squared_statistic(np.stack([ref, cur], axis=-1), ta, tb))
+    rng = np.random.default_rng(_PERMUTATION_SEED)
+    budget = math.ceil(2.0 / alpha)
+    draws = exceed = 0
+    while draws < budget:
+        size = min(_PERMUTATION_BATCH, budget - draws)
+        sim_cur = rng.multivariate_hypergeometric(columns, tb, size=size, method="marginals")
+        tables = np.stack([columns - sim_cur, sim_cur], axis=-1)
+        # A relative tolerance: equal statistics computed in another order still count.
+        exceed += int((_chi_squared_statistic(tables, ta, tb) >= observed * (1 - 1e-9)).sum())
+        draws += size
+        if exceed >= _PERMUTATION_EXCEEDANCES:
+            return exceed / draws
+    return (exceed + 1) / (draws + 1)
+
+
+def categorical_test(
+    a: dict[str, float], b: dict[str, float], alpha: float
+) -> tuple[float, str]:
+    """p-value and name of the test that two count tables come from one distribution.
+
+    The chi-squared approximation when, after rare values are pooled, at least two cells
+    remain and each is expected at least _MIN_EXPECTED times on each side (Cochran's rule);
+    otherwise (a small side) the permutation test, which needs no approximation.
+    """
+    from scipy.stats import chi2
+
+    ta, tb = sum(a.values()), sum(b.values())
+    if ta <= 0 or tb <= 0:
+        return 1.0, CHI_SQUARED
+    cells = _pooled_cells(a, b)
+    total = ta + tb
+    if len(cells) >= 2 and all(
+        min((oa + ob) * ta, (oa + ob) * tb) / total >= _MIN_EXPECTED for oa, ob in cells
+    ):
+        statistic = float(_chi_squared_statistic(cells, ta, tb))
+        return float(chi2.sf(statistic, len(cells) - 1)), CHI_SQUARED
+    return permutation_p_value(a, b, alpha), PERMUTATION
 
 
 def presence_p_value(a: Distribution, b: Distribution) -> float:
-    """Two-sided p-value of a two-proportion z-test on the shares that have a value."""
+    """Two-sided p-value of Fisher's exact test on the examples with and without a value.
+
+    Exact at every size (the normal approximation of the two-proportion test does not hold
+    for a handful of examples), and cheap at millions.
+    """
+    from scipy.stats import fisher_exact
+
     if not a.examples or not b.examples:
         return 1.0
-    pooled = (a.with_value + b.with_value) / (a.examples + b.examples)
-    if pooled <= 0.0 or pooled >= 1.0:
-        return 1.0
-    se = math.sqrt(pooled * (1 - pooled) * (1 / a.examples + 1 / b.examples))
-    return math.erfc(abs(a.presence - b.presence) / se / math.sqrt(2))
+    with_a, with_b = round(a.with_value), round(b.with_value)
+    table = [[with_a, a.examples - with_a], [with_b, b.examples - with_b]]
+    return float(fisher_exact(table).pvalue)
 
 
 def _histograms(ref: Distribution, cur: Distribution) -> dict[str, Any]:
@@ -296,10 +394,35 @@ def _shares(d: Distribution) -> dict[str, float]:
     return {k: c / total for k, c in d.counts.items()}
 
 
+def too_few(n: float, minimum: int) -> str:
+    """The note of a test that was not made: "too few to judge (N < M)"."""
+    return f"too few to judge ({n:,.0f} < {minimum:,})"
+
+
+def time_feature_note(kind: str) -> str:
+    """Why a field that identifies the period is not compared as a distribution."""
+    if kind == DRIFT:
+        return "not compared: identifies the span"
+    return (
+        "not compared: identifies the span (served traffic is of another period than the"
+        " data the model learned from)"
+    )
+
+
 def compare_feature(
-    key: str, ref: Distribution, cur: Distribution, thresholds: Thresholds, alpha: float
+    key: str,
+    ref: Distribution,
+    cur: Distribution,
+    thresholds: Thresholds,
+    alpha: float,
+    kind: str = DRIFT,
 ) -> dict[str, Any]:
-    """The distance, tests and flags of one feature (JSON-ready, without names of sides)."""
+    """The distance, tests and flags of one feature (JSON-ready, without names of sides).
+
+    A field that identifies the period (thresholds.time_features) gets no distribution test;
+    a test with fewer than thresholds.min_examples values (or examples) on a side is not
+    made. Either way the reason is in `distribution_note` / `presence_note`.
+    """
     comparator = thresholds.comparator(key)
     notes = []
     if comparator == L_INFINITY and "numeric" in (ref.kind, cur.kind):
@@ -307,29 +430,51 @@ def compare_feature(
         # no value counts for an integer field: compare its distribution function instead.
         comparator = KOLMOGOROV_SMIRNOV
         notes.append("compared as numeric: the statistics have no value counts for it")
-    distance = p_value = None
-    if ref.with_value and cur.with_value and "none" not in (ref.kind, cur.kind):
+    minimum = thresholds.min_examples
+    distance = p_value = test = None
+    distribution_note = None
+    if key in thresholds.time_features:
+        distribution_note = time_feature_note(kind)
+    elif ref.with_value and cur.with_value and "none" not in (ref.kind, cur.kind):
+        fewest = min(ref.with_value, cur.with_value)
         if comparator == L_INFINITY:
             distance = l_infinity(ref.counts, cur.counts)
-            p_value = chi_squared_p_value(ref.counts, cur.counts)
         else:
             distance = ks_distance(ref.buckets, cur.buckets)
-            p_value = ks_p_value(distance, ref.with_value, cur.with_value)
+        if fewest < minimum:
+            distribution_note = too_few(fewest, minimum) + " values"
+        elif comparator == L_INFINITY:
+            p_value, test = categorical_test(ref.counts, cur.counts, alpha)
+        else:
+            p_value, test = ks_p_value(distance, ref.with_value, cur.with_value), KS_TEST
     threshold = thresholds.distance[key]
     presence_diff = abs(ref.presence - cur.presence)
-    presence_p = presence_p_value(ref, cur)
+    presence_p = None
+    presence_note = None
+    fewest_examples = min(ref.examples, cur.examples)
+    if fewest_examples < minimum:
+        presence_note = too_few(fewest_examples, minimum) + " examples"
+    else:
+        presence_p = presence_p_value(ref, cur)
     distribution_flag = (
         distance is not None and distance > threshold and p_value is not None and p_value < alpha
     )
-    presence_flag = presence_diff > thresholds.presence[key] and presence_p < alpha
+    presence_flag = (
+        presence_p is not None and presence_diff > thresholds.presence[key] and presence_p < alpha
+    )
     return {
         "comparator": comparator,
+        "compared": key not in thresholds.time_features,
         "distance": distance,
         "p_value": p_value,
+        "test": test,
+        "distribution_note": distribution_note,
         "threshold": threshold,
         "distribution_flagged": bool(distribution_flag),
         "presence_difference": presence_diff,
         "presence_p_value": presence_p,
+        "presence_test": FISHER if presence_p is not None else None,
+        "presence_note": presence_note,
         "presence_threshold": thresholds.presence[key],
         "presence_flagged": bool(presence_flag),
         "notes": notes,
@@ -351,19 +496,20 @@ def _feature(
     anomalies: list[dict[str, str]],
 ) -> dict[str, Any]:
     names = _names(kind)
-    result = compare_feature(key, ref, cur, thresholds, alpha)
+    result = compare_feature(key, ref, cur, thresholds, alpha, kind)
     reasons = []
     if result["distribution_flagged"]:
         reasons.append(
             f"{result['comparator']} {result['distance']:.3f} > {result['threshold']:g}"
-            f" (p = {result['p_value']:.1e} < {alpha:.1e}; {ref.with_value:,.0f} {names[0]} vs"
-            f" {cur.with_value:,.0f} {names[1]} values)"
+            f" (p = {result['p_value']:.1e} < {alpha:.1e}, {result['test']};"
+            f" {ref.with_value:,.0f} {names[0]} vs {cur.with_value:,.0f} {names[1]} values)"
         )
     if result["presence_flagged"]:
         reasons.append(
             f"has a value in {names[0]} {ref.presence:.1%} · {names[1]} {cur.presence:.1%}"
             f" of examples (difference {result['presence_difference']:.1%} >"
-            f" {result['presence_threshold']:g}, p = {result['presence_p_value']:.1e})"
+            f" {result['presence_threshold']:g}, p = {result['presence_p_value']:.1e},"
+            f" {FISHER}; {ref.examples:,} vs {cur.examples:,} examples)"
         )
     reasons += [f"schema: {a['short_description']}" for a in anomalies]
     derived_from = list(f.DERIVED_FEATURE_INPUTS.get(key, ()))
@@ -375,16 +521,22 @@ def _feature(
         "type": "categorical" if result["comparator"] == L_INFINITY else "numeric",
         "derived_from": derived_from,
         "comparator": result["comparator"],
+        "compared": result["compared"],
         "distance": result["distance"],
         "p_value": result["p_value"],
+        "test": result["test"],
+        "not_judged": result["distribution_note"],
         "threshold": result["threshold"],
         "presence": {
             names[0]: ref.presence,
             names[1]: cur.presence,
             "difference": result["presence_difference"],
             "p_value": result["presence_p_value"],
+            "test": result["presence_test"],
+            "not_judged": result["presence_note"],
             "threshold": result["presence_threshold"],
         },
+        "examples": {names[0]: ref.examples, names[1]: cur.examples},
         "values": {names[0]: ref.with_value, names[1]: cur.with_value},
         "anomalies": anomalies,
         "flagged": bool(reasons),
@@ -426,6 +578,7 @@ def compare(
     """
     import tensorflow_data_validation as tfdv
 
+    names = _names(kind)
     check_compatible(reference.stats, schema, keys, f"the {_names(kind)[0]} statistics")
     if not set(feature_stats(current.stats)) & set(keys):
         raise InputError(f"the {_names(kind)[1]} data ({current.source}) has no model features")
@@ -437,19 +590,31 @@ def compare(
         cur_stats, pruned, environment=SERVING_ENV if kind == SKEW else TRAINING_ENV
     )
     anomalies = _anomalies(checked)
+    fewest = min(reference.stats.datasets[0].num_examples, current.stats.datasets[0].num_examples)
+    if fewest < thresholds.min_examples:
+        # How many examples have a field is an estimate like any share: at this size a field
+        # absent from every example may be chance (5 trips without a dropoff), not a fault.
+        anomalies = {
+            name: kept
+            for name, found in anomalies.items()
+            if (kept := [a for a in found if a["type"] not in PRESENCE_ANOMALIES])
+        }
     compared = [k for k in keys if k in {feat.name for feat in pruned.feature}]
     sides = [(compared, ref_stats, cur_stats)]
     if derived is not None:
         sides.append((list(f.DERIVED_KEYS), derived[0].stats, derived[1].stats))
-    # Two tests per feature (distribution, presence), at one significance level in all.
-    tests = 2 * sum(len(names) for names, _, _ in sides)
+    # Two tests per feature (distribution, presence; presence only for a field that
+    # identifies the period), at one significance level in all.
+    tests = sum(
+        1 if key in thresholds.time_features else 2 for keys_, _, _ in sides for key in keys_
+    )
     alpha = thresholds.significance / tests
     features = []
-    for names, ref_side, cur_side in sides:
+    for keys_, ref_side, cur_side in sides:
         ref_by_name, cur_by_name = feature_stats(ref_side), feature_stats(cur_side)
         ref_n = ref_side.datasets[0].num_examples
         cur_n = cur_side.datasets[0].num_examples
-        for key in names:
+        for key in keys_:
             features.append(
                 _feature(
                     kind,
@@ -464,28 +629,44 @@ def compare(
     failed = [feat["name"] for feat in features if feat["flagged"]]
     dataset_anomalies = anomalies.get("(dataset)", [])
     found = bool(failed or dataset_anomalies)
+    ref_examples = reference.stats.datasets[0].num_examples
+    cur_examples = current.stats.datasets[0].num_examples
+    notes = []
+    if fewest < thresholds.min_examples:
+        # Only values the schema forbids can be found: no distribution or presence is judged.
+        notes.append(
+            f"{too_few(fewest, thresholds.min_examples)}: {fewest:,} examples on the"
+            f" {names[0] if ref_examples == fewest else names[1]} side; no distribution or"
+            " presence was judged, only the values the schema forbids"
+        )
+    if found:
+        outcome = f"{kind}_found"
+    elif fewest < thresholds.min_examples:
+        outcome = TOO_FEW
+    else:
+        outcome = f"no_{kind}"
     verdict = {
         "check": kind,
-        "verdict": (f"{kind}_found" if found else f"no_{kind}"),
+        "verdict": outcome,
         "found": found,
         "sides": {
-            _names(kind)[0]: {
-                "source": reference.source,
-                "examples": reference.stats.datasets[0].num_examples,
-            },
-            _names(kind)[1]: {
-                "source": current.source,
-                "examples": current.stats.datasets[0].num_examples,
-            },
+            names[0]: {"source": reference.source, "examples": ref_examples},
+            names[1]: {"source": current.source, "examples": cur_examples},
         },
         "thresholds_source": thresholds.source,
         "significance": thresholds.significance,
         "alpha_per_test": alpha,
+        "min_examples": thresholds.min_examples,
         "features_checked": len(features),
+        "not_compared": {
+            feat["name"]: feat["not_judged"] for feat in features if not feat["compared"]
+        },
         "failed_features": failed,
         "dataset_anomalies": dataset_anomalies,
         "features": features,
     }
+    if notes:
+        verdict["notes"] = notes
     if derived is not None:
         verdict["derived"] = {
             _names(kind)[0]: derived[0].source,

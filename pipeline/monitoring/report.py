@@ -11,7 +11,7 @@ import json
 import textwrap
 from typing import Any
 
-from pipeline.monitoring.compare import TOP_VALUES, side_names
+from pipeline.monitoring.compare import TOO_FEW, TOP_VALUES, side_names
 from pipeline.monitoring.thresholds import KOLMOGOROV_SMIRNOV, L_INFINITY
 from taxifare_modules import features as f
 
@@ -228,7 +228,12 @@ def render_html(verdict: dict[str, Any]) -> str:
     esc = html.escape
     failed = verdict["failed_features"]
     status_class = "bad" if verdict["found"] else "ok"
-    status = f"{kind.capitalize()} found" if verdict["found"] else f"No {kind} found"
+    if verdict["found"]:
+        status = f"{kind.capitalize()} found"
+    elif verdict["verdict"] == TOO_FEW:
+        status = "Too few examples to judge"
+    else:
+        status = f"No {kind} found"
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -250,8 +255,16 @@ def render_html(verdict: dict[str, Any]) -> str:
         f"<tr><th>Thresholds</th><td colspan='2'>"
         f"{esc(_threshold_source(verdict['thresholds_source']))}; significance "
         f"{verdict.get('significance', 0):g} for all tests together "
-        f"({verdict.get('alpha_per_test', 0):.1e} per test)</td></tr>"
+        f"({verdict.get('alpha_per_test', 0):.1e} per test); at least "
+        f"{verdict.get('min_examples', 0):,} examples (and values) on each side to judge</td></tr>"
     )
+    not_compared = verdict.get("not_compared", {})
+    if not_compared:
+        out.append(
+            f"<tr><th>Not compared</th><td colspan='2'>{esc(', '.join(not_compared))}: "
+            f"{esc(next(iter(not_compared.values())) or 'not compared')} (presence and the "
+            "schema are still checked)</td></tr>"
+        )
     out.append("</table>")
     out.append(
         f"<p><b>{verdict['features_checked']}</b> features checked, <b>{len(failed)}</b> "
@@ -295,11 +308,34 @@ def _feature_section(feature: dict[str, Any], names: tuple[str, str]) -> list[st
             + esc(", ".join(feature["derived_from"]))
             + ".</p>"
         )
+    examples = feature.get("examples", {})
+    values = feature.get("values", {})
+    sizes = (
+        f"N = {examples.get(names[0], 0):,} {esc(names[0])} · {examples.get(names[1], 0):,} "
+        f"{esc(names[1])} examples; {values.get(names[0], 0):,.0f} · "
+        f"{values.get(names[1], 0):,.0f} with a value"
+    )
+    comparator = esc(_COMPARATOR_WORDS.get(feature["comparator"], feature["comparator"]))
+    if not feature.get("compared", True):
+        measured = f"<b>{esc(feature.get('not_judged') or 'not compared')}</b>."
+    elif feature.get("not_judged"):
+        measured = f"{comparator}: {shown}, <b>{esc(feature['not_judged'])}</b>."
+    else:
+        test = f", {esc(feature['test'])}" if feature.get("test") else ""
+        measured = (
+            f"{comparator}: <b>{shown}</b> (threshold {feature['threshold']:g}{p_text}{test})."
+        )
+    presence_p = presence.get("p_value")
+    if presence.get("not_judged"):
+        presence_text = esc(presence["not_judged"])
+    else:
+        p_part = "" if presence_p is None else f", p = {presence_p:.1e}"
+        presence_text = f"threshold {presence['threshold']:g} difference{p_part}"
     out.append(
-        f"<p>{esc(_COMPARATOR_WORDS.get(feature['comparator'], feature['comparator']))}: "
-        f"<b>{shown}</b> (threshold {feature['threshold']:g}{p_text}).<br>"
+        f"<p class='small'>{sizes}.</p>"
+        f"<p>{measured}<br>"
         f"Has a value: {esc(names[0])} {presence[names[0]]:.1%} · {esc(names[1])} "
-        f"{presence[names[1]]:.1%} (threshold {presence['threshold']:g} difference).</p>"
+        f"{presence[names[1]]:.1%} ({presence_text}).</p>"
     )
     out.append(_chart(feature, names))
     if feature["reasons"]:

@@ -22,6 +22,20 @@ test, a two-proportion z-test for presence; significance level `significance` sh
 all the tests of one check, Bonferroni). The first keeps a large log from alarming on a
 trivial difference; the second keeps a small one from alarming on noise.
 
+Time in drift: the fields that identify the period (TIME_FEATURES: the trip's timestamp and
+month, or what `monitoring.drift.time_features` names) are not compared as distributions.
+Two monthly spans always differ in them, and so do served traffic (today) and the months a
+model learned from: their difference is what the calendar says it is. They are still checked
+for presence and against the schema (a timestamp in milliseconds is outside the schema's
+range). What can drift for real within a period is compared: the hour and day-of-week mixes
+and every other field.
+
+Sample size: every test is valid at the sizes it is used at (see compare.py for which test
+when), and below MIN_EXAMPLES examples (`monitoring.min_examples`) on either side a
+feature's distribution or presence is not judged at all: the check says "too few to judge
+(N < M)" and finds nothing. A value the schema forbids is flagged at any size: it is a fact
+about the values, not an estimate.
+
 Why these defaults: 20 replays of 1,500 real trips (sent as the README says, optional
 fields left out) give no alarm, while every fault of the corpus (faults.py) is flagged at
 100% of the traffic and most at 25% (BENCHMARKS.md has the figures).
@@ -43,6 +57,13 @@ DEFAULT_NUMERIC = 0.05
 DEFAULT_COORDINATE = 0.05
 DEFAULT_PRESENCE = 0.05
 DEFAULT_SIGNIFICANCE = 0.001
+# Below this many examples on either side nothing is judged. At 100 examples the exact tests
+# can still tell a gross fault (a field all missing, a unit change, a renamed category) from
+# chance at the Bonferroni level of one check (about 3e-5 per test); below it only values the
+# schema forbids are found.
+MIN_EXAMPLES = 100
+# The fields that identify the period of the data: not compared as distributions.
+TIME_FEATURES = (f.TIMESTAMP_KEY, f.MONTH_KEY)
 
 CATEGORICAL_KEYS = f.MONITORED_CATEGORICAL_KEYS
 NUMERIC_KEYS = f.MONITORED_NUMERIC_KEYS + f.DERIVED_KEYS
@@ -66,12 +87,16 @@ class Thresholds:
       presence: feature name -> threshold of its presence difference, in (0, 1].
       source: where they came from ("defaults" or a file name).
       significance: the significance level of all the tests of one check together.
+      min_examples: below this many examples (or values) on a side, nothing is judged.
+      time_features: fields that identify the period; not compared as distributions.
     """
 
     distance: dict[str, float]
     presence: dict[str, float]
     source: str = "defaults"
     significance: float = DEFAULT_SIGNIFICANCE
+    min_examples: int = MIN_EXAMPLES
+    time_features: tuple[str, ...] = TIME_FEATURES
 
     def comparator(self, feature: str) -> str:
         """The comparator used for `feature`."""
@@ -84,7 +109,12 @@ def default_thresholds(keys: tuple[str, ...] = ALL_KEYS) -> Thresholds:
 
 
 def _build(
-    keys: tuple[str, ...], defaults: dict[str, float], per_feature: dict[str, Any], source: str
+    keys: tuple[str, ...],
+    defaults: dict[str, float],
+    per_feature: dict[str, Any],
+    source: str,
+    min_examples: int = MIN_EXAMPLES,
+    time_features: tuple[str, ...] = TIME_FEATURES,
 ) -> Thresholds:
     categorical = defaults.get("categorical", DEFAULT_CATEGORICAL)
     numeric = defaults.get("numeric", DEFAULT_NUMERIC)
@@ -109,7 +139,12 @@ def _build(
         else:
             distance[key] = value
     return Thresholds(
-        distance=distance, presence=presences, source=source, significance=significance
+        distance=distance,
+        presence=presences,
+        source=source,
+        significance=significance,
+        min_examples=min_examples,
+        time_features=tuple(time_features),
     )
 
 
@@ -136,6 +171,8 @@ def thresholds_to_json(thresholds: Thresholds) -> str:
             "presence": thresholds.presence,
             "source": thresholds.source,
             "significance": thresholds.significance,
+            "min_examples": thresholds.min_examples,
+            "time_features": list(thresholds.time_features),
         },
         sort_keys=True,
     )
@@ -151,7 +188,37 @@ def thresholds_from_json(text: str) -> Thresholds:
         presence=data["presence"],
         source=data["source"],
         significance=data.get("significance", DEFAULT_SIGNIFICANCE),
+        min_examples=data.get("min_examples", MIN_EXAMPLES),
+        time_features=tuple(data.get("time_features", TIME_FEATURES)),
     )
+
+
+def check_min_examples(value: Any, key: str = f"{_SECTION}.min_examples") -> int:
+    """`value` as a minimum number of examples (an integer of at least 1).
+
+    Raises:
+      ThresholdError: naming `key`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ThresholdError(f"{key} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def check_time_features(value: Any, key: str = f"{_SECTION}.drift.time_features") -> tuple:
+    """`value` as a tuple of raw feature names (the fields that identify the period).
+
+    Raises:
+      ThresholdError: naming `key` and the first unknown feature.
+    """
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ThresholdError(f"{key} must be a list of feature names, got {value!r}")
+    for name in value:
+        if name not in f.RAW_FEATURE_KEYS:
+            raise ThresholdError(
+                f"{key}: unknown feature {name!r} (expected raw fields such as"
+                f" {', '.join(TIME_FEATURES)})"
+            )
+    return tuple(value)
 
 
 def parse_thresholds(
@@ -159,7 +226,8 @@ def parse_thresholds(
 ) -> Thresholds:
     """Validates a `monitoring:` section (already read) and builds the thresholds.
 
-    Keys in PIPELINE_KEYS are left to the pipeline's config. Error messages name the key
+    Keys in PIPELINE_KEYS are left to the pipeline's config, except
+    `drift.time_features`, which both checks use. Error messages name the key
     (`monitoring.features.company`) but not the file: the caller adds that.
 
     Raises:
@@ -167,7 +235,7 @@ def parse_thresholds(
     """
     if not isinstance(section, dict):
         raise ThresholdError(f"{_SECTION} must be a mapping")
-    unknown = set(section) - {"defaults", "features", *PIPELINE_KEYS}
+    unknown = set(section) - {"defaults", "features", "min_examples", *PIPELINE_KEYS}
     if unknown:
         raise ThresholdError(f"unknown key {_SECTION}.{sorted(unknown)[0]}")
     defaults_in = section.get("defaults") or {}
@@ -192,7 +260,12 @@ def parse_thresholds(
             per_feature[name] = {k: _check_value(v, f"{key}.{k}") for k, v in value.items()}
         else:
             per_feature[name] = _check_value(value, key)
-    return _build(keys, defaults, per_feature, source)
+    min_examples = check_min_examples(section.get("min_examples", MIN_EXAMPLES))
+    drift = section.get("drift") or {}
+    time_features = TIME_FEATURES
+    if isinstance(drift, dict) and "time_features" in drift:
+        time_features = check_time_features(drift["time_features"])
+    return _build(keys, defaults, per_feature, source, min_examples, time_features)
 
 
 def load_thresholds(path: str, keys: tuple[str, ...] = ALL_KEYS) -> Thresholds:
@@ -202,6 +275,8 @@ def load_thresholds(path: str, keys: tuple[str, ...] = ALL_KEYS) -> Thresholds:
 
         monitoring:
           defaults: {categorical: 0.03, numeric: 0.05, presence: 0.05, significance: 0.001}
+          min_examples: 100               # fewer on a side: too few to judge
+          drift: {time_features: [trip_start_timestamp, trip_start_month]}
           features:
             payment_type: 0.05            # the distance threshold
             company: {distance: 0.2, presence: 0.3}

@@ -74,3 +74,51 @@ def test_cli_threshold_out_of_range_exits_2(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert f"monitoring.features.{f.HOUR_KEY}" in err and str(path) in err and "(0, 1]" in err
+
+
+def test_time_features_and_minimum_default_from_features_and_travel_to_components(tmp_path):
+    t = th.default_thresholds()
+    assert t.time_features == (f.TIMESTAMP_KEY, f.MONTH_KEY)
+    assert t.min_examples == th.MIN_EXAMPLES
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "monitoring:\n  min_examples: 30\n"
+        f"  drift: {{on_detect: stop, time_features: [{f.TIMESTAMP_KEY}]}}\n"
+    )
+    t = th.load_thresholds(str(path))
+    assert t.time_features == (f.TIMESTAMP_KEY,) and t.min_examples == 30
+    assert th.thresholds_from_json(th.thresholds_to_json(t)) == t
+
+
+def test_pipeline_config_hands_its_time_features_to_the_checks(tmp_path):
+    from pipeline.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"monitoring:\n  min_examples: 50\n  drift: {{time_features: [{f.MONTH_KEY}]}}\n"
+    )
+    monitoring = load_config(str(path)).monitoring
+    assert monitoring.drift.time_features == (f.MONTH_KEY,)
+    assert monitoring.thresholds().time_features == (f.MONTH_KEY,)
+    assert monitoring.thresholds().min_examples == 50
+    path.write_text("monitoring:\n  drift: {time_features: [no_such_field]}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert "monitoring.drift.time_features" in str(e.value) and "no_such_field" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ("monitoring:\n  min_examples: 0\n", "monitoring.min_examples"),
+        ("monitoring:\n  min_examples: 2.5\n", "monitoring.min_examples"),
+        ("monitoring:\n  drift: {time_features: month}\n", "monitoring.drift.time_features"),
+        ("monitoring:\n  drift: {time_features: [fare]}\n", "monitoring.drift.time_features"),
+    ],
+)
+def test_bad_minimum_or_time_features_name_key_and_file(tmp_path, body, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(th.ThresholdError) as e:
+        th.load_thresholds(str(path))
+    assert key in str(e.value) and str(path) in str(e.value)
