@@ -13,15 +13,24 @@ import os
 import time
 from typing import Any
 
-from pipeline import dag
-from pipeline.components.atomic_pusher import (
+from pipeline import artifact_io, names
+from pipeline.mlmd_run import (
+    ABANDONED_PROPERTY,
+    NodeExecution,
+    custom_value,
+    open_store,
+    read_run,
+)
+from pipeline.names import (
     ALREADY_SERVING_PROPERTY,
     PUSHED_DESTINATION_PROPERTY,
     PUSHED_PROPERTY,
     PUSHED_VERSION_PROPERTY,
+    ROWS_EXCLUDED_PROPERTY,
+    ROWS_READ_PROPERTY,
 )
-from pipeline.components.fare_filter import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
-from pipeline.mlmd_run import NodeExecution, custom_value, open_store, read_run
+from taxifare_modules import compat
+from taxifare_modules.hparams import TRAINING_RECORD
 
 RUN_CONTEXT_TYPE = "pipeline_run"
 METADATA_FILE = "metadata.sqlite"
@@ -31,7 +40,11 @@ NOT_BLESSED = "not blessed"
 STOPPED_AT_GATE = "stopped at the anomaly gate"
 STOPPED_BY_MONITORING = "stopped by drift/skew"
 FAILED = "failed"
-RUNNING = "running or abandoned"
+# Running now, or killed and not yet seen by a later run (which marks it abandoned).
+RUNNING = "running or killed"
+ABANDONED = "abandoned"
+# A `taxifare infer-schema` run: ExampleGen to SchemaGen, nothing trained.
+SCHEMA_INFERRED = "schema inferred (infer-schema)"
 _RMSE = "root_mean_squared_error"
 _MAE = "mean_absolute_error"
 _COUNT = "example_count"
@@ -51,7 +64,9 @@ class RunRecord:
     failed_component: str | None
     components: dict[str, str]  # node id -> COMPLETE / CACHED / FAILED, in the order run
     seconds: dict[str, float]
-    span: int | None = None
+    span: int | None = None  # the newest span: validated, checked for drift and tested
+    # The spans Transform and the Trainer learned from, oldest first (data.train_spans).
+    train_spans: list[int] = dataclasses.field(default_factory=list)
     rows_read: int | None = None
     rows_excluded: int | None = None
     split_rows: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -68,6 +83,11 @@ class RunRecord:
     pushed_version: str | None = None
     pushed_to: str | None = None
     already_serving: str | None = None
+    # What the Trainer recorded (epochs run, steps per epoch, examples trained, ...); None
+    # when it did not finish.
+    training: dict[str, Any] | None = None
+    # The pushed version's folder is gone from the serving directory.
+    pushed_missing: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict, with the start time also in ISO 8601 (UTC)."""
@@ -104,17 +124,28 @@ def open_root(root: str):
     return open_store(path)
 
 
-def read_overall_metrics(evaluation_uri: str) -> dict[tuple[str, str], float]:
-    """TFMA's overall-slice metrics keyed by (metric name, model name)."""
-    import tensorflow_model_analysis as tfma
+def _tfma_metrics_files(evaluation_uri: str) -> list[str]:
+    """The files TFMA's `load_metrics` reads: `metrics*.tfrecord`, else `metrics*`."""
+    base = evaluation_uri.rstrip("/") + "/metrics"
+    return artifact_io.glob_files(base + "*.tfrecord") or artifact_io.glob_files(base + "*")
 
+
+def read_overall_metrics(evaluation_uri: str) -> dict[tuple[str, str], float]:
+    """TFMA's overall-slice metrics keyed by (metric name, model name).
+
+    Reads the Evaluator's MetricsForSlice records as `tfma.load_metrics` does, without
+    importing TFMA (TensorFlow and Beam), so `taxifare runs` answers at once.
+    """
+    metrics_pb2 = compat.tfma_metrics_for_slice_pb2()
     values: dict[tuple[str, str], float] = {}
-    for metrics in tfma.load_metrics(evaluation_uri):
-        if metrics.slice_key.single_slice_keys:
-            continue
-        for kv in metrics.metric_keys_and_values:
-            if not kv.key.is_diff and kv.value.HasField("double_value"):
-                values[(kv.key.name, kv.key.model_name)] = kv.value.double_value.value
+    for path in _tfma_metrics_files(evaluation_uri):
+        for record in artifact_io.iter_tfrecords(path):
+            metrics = metrics_pb2.MetricsForSlice.FromString(record)
+            if metrics.slice_key.single_slice_keys:
+                continue
+            for kv in metrics.metric_keys_and_values:
+                if not kv.key.is_diff and kv.value.HasField("double_value"):
+                    values[(kv.key.name, kv.key.model_name)] = kv.value.double_value.value
     return values
 
 
@@ -136,11 +167,8 @@ def evaluated_split(evaluator: NodeExecution) -> str:
 
 def read_best_hyperparameters(uri: str) -> dict[str, Any] | None:
     """The values a Tuner's best_hyperparameters artifact (at `uri`) holds; None if none."""
-    import tensorflow as tf
-
-    for name in tf.io.gfile.listdir(uri):
-        with tf.io.gfile.GFile(os.path.join(uri, name)) as fh:
-            data = json.loads(fh.read())
+    for name in artifact_io.list_dir(uri):
+        data = json.loads(artifact_io.read_bytes(os.path.join(uri, name)))
         return dict(data.get("values", data))
     return None
 
@@ -156,7 +184,7 @@ def _hyperparameters(nodes: dict[str, NodeExecution]) -> tuple[dict[str, Any], s
     best = read_best_hyperparameters(tuned[0].uri) if tuned else None
     if best is not None:
         return best, "tuner"
-    trainer = nodes.get(dag.TRAINER_ID)
+    trainer = nodes.get(names.TRAINER_ID)
     if trainer is None:
         return {}, None
     found: dict[str, Any] = {}
@@ -175,16 +203,60 @@ def _hyperparameters(nodes: dict[str, NodeExecution]) -> tuple[dict[str, Any], s
     return found, "trainer"
 
 
+def read_training_record(model_run_uri: str) -> dict[str, Any] | None:
+    """The Trainer's record of what it trained (None if it wrote none: killed, or older)."""
+    path = os.path.join(model_run_uri, TRAINING_RECORD)
+    if not artifact_io.exists(path):
+        return None
+    return json.loads(artifact_io.read_bytes(path))
+
+
+def training_steps(record: RunRecord) -> str:
+    """What was trained, for the table: `9x69` (epochs x steps per epoch), or the step cap."""
+    training = record.training
+    if training and training.get("epochs_run") and training.get("steps_per_epoch"):
+        return f"{training['epochs_run']}x{training['steps_per_epoch']}"
+    steps = record.hyperparameters.get("train_steps")
+    return "-" if steps is None or record.training is None else str(steps)
+
+
+def artifact_span(artifact) -> int | None:
+    """The span of an Examples artifact (a property or a custom property), or None."""
+    span = custom_value(artifact, "span")
+    if span is None and "span" in artifact.properties:
+        span = artifact.properties["span"].int_value
+    return None if span is None else int(span)
+
+
+def trained_spans(nodes: dict[str, NodeExecution]) -> list[int]:
+    """The spans of the examples Transform (and so the Trainer) learned from, oldest first;
+    empty when Transform did not run."""
+    transform = nodes.get(names.TRANSFORM_ID)
+    if transform is None:
+        return []
+    spans = {artifact_span(a) for a in transform.inputs.get("examples", [])}
+    return sorted(s for s in spans if s is not None)
+
+
+def spans_text(span: int | None, train_spans: list[int]) -> str:
+    """The spans of a run for a table: the one span, or the training window first..last."""
+    if len(train_spans) > 1:
+        return f"{train_spans[0]}..{train_spans[-1]}"
+    return "-" if span is None else str(span)
+
+
 def _split_rows(statistics) -> dict[str, int]:
-    import tensorflow_data_validation as tfdv
-    from tfx.types import artifact_utils
+    """Examples per split, from StatisticsGen's FeatureStats.pb files (read as
+    `tfdv.load_stats_binary` does, without importing TFDV)."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
 
     rows = {}
-    for split in artifact_utils.decode_split_names(
-        statistics.properties["split_names"].string_value
-    ):
+    # TFX records split names as a JSON list (artifact_utils.encode_split_names).
+    for split in json.loads(statistics.properties["split_names"].string_value or "[]"):
         path = os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb")
-        stats = tfdv.load_stats_binary(path)
+        stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(
+            artifact_io.read_bytes(path)
+        )
         rows[split] = int(stats.datasets[0].num_examples) if stats.datasets else 0
     return rows
 
@@ -203,21 +275,22 @@ def build_record(
         components={n.node_id: n.state for n in ordered},
         seconds={n.node_id: n.seconds for n in ordered},
     )
-    filtered = _first(nodes.get(dag.FARE_FILTER_ID), "filtered_examples")
+    filtered = _first(nodes.get(names.FARE_FILTER_ID), "filtered_examples")
     if filtered is not None:
         record.rows_read = custom_value(filtered, ROWS_READ_PROPERTY)
         record.rows_excluded = custom_value(filtered, ROWS_EXCLUDED_PROPERTY)
-    examples = _first(nodes.get(dag.EXAMPLE_GEN_ID), "examples")
+    examples = _first(nodes.get(names.EXAMPLE_GEN_ID), "examples")
     if examples is not None:
-        span = custom_value(examples, "span")
-        if span is None and "span" in examples.properties:
-            span = examples.properties["span"].int_value
-        record.span = None if span is None else int(span)
-    statistics = _first(nodes.get(dag.STATISTICS_GEN_ID), "statistics")
+        record.span = artifact_span(examples)
+    record.train_spans = trained_spans(nodes)
+    statistics = _first(nodes.get(names.STATISTICS_GEN_ID), "statistics")
     if statistics is not None and with_metrics:
         record.split_rows = _split_rows(statistics)
     record.hyperparameters, record.hyperparameters_source = _hyperparameters(nodes)
-    evaluation = _first(nodes.get(dag.EVALUATOR_ID), "evaluation")
+    model_run = _first(nodes.get(names.TRAINER_ID), "model_run")
+    if model_run is not None and with_metrics:
+        record.training = read_training_record(model_run.uri)
+    evaluation = _first(nodes.get(names.EVALUATOR_ID), "evaluation")
     if evaluation is not None and with_metrics:
         metrics = read_overall_metrics(evaluation.uri)
         candidate = {name: v for (name, model), v in metrics.items() if model != "baseline"}
@@ -227,17 +300,19 @@ def build_record(
         record.example_count = int(count) if count is not None else None
         record.baseline_rmse = metrics.get((_RMSE, "baseline"))
         record.baseline_mae = metrics.get((_MAE, "baseline"))
-        record.metrics_split = evaluated_split(nodes[dag.EVALUATOR_ID])
-    evaluator = nodes.get(dag.EVALUATOR_ID)
+        record.metrics_split = evaluated_split(nodes[names.EVALUATOR_ID])
+    evaluator = nodes.get(names.EVALUATOR_ID)
     baselines = evaluator.inputs.get("baseline_model") if evaluator is not None else None
     record.baseline_model = baselines[0].uri if baselines else None
-    blessing = _first(nodes.get(dag.EVALUATOR_ID), "blessing")
+    blessing = _first(nodes.get(names.EVALUATOR_ID), "blessing")
     if blessing is not None:
         record.blessed = bool(custom_value(blessing, "blessed"))
-    pushed = _first(nodes.get(dag.PUSHER_ID), "pushed_model")
+    pushed = _first(nodes.get(names.PUSHER_ID), "pushed_model")
     if pushed is not None and custom_value(pushed, PUSHED_PROPERTY):
         record.pushed_to = str(custom_value(pushed, PUSHED_DESTINATION_PROPERTY))
         record.pushed_version = str(custom_value(pushed, PUSHED_VERSION_PROPERTY))
+        # A version deleted by hand (or by a retention job) is no longer served.
+        record.pushed_missing = not artifact_io.exists(record.pushed_to)
     elif pushed is not None:
         record.already_serving = custom_value(pushed, ALREADY_SERVING_PROPERTY)
     record.status = _status(record, nodes)
@@ -245,14 +320,27 @@ def build_record(
 
 
 def _status(record: RunRecord, nodes: dict[str, NodeExecution]) -> str:
-    if record.failed_component == dag.ANOMALY_GATE_ID:
+    if record.failed_component == names.ANOMALY_GATE_ID:
         return STOPPED_AT_GATE
-    if record.failed_component == dag.MONITORING_GATE_ID:
+    if record.failed_component == names.MONITORING_GATE_ID:
         return STOPPED_BY_MONITORING
     if record.failed_component is not None:
         return FAILED
+    abandoned = [
+        n.node_id for n in nodes.values() if ABANDONED_PROPERTY in n.execution.custom_properties
+    ]
+    if abandoned:
+        # A later run found these executions left running by a killed run and marked them.
+        return f"{ABANDONED} (killed in {', '.join(abandoned)})"
     if any(n.state in ("RUNNING", "NEW", "CANCELED") for n in nodes.values()):
         return RUNNING
+    if names.SCHEMA_GEN_ID in nodes and not nodes.keys() & {
+        names.TRANSFORM_ID,
+        names.TRAINER_ID,
+        names.EVALUATOR_ID,
+    }:
+        # `taxifare infer-schema` runs the pipeline up to SchemaGen in the same root.
+        return SCHEMA_INFERRED
     if record.blessed is False:
         return NOT_BLESSED
     return COMPLETED
@@ -302,6 +390,12 @@ def _money(value: float | None) -> str:
     return f"${value:.2f}" if value is not None else "-"
 
 
+def _pushed_text(record: RunRecord) -> str:
+    if not record.pushed_version:
+        return ""
+    return record.pushed_version + (" (missing)" if record.pushed_missing else "")
+
+
 def format_table(records: list[RunRecord]) -> str:
     """The runs as a table for a terminal, one line per run."""
     header = (
@@ -310,7 +404,7 @@ def format_table(records: list[RunRecord]) -> str:
         "status",
         "span",
         "rows",
-        "steps",
+        "epochs x steps",
         "split",
         "RMSE",
         "MAE",
@@ -326,15 +420,15 @@ def format_table(records: list[RunRecord]) -> str:
                 r.run_id,
                 iso_time(r.started).replace("T", " ").rstrip("Z"),
                 status,
-                "-" if r.span is None else str(r.span),
+                spans_text(r.span, r.train_spans),
                 "-" if r.rows_read is None else f"{r.rows_read:,}",
-                str(r.hyperparameters.get("train_steps", "-")),
+                training_steps(r),
                 r.metrics_split or "-",
                 _money(r.rmse),
                 _money(r.mae),
                 _money(r.baseline_rmse) if r.baseline_model else "none",
                 {True: "yes", False: "NO", None: "-"}[r.blessed],
-                r.pushed_version
+                _pushed_text(r)
                 or (
                     f"(serving {os.path.basename(r.already_serving)})" if r.already_serving else "-"
                 ),
