@@ -296,14 +296,23 @@ def read_split(world, patterns: list[str]) -> SplitRows:
                 ) from None
             n = len(records)
             fare = _first_values(parsed[f.LABEL_KEY], n, math.nan)
-            hour = _first_values(parsed[f.HOUR_KEY], n, -1)
+            hour = _first_values(parsed[f.HOUR_KEY], n, math.nan)
             for name, values in ((f.LABEL_KEY, fare), (f.HOUR_KEY, hour)):
-                bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+                bad = np.flatnonzero(np.isnan(values))
                 if len(bad):
                     raise OracleError(f"{path}: record {read + int(bad[0])} has no {name}")
-            if (hour > f.HOUR_RANGE[1]).any():
-                index = int(np.flatnonzero(hour > f.HOUR_RANGE[1])[0])
-                raise OracleError(f"{path}: record {read + index}: {f.HOUR_KEY} {hour[index]:g}")
+            low, high = f.HOUR_RANGE
+            for name, wrong, expected in (
+                (f.HOUR_KEY, (hour < low) | (hour > high), f"{low}-{high}"),
+                (f.LABEL_KEY, ~np.isfinite(fare), "a finite number"),
+            ):
+                bad = np.flatnonzero(wrong)
+                if len(bad):
+                    i = int(bad[0])
+                    value = (hour if name == f.HOUR_KEY else fare)[i]
+                    raise OracleError(
+                        f"{path}: record {read + i}: {name} {value:g}, expected {expected}"
+                    )
             coordinates = {k: _first_values(parsed[k], n, math.nan) for k in f.COORDINATE_KEYS}
             m, s = booking_inputs(world, coordinates, hour.astype(np.int64))
             fares.append(fare)

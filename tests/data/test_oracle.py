@@ -175,6 +175,11 @@ def test_oracle_of_a_split_of_tf_examples_read_through_gfile(city, tmp_path, cap
         (["--examples", "ram://oracle-bad/*", "--synth", "ram://oracle-split"],
          f"ram://oracle-bad/data.gz: record 1 has no {f.HOUR_KEY}")
     )  # fmt: skip
+    _write_examples([{**rows[0], f.HOUR_KEY: "30"}], "ram://oracle-late/data.gz")
+    cases.append(
+        (["--examples", "ram://oracle-late/*", "--synth", "ram://oracle-split"],
+         f"ram://oracle-late/data.gz: record 0: {f.HOUR_KEY} 30, expected 0-23")
+    )  # fmt: skip
     for args, message in cases:
         assert cli.main(["data", "oracle", *args]) == 2, args
         err = capsys.readouterr().err
