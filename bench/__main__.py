@@ -108,6 +108,12 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         " against the same transformed batches in memory (writes its section of the report)",
     )
     parser.add_argument(
+        "--cli",
+        action="store_true",
+        help="run only the command start-up benchmark: read-only commands and help, each in a"
+        " fresh process, against the bare interpreter (writes its section of the report)",
+    )
+    parser.add_argument(
         "--trainer-input-rows",
         type=int,
         help="with --trainer-input: synthetic trips to transform and train on (default: 200000)",
@@ -493,6 +499,18 @@ def _main_trainer_input(args: argparse.Namespace, argv: list[str], part: Any) ->
     )
 
 
+def _main_cli(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--cli``: each read-only command's start-up against the bare interpreter."""
+    from bench import cli_startup
+
+    started = datetime.now(timezone.utc)
+    run = _in_workspace(
+        args, "taxifare-bench-cli-", "the smoke run's root", lambda w: cli_startup.main(args, w)
+    )
+    return _write_partial(args, started, "Command start-up benchmark", "--cli", run,
+                          cli_startup, argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -505,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import trainer_input
 
         return _main_trainer_input(args, argv, trainer_input)
+    if args.cli:
+        return _main_cli(args, argv)
     if args.serving_only:
         return _main_serving_only(args, argv)
     if args.monitoring_only:
