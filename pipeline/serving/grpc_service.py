@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -56,6 +57,8 @@ _STATES = {
 _ERROR_CODES = {"OK": 0, "UNKNOWN": 2}  # tensorflow.error.Code
 _SIGNATURE_DEF_FIELD = "signature_def"
 _REQUEST_ID_KEY = "x-request-id"
+_PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+_MODEL_SERVICE = "tensorflow.serving.ModelService"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -102,6 +105,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 request.inputs,
                 core.config.max_instances,
                 core.config.strict_examples,
+                core.config.max_body_bytes,
             )
             unknown = set(request.output_filter) - {f.PREDICTION_KEY}
             if unknown:
@@ -111,7 +115,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 )
             given = dict(context.invocation_metadata() or ()).get(_REQUEST_ID_KEY)
             request_id = given if given and _REQUEST_ID.match(given) else None
-            prediction = await core.predict(parsed, spec.name, version, request_id, "grpc")
+            prediction = await core.predict(
+                parsed,
+                spec.name,
+                version,
+                request_id,
+                "grpc",
+                # A call past its deadline or cancelled gets no answer: its instances are not
+                # logged (a call the handler is cancelled in never returns here at all).
+                delivered=lambda: (
+                    not context.cancelled()
+                    and (context.time_remaining() is None or context.time_remaining() > 0)
+                ),
+            )
         except RequestError as e:
             await _abort(context, e)
         response = predict_pb2.PredictResponse()
@@ -180,6 +196,58 @@ def _output_rank(model: Any, signature: str) -> int:
     return 2 if len(dims) == 2 else 1
 
 
+def _decoding(method: Any, request_cls: type) -> Any:
+    """The handler of a unary method that decodes its request itself, so that bytes which are
+    not the request message are INVALID_ARGUMENT (grpcio's own decoding answers them with an
+    error code that blames the server)."""
+    name = request_cls.DESCRIPTOR.full_name
+
+    async def handle(data: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = request_cls.FromString(data)
+        except DecodeError as e:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {name}: {e}"
+            )
+        return await method(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle, request_deserializer=None, response_serializer=_serialize
+    )
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
+
+
+def _handlers(core: PredictCore) -> grpc.GenericRpcHandler:
+    """The methods served: TF Serving's Predict, GetModelMetadata and GetModelStatus (other
+    methods of its services answer UNIMPLEMENTED)."""
+    prediction, models = PredictionService(core), ModelService(core)
+    methods = {
+        f"/{_PREDICTION_SERVICE}/Predict": _decoding(
+            prediction.Predict, predict_pb2.PredictRequest
+        ),
+        f"/{_PREDICTION_SERVICE}/GetModelMetadata": _decoding(
+            prediction.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest
+        ),
+        f"/{_MODEL_SERVICE}/GetModelStatus": _decoding(
+            models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest
+        ),
+    }
+    return _MethodTable(methods)
+
+
+class _MethodTable(grpc.GenericRpcHandler):
+    """Looks a method up by its full name."""
+
+    def __init__(self, methods: dict[str, Any]) -> None:
+        self._methods = methods
+
+    def service(self, handler_call_details: Any) -> Any:
+        return self._methods.get(handler_call_details.method)
+
+
 async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Starts the gRPC services on `host:port`, on the running event loop.
 
@@ -196,20 +264,21 @@ async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[gr
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 4 * 1024 * 1024)),
+            # grpcio binds with SO_REUSEPORT by default, so a second server on a taken port
+            # would silently split the calls with the first. Only the workers of one
+            # `--workers N` server share the port (the command checked it was free).
+            ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
         ],
         maximum_concurrent_rpcs=config.grpc_max_calls,
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(core), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    server.add_generic_rpc_handlers((_handlers(core),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError:
         bound = 0
     if not bound:
-        raise RuntimeError(f"cannot listen for gRPC on {address}")
+        raise RuntimeError(f"cannot listen for gRPC on {address}: the port is taken")
     await server.start()
     _LOG.info("serving gRPC on %s", address.rsplit(":", 1)[0] + f":{bound}")
     return server, bound

@@ -5,7 +5,12 @@ and fares back to a TensorProto, with the same rules and messages as the REST fo
   field left out is missing for every instance (optional fields only); the named-tensor
   sentinels (NaN, -1, "") mean missing. An input the signature does not have is refused.
 - `serving_tf_example`: one rank-1 DT_STRING tensor `examples` of serialized tf.Examples,
-  read as the signature's parse op reads them (undeclared features ignored and counted).
+  read once by the signature's parse op after a wire-level scan refuses ambiguous ones (see
+  `validation.parse_examples`; undeclared features ignored and counted).
+
+A tensor's shape is checked before its values are expanded or copied: a claimed count over
+the instance limit, a negative size, a one-value fill past the message limit, and
+`tensor_content` that is not whole values are INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pipeline.serving.validation import (
     RequestError,
     Trip,
     check_raw_value,
-    parse_example_trip,
+    parse_examples,
 )
 from taxifare_modules import features as f
 
@@ -52,20 +57,50 @@ def _dtype_name(dtype: int) -> str:
     return _DTYPE_NAMES.get(dtype, f"dtype {dtype}")
 
 
-def _values(name: str, tensor: Any) -> list:
-    """The values of a rank-1 TensorProto as Python values (bytes for strings)."""
+def _values(name: str, tensor: Any, max_instances: int, max_bytes: int | None) -> list:
+    """The values of a rank-1 TensorProto as Python values (bytes for strings).
+
+    The shape is checked before anything is expanded: a shape may claim many values that
+    one value fills ("one value fills the shape"), so the claimed count is held to
+    `max_instances` and the bytes it would take to `max_bytes` first.
+    """
+    where = f"inputs.{name}"
     dims = tensor.tensor_shape.dim
     if len(dims) != 1:
+        shown = [d.size for d in dims[:8]] + (["..."] if len(dims) > 8 else [])
         raise RequestError(
-            f"inputs.{name}: expected a rank-1 tensor (one value per instance), got shape"
-            f" {[d.size for d in dims]}"
+            f"{where}: expected a rank-1 tensor (one value per instance), got shape {shown}"
         )
     count = dims[0].size
+    if count < 0:
+        raise RequestError(f"{where}: the shape has a negative size {count}")
+    _check_count(count, max_instances)
     dtype = tensor.dtype
     if dtype == DT_STRING:
-        values = list(tensor.string_val)
+        if tensor.tensor_content:
+            raise RequestError(f"{where}: a DT_STRING tensor carries its values in string_val")
+        held = tensor.string_val
+        if len(held) == 1 and count > 1 and max_bytes is not None:
+            size = len(held[0]) * count
+            if size > max_bytes:
+                raise RequestError(
+                    f"{where}: one value filling shape [{count}] makes {size} bytes, over the"
+                    f" {max_bytes}-byte message limit"
+                )
+        values = list(held)
     elif tensor.tensor_content:
-        values = np.frombuffer(tensor.tensor_content, _NUMPY_DTYPES[dtype]).tolist()
+        content = tensor.tensor_content
+        itemsize = _NUMPY_DTYPES[dtype].itemsize
+        if len(content) % itemsize:
+            raise RequestError(
+                f"{where}: tensor_content holds {len(content)} bytes, not a whole number of"
+                f" {_dtype_name(dtype)} values ({itemsize} bytes each)"
+            )
+        if len(content) // itemsize != count:
+            raise RequestError(
+                f"{where}: shape says {count} values, the tensor holds {len(content) // itemsize}"
+            )
+        values = np.frombuffer(content, _NUMPY_DTYPES[dtype]).tolist()
     elif dtype == DT_FLOAT:
         values = list(tensor.float_val)
     else:
@@ -73,9 +108,7 @@ def _values(name: str, tensor: Any) -> list:
     if len(values) == 1 and count > 1:  # TensorProto's shorthand: one value fills the shape
         values = values * count
     if len(values) != count:
-        raise RequestError(
-            f"inputs.{name}: shape says {count} values, the tensor holds {len(values)}"
-        )
+        raise RequestError(f"{where}: shape says {count} values, the tensor holds {len(values)}")
     return values
 
 
@@ -93,6 +126,7 @@ def parse_tensor_request(
     inputs: Mapping[str, Any],
     max_instances: int,
     strict_examples: bool = False,
+    max_bytes: int | None = None,
 ) -> PredictRequest:
     """Validates the inputs of a gRPC PredictRequest.
 
@@ -101,6 +135,7 @@ def parse_tensor_request(
       inputs: input name -> TensorProto.
       max_instances: the most instances one request may carry.
       strict_examples: reject tf.Example features the model does not declare.
+      max_bytes: the message limit; a tensor whose shape would expand past it is refused.
 
     Raises:
       RequestError: (400) naming the input and the instance at fault.
@@ -112,11 +147,13 @@ def parse_tensor_request(
             f" {', '.join(map(repr, SERVABLE_SIGNATURES))}"
         )
     if signature == f.SERVING_TF_EXAMPLE_SIGNATURE:
-        return _parse_examples(inputs, max_instances, strict_examples)
-    return _parse_named(inputs, max_instances)
+        return _parse_examples(inputs, max_instances, strict_examples, max_bytes)
+    return _parse_named(inputs, max_instances, max_bytes)
 
 
-def _parse_examples(inputs: Mapping[str, Any], max_instances: int, strict: bool) -> PredictRequest:
+def _parse_examples(
+    inputs: Mapping[str, Any], max_instances: int, strict: bool, max_bytes: int | None
+) -> PredictRequest:
     key = f.SERVING_TF_EXAMPLE_INPUT_KEY
     for name in inputs:
         if name != key:
@@ -129,17 +166,16 @@ def _parse_examples(inputs: Mapping[str, Any], max_instances: int, strict: bool)
     tensor = inputs[key]
     if tensor.dtype != DT_STRING:
         raise RequestError(f"inputs.{key}: expected DT_STRING, got {_dtype_name(tensor.dtype)}")
-    examples = _values(key, tensor)
-    _check_count(len(examples), max_instances)
+    sent = _values(key, tensor, max_instances, max_bytes)
     ignored: dict[str, int] = {}
-    trips = [
-        parse_example_trip(data, f"inputs.{key}[{i}]", strict, ignored)
-        for i, data in enumerate(examples)
-    ]
+    wheres = [f"inputs.{key}[{i}]" for i in range(len(sent))]
+    trips, examples = parse_examples(sent, wheres, strict, ignored)
     return PredictRequest(f.SERVING_TF_EXAMPLE_SIGNATURE, True, trips, examples, ignored)
 
 
-def _parse_named(inputs: Mapping[str, Any], max_instances: int) -> PredictRequest:
+def _parse_named(
+    inputs: Mapping[str, Any], max_instances: int, max_bytes: int | None
+) -> PredictRequest:
     columns: dict[str, list] = {}
     for name in inputs:  # keys, then lookups: a protobuf map's items() view is slower
         tensor = inputs[name]
@@ -153,7 +189,7 @@ def _parse_named(inputs: Mapping[str, Any], max_instances: int) -> PredictReques
             raise RequestError(
                 f"inputs.{name}: expected {_dtype_name(expected)}, got {_dtype_name(tensor.dtype)}"
             )
-        columns[name] = _values(name, tensor)
+        columns[name] = _values(name, tensor, max_instances, max_bytes)
     for key in f.REQUIRED_FEATURE_KEYS:
         if key not in columns:
             raise RequestError(f"inputs: missing required input {key!r}")

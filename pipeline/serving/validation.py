@@ -13,11 +13,15 @@ Rules, the same for both forms and both signatures (and for gRPC, see `tensors`)
   misspelt optional field would otherwise be served as "missing" without anyone noticing.
   TF Serving's REST layer (`json_tensor.cc`) refuses an unknown, missing or mistyped named
   input with INVALID_ARGUMENT, its 400, as here.
-- A tf.Example is read as the signature's parse op reads it: features the model does not
-  declare (the label, post-trip fields, census tracts, anything) are ignored and reported
-  back (`PredictRequest.ignored_features`) so the stats can count them; a declared feature of
-  the wrong kind, or bytes that are not a tf.Example, are a 400 naming the instance and the
-  feature. `strict_examples` rejects undeclared features instead.
+- A tf.Example is read once, by the signature's parse op (`tf.io.parse_example` with its
+  spec), after a wire-level scan refuses (400, naming the instance and the feature) what
+  parsers read differently: a feature named twice, a feature holding several lists or kinds,
+  fields a tf.Example does not have. That one reading is checked, logged and run (the model
+  gets tf.Examples re-encoded from it). Features the model does not declare (the label,
+  post-trip fields, census tracts, anything) are ignored and reported back
+  (`PredictRequest.ignored_features`) so the stats can count them; a declared feature of
+  the wrong kind is a 400. `strict_examples` rejects undeclared features instead. A
+  tf.Example leaves a missing value out: a named-input sentinel in it is refused.
 - An optional field may be omitted or `null` (JSON) / left out (tf.Example); it is then
   passed to the model as missing, exactly as training examples lack it. The named-tensor
   sentinels (`-1` for an integer, `""` for a string) are accepted as "missing" too.
@@ -37,7 +41,6 @@ import dataclasses
 import functools
 import json
 import math
-import warnings
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -151,8 +154,11 @@ class PredictRequest:
     Attributes:
       signature_name: the signature to call.
       columnar: True for the `inputs` form (answered with `outputs`).
-      trips: the raw fields of each instance (what is logged).
-      examples: the serialized tf.Examples as sent, for `serving_tf_example`; else None.
+      trips: the raw fields of each instance: what was checked, what is logged and, for
+        both signatures, what the model runs.
+      examples: for `serving_tf_example`, the tf.Examples the model runs: re-encoded from
+        `trips` (the values TensorFlow's parser read from the client's bytes), never the
+        client's bytes themselves; else None.
       ignored_features: tf.Example features the model does not declare -> how many of the
         request's instances carried them (they were ignored, as TF Serving ignores them).
     """
@@ -256,7 +262,9 @@ def parse_predict_request(
             f"request has neither {INSTANCES_KEY!r} (row format) nor {INPUTS_KEY!r}"
             " (columnar format)"
         )
-    signature = body.get(SIGNATURE_NAME_KEY) or None
+    signature = body.get(SIGNATURE_NAME_KEY)
+    if signature == "":  # TF Serving's "the default signature"; false, 0 and [] are not
+        signature = None
     if signature is not None:
         if not isinstance(signature, str):
             raise RequestError(
@@ -310,8 +318,8 @@ def _parse_b64_items(
 ) -> tuple[list[bytes], list[Trip], dict[str, int]]:
     """Decodes `{"b64": ...}` items (row or column form) into examples, their trips and the
     counts of the features the model ignores."""
-    examples: list[bytes] = []
-    trips: list[Trip] = []
+    sent: list[bytes] = []
+    wheres: list[str] = []
     ignored: dict[str, int] = {}
     for i, item in enumerate(items):
         where = f"{label}[{i}]"
@@ -321,10 +329,9 @@ def _parse_b64_items(
                 f"{where}: expected {{{B64_KEY!r}: <base64 serialized tf.Example>}}{context},"
                 f" got {_describe(item)}"
             )
-        data = _decode_b64(value, where)
-        trip = parse_example_trip(data, f"{where}.{B64_KEY}", strict, ignored)
-        examples.append(data)
-        trips.append(trip)
+        sent.append(_decode_b64(value, where))
+        wheres.append(f"{where}.{B64_KEY}")
+    trips, examples = parse_examples(sent, wheres, strict, ignored)
     return examples, trips, ignored
 
 
@@ -553,92 +560,290 @@ def _decode_b64(value: Any, where: str) -> bytes:
     return data
 
 
-def parse_example_trip(
-    data: bytes, where: str, strict: bool = False, ignored: dict[str, int] | None = None
-) -> Trip:
-    """Validates a serialized tf.Example of raw trip fields and returns its trip.
+# tf.Example wire format (example.proto / feature.proto): the tags this server reads.
+_TAG_FEATURES = 0x0A  # Example.features = 1, length-delimited
+_TAG_ENTRY = 0x0A  # Features.feature (map entry) = 1, length-delimited
+_TAG_KEY = 0x0A  # map entry key = 1
+_TAG_VALUE = 0x12  # map entry value = 2
+_KIND_TAGS = {0x0A: "bytes_list", 0x12: "float_list", 0x1A: "int64_list"}  # Feature oneof
+_TAG_PACKED = 0x0A  # a list's `value` = 1, packed (length-delimited)
+_TAG_FIXED32 = 0x0D  # FloatList.value = 1, one unpacked float
+_TAG_VARINT = 0x08  # Int64List.value = 1, one unpacked int64
+_EXPECTED_KINDS = {
+    **{key: "float_list" for key in f.FLOAT_FEATURE_KEYS},
+    **{key: "int64_list" for key in f.INT_FEATURE_KEYS},
+    **{key: "bytes_list" for key in f.STRING_FEATURE_KEYS},
+}
+
+
+class _WireError(ValueError):
+    """The bytes are not a tf.Example as TensorFlow reads it; the message says why."""
+
+    def __init__(self, message: str, feature: str | None = None) -> None:
+        super().__init__(message)
+        self.feature = feature
+
+
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The unsigned varint at `pos` (at most 10 bytes, within `end`) and the position after."""
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _WireError("a varint is truncated or longer than 64 bits")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if value >= 1 << 64:
+                raise _WireError("a varint is longer than 64 bits")
+            return value, pos
+        shift += 7
+
+
+def _delimited(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """The (start, stop) of the length-delimited field whose length is at `pos`."""
+    length, start = _varint(data, pos, end)
+    stop = start + length
+    if stop > end:
+        raise _WireError("a length-delimited field runs past the end of its message")
+    return start, stop
+
+
+def _list_count(data: bytes, kind: str, pos: int, end: int, name: str) -> int:
+    """How many values the `kind` list in data[pos:end] holds.
+
+    TensorFlow's parser reads either one packed run of values or only unpacked values, and
+    stops at anything else, where protobuf would merge them all: such a list is refused.
+    """
+    count = 0
+    packed = unpacked = False
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag == _TAG_PACKED and kind != "bytes_list":
+            if packed or unpacked:
+                raise _WireError(
+                    f"its {kind} mixes value runs (several packed runs or packed"
+                    " with unpacked values)",
+                    name,
+                )
+            packed = True
+            start, pos = _delimited(data, pos, end)
+            if kind == "float_list":
+                if (pos - start) % 4:
+                    raise _WireError(f"its {kind} holds a partial float", name)
+                count += (pos - start) // 4
+            else:
+                while start < pos:
+                    _, start = _varint(data, start, pos)
+                    count += 1
+        elif tag == _TAG_PACKED:  # a bytes_list value
+            _, pos = _delimited(data, pos, end)
+            count += 1
+        elif tag == _TAG_FIXED32 and kind == "float_list" and not packed:
+            unpacked = True
+            pos += 4
+            if pos > end:
+                raise _WireError(f"its {kind} holds a partial float", name)
+            count += 1
+        elif tag == _TAG_VARINT and kind == "int64_list" and not packed:
+            unpacked = True
+            _, pos = _varint(data, pos, end)
+            count += 1
+        else:
+            raise _WireError(f"its {kind} holds a field other than its values", name)
+    return count
+
+
+def _scan_feature(data: bytes, pos: int, end: int, name: str) -> tuple[str | None, int]:
+    """The kind and value count of the Feature in data[pos:end] (None, 0 if it has no kind)."""
+    if pos == end:
+        return None, 0
+    kind = _KIND_TAGS.get(data[pos])
+    if kind is None:
+        raise _WireError("it holds a field that is not a value list", name)
+    start, stop = _delimited(data, pos + 1, end)
+    if stop != end:
+        # Protobuf keeps the last list, TensorFlow's parser the first: never guess.
+        raise _WireError("it holds more than one value list (or kind)", name)
+    return kind, _list_count(data, kind, start, stop, name)
+
+
+def _scan_example(data: bytes) -> dict[str, tuple[str | None, int]]:
+    """Reads a serialized tf.Example at the wire level, bounded by its length.
+
+    Returns:
+      feature name -> (kind, number of values).
+
+    Raises:
+      _WireError: the bytes are not a tf.Example in the form TensorFlow and protobuf read
+        alike: anything but features in the Example, map entries that are not exactly a key
+        then a value, a feature named twice, a feature with several lists or kinds.
+    """
+    found: dict[str, tuple[str | None, int]] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        if data[pos] != _TAG_FEATURES:
+            raise _WireError("it holds a field other than its features")
+        start, pos = _delimited(data, pos + 1, end)
+        while start < pos:
+            if data[start] != _TAG_ENTRY:
+                raise _WireError("its features hold a field other than feature entries")
+            entry, stop = _delimited(data, start + 1, pos)
+            start = stop
+            if entry >= stop or data[entry] != _TAG_KEY:
+                raise _WireError("a feature entry does not start with its name")
+            key_start, key_stop = _delimited(data, entry + 1, stop)
+            try:
+                name = data[key_start:key_stop].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _WireError("a feature name is not UTF-8 text") from None
+            if key_stop >= stop or data[key_stop] != _TAG_VALUE:
+                raise _WireError("the entry has no value after its name", name)
+            value_start, value_stop = _delimited(data, key_stop + 1, stop)
+            if value_stop != stop:
+                raise _WireError("the entry holds more than a name and a value", name)
+            if name in found:
+                raise _WireError("the feature appears more than once", name)
+            found[name] = _scan_feature(data, value_start, value_stop, name)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _example_parser() -> Callable[[Any], dict[str, Any]]:
+    """`tf.io.parse_example` with the `serving_tf_example` signature's parse spec (one
+    VarLenFeature per raw field, as the trainer exports it), as a graph function: serialized
+    examples -> raw field -> (row of each value, values). A graph call costs a fraction of
+    the eager op's dispatch."""
+    import tensorflow as tf
+
+    dtypes = {"float_list": tf.float32, "int64_list": tf.int64, "bytes_list": tf.string}
+    spec = {key: tf.io.VarLenFeature(dtypes[kind]) for key, kind in _EXPECTED_KINDS.items()}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def parse(examples: Any) -> dict[str, Any]:
+        parsed = tf.io.parse_example(examples, spec)
+        return {key: (sparse.indices[:, 0], sparse.values) for key, sparse in parsed.items()}
+
+    return parse
+
+
+def parse_examples(
+    examples: list[bytes],
+    wheres: list[str],
+    strict: bool = False,
+    ignored: dict[str, int] | None = None,
+) -> tuple[list[Trip], list[bytes]]:
+    """Validates serialized tf.Examples of raw trip fields, read once by TensorFlow's parser.
+
+    Each example is first scanned at the wire level (bounded by its length) and refused if
+    TensorFlow's parser and protobuf could read it differently (a feature named twice, a
+    feature with several lists or kinds, fields a tf.Example does not have). The values are
+    then those `tf.io.parse_example` reads with the signature's parse spec, and they alone
+    are checked, logged and run: the model is given canonical tf.Examples re-encoded from
+    the checked trips, never the client's bytes.
 
     Args:
-      data: the serialized tf.Example.
-      where: how error messages name it, e.g. `instances[3].b64`.
+      examples: the serialized tf.Examples.
+      wheres: how error messages name each, e.g. `instances[3].b64`.
       strict: reject features the model does not declare instead of ignoring them.
       ignored: if given, each ignored feature name's count is incremented here.
 
+    Returns:
+      The trips (missing optional fields absent) and the tf.Examples the model is to run.
+
     Raises:
-      RequestError: the bytes are not a tf.Example, or a declared feature is of the wrong
-        kind, has more than one value, or fails the value checks (or, if `strict`, a feature
-        is not declared).
+      RequestError: naming the instance and the feature at fault.
     """
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.example import example_pb2
-
-    example = example_pb2.Example()
-    not_example = f"{where}: the bytes are not a serialized tf.Example"
-    try:
-        # Protobuf's C++ parser warns, rather than fails, when it stops early.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            consumed = example.MergeFromString(data)
-    except DecodeError as e:
-        raise RequestError(f"{not_example} ({e})") from None
-    # Parsing is lenient: garbage may stop early or "parse" into unknown fields only.
-    if (consumed is not None and consumed != len(data)) or _has_unknown_fields(example):
-        raise RequestError(not_example)
-    trip: Trip = {}
-    features = example.features.feature
-    for key in features:
-        if key not in _RAW_KEYS:
-            if strict:
+    scans = []
+    for data, where in zip(examples, wheres, strict=True):
+        try:
+            scan = _scan_example(data)
+        except _WireError as e:
+            place = f"{where}.{e.feature}" if e.feature is not None else where
+            raise RequestError(
+                f"{place}: the bytes are not a serialized tf.Example TensorFlow reads"
+                f" unambiguously: {e}"
+            ) from None
+        for key, (kind, count) in scan.items():
+            expected = _EXPECTED_KINDS.get(key)
+            if expected is None:
+                if strict:
+                    raise RequestError(
+                        f"{where}: unknown feature {key!r} in the tf.Example (the raw trip"
+                        f" fields are: {_FIELD_LIST})"
+                    )
+                if ignored is not None:
+                    ignored[key] = ignored.get(key, 0) + 1
+                continue
+            if kind is not None and kind != expected:
                 raise RequestError(
-                    f"{where}: unknown feature {key!r} in the tf.Example (the raw trip fields"
-                    f" are: {_FIELD_LIST})"
+                    f"{where}.{key}: expected a {expected} in the tf.Example, got a {kind}"
                 )
-            if ignored is not None:
-                ignored[key] = ignored.get(key, 0) + 1
-    for key in f.RAW_FEATURE_KEYS:
-        value = None
-        if key in features:
-            value = _example_value(key, features[key], f"{where}.{key}")
-        if value is not None:
-            value = check_value(key, value, f"{where}.{key}")
-        if value is None:
-            if key in f.REQUIRED_FEATURE_KEYS:
+            if count > 1:
+                raise RequestError(f"{where}.{key}: expected one value, got {count}")
+        for key in f.REQUIRED_FEATURE_KEYS:
+            if scan.get(key, (None, 0))[1] == 0:
                 raise RequestError(f"{where}: missing required feature {key!r} in the tf.Example")
-            continue
-        trip[key] = value
-    return trip
+        scans.append(scan)
+    columns = _parse_with_tensorflow(examples, wheres)
+    trips: list[Trip] = [{} for _ in examples]
+    for key in f.RAW_FEATURE_KEYS:
+        rows, values = columns[key]
+        for row, value in zip(rows, values, strict=True):
+            where = f"{wheres[row]}.{key}"
+            if scans[row][key][1] != 1:  # never seen: the scan and the parser agree
+                raise RequestError(f"{where}: TensorFlow read a value the scan did not find")
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise RequestError(f"{where}: the value is not UTF-8 text") from None
+            checked = check_value(key, value, where)
+            if checked is None:
+                # A tf.Example says "missing" by leaving the feature out; its signature would
+                # run a sentinel as a value, so it is refused rather than guessed at.
+                raise RequestError(
+                    f"{where}: {value!r} is the missing-value sentinel of named inputs; leave"
+                    " the feature out of the tf.Example when the value is missing"
+                )
+            trips[row][key] = checked
+    for row, scan in enumerate(scans):
+        for key in f.RAW_FEATURE_KEYS:
+            if scan.get(key, (None, 0))[1] == 1 and key not in trips[row]:
+                raise RequestError(
+                    f"{wheres[row]}.{key}: the scan found a value TensorFlow did not read"
+                )
+    from pipeline.serving.versions import trip_to_example
+
+    return trips, [trip_to_example(trip).SerializeToString() for trip in trips]
 
 
-def _example_value(key: str, feature: Any, where: str) -> float | int | str | None:
-    if key in f.FLOAT_FEATURE_KEYS:
-        expected = "float_list"
-    elif key in f.INT_FEATURE_KEYS:
-        expected = "int64_list"
-    else:
-        expected = "bytes_list"
-    kind = feature.WhichOneof("kind")
-    if kind is None:
-        return None
-    if kind != expected:
-        raise RequestError(f"{where}: expected a {expected} in the tf.Example, got a {kind}")
-    values = getattr(feature, kind).value
-    if len(values) == 0:
-        return None
-    if len(values) > 1:
-        raise RequestError(f"{where}: expected one value, got {len(values)}")
-    if kind != "bytes_list":
-        return values[0]
+def _parse_with_tensorflow(
+    examples: list[bytes], wheres: list[str]
+) -> dict[str, tuple[list[int], list[Any]]]:
+    """raw field -> (row of each value, the values) as `tf.io.parse_example` reads them."""
+    import tensorflow as tf
+
+    parse = _example_parser()
+    # TensorFlow's message quotes the bytes (and fails to decode as UnicodeDecodeError when
+    # they are not text): name the first example it refuses instead.
+    refused = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
     try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise RequestError(f"{where}: the value is not UTF-8 text") from None
-
-
-def _has_unknown_fields(message: Any) -> bool:
-    try:
-        return len(message.UnknownFields()) > 0
-    except (AttributeError, NotImplementedError):  # protobuf runtimes without the API
-        return False
+        parsed = parse(tf.constant(examples, tf.string))
+    except refused:
+        for data, where in zip(examples, wheres, strict=True):
+            try:
+                parse(tf.constant([data], tf.string))
+            except refused:
+                raise RequestError(
+                    f"{where}: TensorFlow cannot parse the bytes as a tf.Example"
+                ) from None
+        raise RequestError("TensorFlow cannot parse the tf.Examples") from None
+    return {
+        key: (rows.numpy().tolist(), values.numpy().tolist())
+        for key, (rows, values) in parsed.items()
+    }
 
 
 def _describe(value: Any) -> str:

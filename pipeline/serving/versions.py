@@ -346,10 +346,15 @@ def _fingerprint(path: str) -> tuple | None:
     return tuple(sorted(entries))
 
 
+# TF Serving's version numbers are int64 (ModelSpec.version, ModelVersionStatus.version).
+MAX_VERSION = 2**63 - 1
+
+
 def is_version_name(name: str) -> bool:
     """Whether a folder or URL name is a version number: ASCII digits only (Python's
-    `isdigit` also takes superscripts and other scripts' digits)."""
-    return name.isascii() and name.isdigit()
+    `isdigit` also takes superscripts and other scripts' digits) of a value that fits in
+    int64, as every version field of TF Serving's protocol is."""
+    return name.isascii() and name.isdigit() and int(name) <= MAX_VERSION
 
 
 class VersionManager:
@@ -438,11 +443,12 @@ class VersionManager:
                 versions.append(int(name))
             elif name not in self._ignored_names:
                 self._ignored_names.add(name)
-                _LOG.warning(
-                    "ignoring folder %r in the model directory: a version folder's name is"
-                    " an integer",
-                    name,
+                why = (
+                    f"a version number is at most {MAX_VERSION} (int64)"
+                    if name.isascii() and name.isdigit()
+                    else "a version folder's name is an integer"
                 )
+                _LOG.warning("ignoring folder %r in the model directory: %s", name, why)
         return sorted(versions, reverse=True)
 
     def _set_status(self, version: int, state: str, code: str = ERROR_OK, msg: str = "") -> None:

@@ -110,7 +110,12 @@ def test_b64_examples_are_checked_like_json():
     good = base64.b64encode(serialized).decode()
     request = parse_predict_request({"instances": [{"b64": good}]}, 10)
     assert request.signature_name == f.SERVING_TF_EXAMPLE_SIGNATURE
-    assert request.trips == [TRIP] and request.examples == [serialized]  # passed on as sent
+    assert request.trips == [TRIP]
+    # The model runs the checked values, re-encoded, not the client's bytes.
+    from tensorflow.core.example import example_pb2
+
+    rerun = example_pb2.Example.FromString(request.examples[0])
+    assert rerun == example_pb2.Example.FromString(serialized)
     # URL-safe alphabet and missing padding are accepted.
     urlsafe = good.replace("+", "-").replace("/", "_").rstrip("=")
     assert parse_predict_request({"instances": [{"b64": urlsafe}]}, 10).trips == [TRIP]
