@@ -7,13 +7,16 @@ the epoch), `instance_index` (the instance's place in its request) and `signatur
 `tf.data.TFRecordDataset` and TFDV (`generate_statistics_from_tfrecord`) read the files
 directly.
 
-Durability: a batch's records are handed to the operating system (one `write`) before its
-requests are answered, so once a client has its answer, even a hard kill of the server cannot
-lose it; only a power loss can. A file being written ends in `.tfrecord.inprogress` and holds
-an exclusive lock; on rotation (by size or age) or a graceful stop it is fsynced and renamed
-to `.tfrecord`, so a `*.tfrecord` glob only ever sees complete files. A hard kill can leave
-a truncated last record in an `.inprogress` file: `read_request_log` skips it with a warning,
-and the next server start (`recover_request_logs`) cuts it off and renames the file.
+Durability: a request's records are handed to the operating system (one `write`) just before
+its answer is sent, and only while its client is still there to get it, so once a client has
+its answer, even a hard kill of the server cannot lose it; only a power loss can. A write is
+whole or not at all (a full disk cuts the file back to its last whole record), and a file
+deleted under the writer is noticed and counted (`RequestLog.records_lost`). A file being
+written ends in `.tfrecord.inprogress` and holds an exclusive lock; on rotation (by size or
+age) or a graceful stop it is fsynced and renamed to `.tfrecord`, so a `*.tfrecord` glob only
+ever sees complete files. A hard kill can leave a truncated last record in an `.inprogress`
+file: `read_request_log` skips it with a warning, and the next server start
+(`recover_request_logs`) cuts it off and renames the file.
 
 File names carry the host, the process id and a sequence number, so several workers (or
 servers) can share one log directory.
@@ -378,6 +381,12 @@ def _host_tag() -> str:
 class RequestLog:
     """Appends log records to rotating TFRecord files; safe to call from several threads.
 
+    A write is whole or not at all: when the OS takes only part of it (a full disk, a file
+    size limit) the file is cut back to its last whole record and the error is raised, so a
+    later write never lands behind half a record. A file that left its path (its directory
+    removed) is noticed at the next write: its records are counted in `records_lost`, the
+    directory is made again and a new file started.
+
     Args:
       log_dir: the directory (created if missing).
       rotate_bytes: start a new file before one would grow past this size.
@@ -401,48 +410,78 @@ class RequestLog:
         self.sample_rate = sample_rate
         self.prefix = prefix
         self.records_written = 0
+        # Records written to a file that was deleted before it was finished.
+        self.records_lost = 0
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path = ""
         self._opened_at = 0.0
         self._size = 0
+        self._file_records = 0
         self._sequence = 0
         self._random = random.Random()
+        # Files being finished (fsync, rename) off the writer's thread after a rotation.
+        self._finishing: list[threading.Thread] = []
 
     def sample(self) -> bool:
         """Whether to log the next request, by the sampling rate."""
         return self.sample_rate >= 1.0 or self._random.random() < self.sample_rate
 
     def write(self, records: Iterable[bytes]) -> None:
-        """Appends serialized tf.Examples; they are with the OS when this returns."""
+        """Appends serialized tf.Examples; they are with the OS when this returns.
+
+        Raises:
+          OSError: nothing of `records` was kept (the file holds whole records only).
+        """
         records = list(records)
         if not records:
             return
         data = b"".join(frame_record(r) for r in records)
         with self._lock:
+            if self._fd is not None:
+                self._check_path()
             if self._fd is not None and (
                 self._size + len(data) > self.rotate_bytes or self._too_old()
             ):
-                self._close_file()
+                self._retire_file()
             if self._fd is None:
                 self._open_file()
-            view = memoryview(data)
-            while view:  # one write unless the OS takes less
-                view = view[os.write(self._fd, view) :]
+            fd, good = self._fd, self._size
+            try:
+                view = memoryview(data)
+                while view:  # one write unless the OS takes less
+                    view = view[os.write(fd, view) :]
+            except OSError:
+                self._cut_back(fd, good)
+                raise
             self._size += len(data)
+            self._file_records += len(records)
             self.records_written += len(records)
 
     def rotate_if_due(self) -> None:
         """Closes the current file if it is older than `rotate_seconds` (called on a timer)."""
         with self._lock:
+            if self._fd is not None:
+                self._check_path()
             if self._fd is not None and self._too_old():
-                self._close_file()
+                self._finish_file(*self._detach())
 
     def close(self) -> None:
-        """Flushes, closes and renames the current file (graceful stop)."""
+        """Flushes, closes and renames the current file (graceful stop); never raises: a
+        file it cannot finish is left `.inprogress`, for the next start to recover."""
         with self._lock:
             if self._fd is not None:
-                self._close_file()
+                self._check_path()
+            if self._fd is not None:
+                self._finish_file(*self._detach())
+        self.wait_rotated()
+
+    def wait_rotated(self) -> None:
+        """Waits until the files closed by rotation are fsynced and renamed."""
+        with self._lock:
+            finishing, self._finishing = self._finishing, []
+        for thread in finishing:
+            thread.join()
 
     def _too_old(self) -> bool:
         return time.monotonic() - self._opened_at > self.rotate_seconds
@@ -452,18 +491,92 @@ class RequestLog:
         self._sequence += 1
         name = f"{self.prefix}-{stamp}-{_host_tag()}-{os.getpid()}-{self._sequence:05d}"
         path = os.path.join(self.log_dir, name + LOG_SUFFIX + IN_PROGRESS_SUFFIX)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:  # the directory was removed: make it again, once
+            os.makedirs(self.log_dir, exist_ok=True)
+            _LOG.warning("the request log directory %s was gone; made it again", self.log_dir)
+            fd = os.open(path, flags, 0o644)
         # Held until the file is closed: recovery leaves locked files alone.
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._fd, self._path, self._size = fd, path, 0
+        self._fd, self._path, self._size, self._file_records = fd, path, 0, 0
         self._opened_at = time.monotonic()
 
-    def _close_file(self) -> None:
+    def _check_path(self) -> None:
+        """Lets go of the open file if it is no longer at its path (deleted or moved)."""
+        opened = os.fstat(self._fd)
+        try:
+            current = os.stat(self._path)
+            if (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        fd, path, records = self._fd, self._path, self._file_records
+        self._fd = None
+        os.close(fd)
+        if opened.st_nlink == 0:
+            self.records_lost += records
+            _LOG.error(
+                "request log file %s was deleted before it was finished: its %d records are"
+                " lost; logging goes on in a new file",
+                os.path.basename(path),
+                records,
+            )
+        else:
+            _LOG.warning(
+                "request log file %s was moved away while being written; a new one is started",
+                os.path.basename(path),
+            )
+
+    def _cut_back(self, fd: int, good: int) -> None:
+        """After a failed write: cuts the file back to its whole records, or, if even that
+        fails, leaves it (`.inprogress`, for recovery to cut) and starts a new one."""
+        try:
+            os.ftruncate(fd, good)
+        except OSError as e:
+            _LOG.error(
+                "could not cut %s back to its last whole record (%s); it is left for recovery",
+                os.path.basename(self._path),
+                e.strerror or e,
+            )
+            self._fd = None
+            os.close(fd)
+
+    def _detach(self) -> tuple[int, str]:
         fd, path = self._fd, self._path
         self._fd = None
+        return fd, path
+
+    def _retire_file(self) -> None:
+        """Finishes the current file in a thread of its own: an fsync can take long, and the
+        writer (the event loop) must not wait for it."""
+        thread = threading.Thread(
+            target=self._finish_file, args=self._detach(), name="request-log-finish", daemon=True
+        )
+        self._finishing = [t for t in self._finishing if t.is_alive()] + [thread]
+        thread.start()
+
+    @staticmethod
+    def _finish_file(fd: int, path: str) -> None:
+        """fsyncs, renames to the final name (while still locked, so recovery cannot pick it
+        up half-way) and closes; a failure is one log line, the file stays `.inprogress`."""
         try:
             os.fsync(fd)
-            # Renamed while still locked, so recovery cannot pick it up half-way.
+            if os.fstat(fd).st_nlink == 0:
+                _LOG.error(
+                    "request log file %s was deleted before it was finished",
+                    os.path.basename(path),
+                )
+                return
             os.rename(path, path[: -len(IN_PROGRESS_SUFFIX)])
+        except OSError as e:
+            _LOG.error(
+                "could not finish request log file %s: %s; it stays %s and the next start"
+                " recovers it",
+                path,
+                e.strerror or e,
+                IN_PROGRESS_SUFFIX,
+            )
         finally:
             os.close(fd)

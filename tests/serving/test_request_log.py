@@ -105,6 +105,7 @@ def test_rotation_by_size_keeps_every_record_and_close_completes_the_file(tmp_pa
     log = RequestLog(str(tmp_path), rotate_bytes=1_000)
     for i in range(40):
         log.write(_records(1, start=i))
+    log.wait_rotated()  # rotated files are finished in the background
     in_progress = request_log_files(str(tmp_path))
     assert sum(p.endswith(IN_PROGRESS_SUFFIX) for p in in_progress) == 1
     log.close()
@@ -186,3 +187,129 @@ def test_whole_records_length_stops_before_a_truncated_tail(tmp_path):
     assert whole_records_length(str(path)) == 0
     path.write_bytes(records[0][:6])  # not even a whole header
     assert whole_records_length(str(path)) == 0
+
+
+# --- Faults of the disk and the directory ----------------------------------------------------
+
+# Run in a child process whose file size limit makes writes past it fail (EFBIG) as a full
+# disk would: the write that crosses the limit is taken only in part. Records of varied sizes,
+# so some that come after the first failure still fit.
+_FULL_DISK_WRITER = """
+import json, resource, signal, sys
+from pipeline.serving.request_log import RequestLog
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by signal
+log_dir, limit = sys.argv[1], int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+log = RequestLog(log_dir)
+kept, failed = [], []
+for i in range(200):
+    record = (b"%04d" % i) * (1 + (i * 37) % 97)
+    try:
+        log.write([record])
+    except OSError:
+        failed.append(i)
+    else:
+        kept.append(i)
+log.close()
+print(json.dumps({"kept": kept, "failed": failed, "written": log.records_written}))
+"""
+
+
+def test_a_full_disk_never_leaves_half_a_record_in_the_log(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    from tests.serving.helpers import repo_root, subprocess_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_WRITER, str(tmp_path), "20000"],
+        cwd=repo_root(),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    kept, failed = result["kept"], result["failed"]
+    assert failed and len(kept) == result["written"]
+    # Records that fit were still taken after the first refusal (which left nothing behind).
+    assert kept[-1] > failed[0]
+    (path,) = request_log_files(str(tmp_path))
+    assert path.endswith(LOG_SUFFIX)
+    read = [r.numpy() for r in tf.data.TFRecordDataset(path)]  # DataLossError if torn
+    assert read == [(b"%04d" % i) * (1 + (i * 37) % 97) for i in kept]
+
+
+def test_failed_writes_after_a_cut_back_keep_the_file_whole(tmp_path, monkeypatch):
+    """A write the OS takes in part, then refuses: the record's bytes are cut off again."""
+    log = RequestLog(str(tmp_path))
+    log.write(_records(2))
+    real_write = os.write
+    calls = []
+
+    def partial_then_full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:7]))  # part of the frame, as on a full disk
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", partial_then_full)
+    with pytest.raises(OSError):
+        log.write(_records(1, start=2))
+    monkeypatch.setattr(os, "write", real_write)
+    log.write(_records(3, start=3))
+    log.close()
+    assert calls[0] > 7
+    assert list(read_request_log(str(tmp_path))) == _parsed(_records(2) + _records(3, start=3))
+
+
+def test_a_deleted_log_directory_is_noticed_counted_and_made_again(tmp_path, caplog):
+    import shutil
+
+    log_dir = tmp_path / "log"
+    log = RequestLog(str(log_dir))
+    log.write(_records(4))
+    shutil.rmtree(log_dir)
+    with caplog.at_level(logging.WARNING, logger="pipeline.serving.request_log"):
+        log.write(_records(3, start=4))
+        log.write(_records(2, start=7))
+    log.close()
+    assert log.records_lost == 4 and log.records_written == 9
+    assert list(read_request_log(str(log_dir))) == _parsed(_records(5, start=4))
+    assert [p.endswith(LOG_SUFFIX) for p in request_log_files(str(log_dir))] == [True]
+    deleted = [r for r in caplog.records if "records are lost" in r.getMessage()]
+    assert len(deleted) == 1 and "4 records are lost" in deleted[0].getMessage()
+
+
+def test_a_log_file_deleted_before_close_is_counted_and_close_does_not_raise(tmp_path, caplog):
+    log = RequestLog(str(tmp_path))
+    log.write(_records(3))
+    (path,) = request_log_files(str(tmp_path))
+    os.remove(path)
+    with caplog.at_level(logging.ERROR, logger="pipeline.serving.request_log"):
+        log.close()
+    assert log.records_lost == 3
+    assert request_log_files(str(tmp_path)) == []
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+
+
+def test_close_that_cannot_rename_leaves_the_file_for_recovery(tmp_path, monkeypatch, caplog):
+    log = RequestLog(str(tmp_path))
+    log.write(_records(2))
+
+    def refuse(src, dst):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(os, "rename", refuse)
+    with caplog.at_level(logging.ERROR, logger="pipeline.serving.request_log"):
+        log.close()  # a graceful stop goes on
+    monkeypatch.undo()
+    assert "Read-only file system" in caplog.text
+    (path,) = request_log_files(str(tmp_path))
+    assert path.endswith(IN_PROGRESS_SUFFIX)
+    assert recover_request_logs(str(tmp_path)) == [path[: -len(IN_PROGRESS_SUFFIX)]]
+    assert list(read_request_log(str(tmp_path))) == _parsed(_records(2))
