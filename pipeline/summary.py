@@ -12,16 +12,23 @@ from tfx.types import artifact_utils
 from pipeline import dag
 from pipeline.anomalies import Anomaly, read_anomalies
 from pipeline.components import monitoring as mon
-from pipeline.components.atomic_pusher import (
+from pipeline.config import Config
+from pipeline.mlmd_run import NodeExecution, custom_value
+from pipeline.names import (
     ALREADY_SERVING_PROPERTY,
     PUSHED_DESTINATION_PROPERTY,
     PUSHED_PROPERTY,
+    ROWS_EXCLUDED_PROPERTY,
+    ROWS_READ_PROPERTY,
 )
-from pipeline.components.fare_filter import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
-from pipeline.config import Config
-from pipeline.mlmd_run import NodeExecution, custom_value
-from pipeline.runs import evaluated_split, read_best_hyperparameters, read_overall_metrics
-from taxifare_modules.trainer import TRAINING_RECORD
+from pipeline.runs import (
+    artifact_span,
+    evaluated_split,
+    read_best_hyperparameters,
+    read_overall_metrics,
+    trained_spans,
+)
+from taxifare_modules.hparams import TRAINING_RECORD
 
 _RMSE = "root_mean_squared_error"
 _MAE = "mean_absolute_error"
@@ -54,6 +61,10 @@ class RunSummary:
     rows_read: int | None = None
     rows_excluded: int | None = None
     examples_uri: str | None = None
+    # The newest span (validated, checked for drift, tested) and the spans Transform and the
+    # Trainer learned from, oldest first (data.train_spans).
+    span: int | None = None
+    train_spans: list[int] = dataclasses.field(default_factory=list)
     anomalies: list[Anomaly] = dataclasses.field(default_factory=list)
     eval_rmse: float | None = None
     eval_mae: float | None = None
@@ -231,6 +242,8 @@ def build_summary(
         summary.rows_read = custom_value(filtered, ROWS_READ_PROPERTY)
         summary.rows_excluded = custom_value(filtered, ROWS_EXCLUDED_PROPERTY)
         summary.examples_uri = filtered.uri
+        summary.span = artifact_span(filtered)
+    summary.train_spans = trained_spans(nodes)
 
     anomalies = _first(nodes.get(dag.EXAMPLE_VALIDATOR_ID), "anomalies")
     if anomalies is not None:
@@ -290,6 +303,11 @@ def render(summary: RunSummary, cfg: Config, config_path: str | None = None) -> 
             f"data         {summary.rows_read:,} trips read, {summary.rows_excluded:,} excluded"
             f" (fare <= {cfg.data.min_fare:g} or > {cfg.data.max_fare:g})"
         )
+    if len(summary.train_spans) > 1:
+        learned = ", ".join(str(s) for s in summary.train_spans)
+        lines.append(f"spans        learned from {learned}; tested on {summary.span}")
+    elif summary.span:  # 0: the input has no spans
+        lines.append(f"span         {summary.span}")
     lines.append(f"anomalies    {len(summary.anomalies)}")
     stopped = summary.monitoring_stopped
     lines += render_check(
