@@ -20,12 +20,12 @@ from tests.monitoring.conftest import predict, write_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-N_TRAFFIC = 1500
+N_TRAFFIC = 1000
 
 
 @pytest.fixture(scope="module")
 def traffic(sample_rows, served_rows) -> list[dict]:
-    """1,500 random real trips as a client sends them (unknown optional fields left out)."""
+    """1,000 random real trips as a client sends them (unknown optional fields left out)."""
     served = {id(r) for r in served_rows}
     rows = [r for r in sample_rows if id(r) not in served]
     return [csv_row_to_instance(r) for r in random.Random(21).sample(rows, N_TRAFFIC)]
