@@ -149,10 +149,12 @@ def line_chart(
     parts = frame.axes(x_label, y_label, x_marks=marks)
     if marker is not None and frame.x0 <= marker[0] <= frame.x1:
         x = frame.x(marker[0])
+        # The label reads away from the right edge when the line is in the right half.
+        right = x > (_LEFT + _WIDTH - _RIGHT) / 2
         parts.append(
             f'<line x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{_HEIGHT - _BOTTOM}" stroke="#999"'
-            f' stroke-dasharray="4 3"/><text x="{x + 4:.1f}" y="{_TOP + 10}">'
-            f"{html.escape(marker[1])}</text>"
+            f' stroke-dasharray="4 3"/><text x="{x - 4 if right else x + 4:.1f}" y="{_TOP + 10}"'
+            f' text-anchor="{"end" if right else "start"}">{html.escape(marker[1])}</text>'
         )
     for i, (name, data) in enumerate(series.items()):
         path = " ".join(f"{frame.x(x):.1f},{frame.y(y):.1f}" for x, y in data)
