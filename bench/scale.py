@@ -235,7 +235,8 @@ def score_oracle(run: ScaleRun, summary: dict, data: Path, config: str) -> None:
     if not summary.get("examples_uri") or not summary.get("eval_split"):
         return
     patterns = [
-        str(Path(summary["examples_uri"]) / f"Split-{split}" / "*")
+        # A string join: the URI may be gs://, which Path would fold to gs:/.
+        "/".join((summary["examples_uri"].rstrip("/"), f"Split-{split}", "*"))
         for split in summary["eval_split"].split(",")
     ]
     print(f"bench: the oracle on {', '.join(patterns)} ...", flush=True)
@@ -355,7 +356,7 @@ def render_section(
                      f" <= 1.05 | {_yes_no(ratio <= 1.05)} |")  # fmt: skip
     elif large and large.eval_rmse:
         lines.append("| eval RMSE / oracle RMSE on the same test rows, 2M rows | to be"
-                     " re-measured (a run saved without the oracle) | <= 1.05 | - |")  # fmt: skip
+                     " re-measured (no oracle on the run's test rows) | <= 1.05 | - |")  # fmt: skip
     lines.append(trainer_input.scale_row(trainer, trainer_note))
     lines += [""] + [f"- {n}" for n in notes] + [""] if notes else [""]
     lines += [

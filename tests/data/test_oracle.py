@@ -211,3 +211,52 @@ def test_the_floor_is_on_the_label_range_the_pipeline_trains_on(city, tmp_path):
     assert manifest["label_range"] == [4.0, 60.0]
     assert span["rows_in_label_range"] == int(((fares > 4.0) & (fares <= 60.0)).sum()) < 20_000
     assert span["rmse_floor_label_range"] < 0.8 * span["rmse_floor"]
+
+
+def test_the_scale_bench_scores_the_oracle_on_the_rows_the_evaluator_scored(city, tmp_path):
+    import tensorflow as tf
+
+    from bench import scale
+    from bench.measure import Measurement
+    from bench.tree_sampler import TreePeak
+
+    data = tmp_path / "synth-3000"
+    manifest = synth(city, data, rows=3000, months=1, seed=12)
+    rows = _span_rows(data, manifest)
+    examples = "ram://bench-run/FareFilter/filtered_examples/7"
+    tf.io.gfile.makedirs(f"{examples}/Split-test")
+    test_rows = [r for r in rows[:1000] if 2.0 < float(r[f.LABEL_KEY]) <= 80.0]
+    _write_examples(test_rows, f"{examples}/Split-test/data_tfrecord-00000-of-00001.gz")
+    _write_examples(rows[1000:], "ram://bench-run/FareFilter/filtered_examples/7/Split-eval/x.gz")
+    config = tmp_path / "config.yaml"
+    config.write_text("data:\n  min_fare: 2.0\n  max_fare: 80.0\n")
+    measurement = Measurement(
+        name="ours-3000", command=("python",), returncode=0, wall_seconds=10.0,
+        max_rss_bytes=2**30, cpu_seconds=10.0, other_cpu_seconds=0.0,
+        tree=TreePeak(total_bytes=2**30, largest_process_bytes=2**30, max_processes=1, samples=1),
+        stdout_path=tmp_path / "out.log", stderr_path=tmp_path / "err.log",
+    )  # fmt: skip
+    run = scale.ScaleRun("ours, 2,000,000 rows", 2_000_000, measurement, eval_rmse=4.0, floor=3.3)
+    summary = {"examples_uri": examples, "eval_split": "test"}
+    scale.score_oracle(run, summary, data, str(config))
+
+    expected = oracle.score_examples([f"{examples}/Split-test/*"], manifest, (2.0, 80.0), city=city)
+    assert run.oracle_rows == expected.rows_scored == len(test_rows)
+    assert (run.oracle_rmse, run.oracle_se) == (expected.rmse_oracle, expected.rmse_oracle_se)
+    # Saved and reloaded, as a later --scale on the same folder reports it.
+    run.save(tmp_path / "ours.json")
+    again = scale.ScaleRun.load(tmp_path / "ours.json")
+    assert again == run
+    lines = scale.render_section([again], {}, [])
+    ratio = f"{4.0 / run.oracle_rmse:.3f}"
+    assert any(
+        f"| {run.oracle_rmse:.3f} +- {run.oracle_se:.3f} | {4.0 / run.oracle_rmse:.2f} | 3.300 |"
+        in line
+        for line in lines
+    ), lines
+    assert any(line.startswith("| eval RMSE / oracle RMSE on the same test rows") and ratio in line
+               for line in lines)  # fmt: skip
+    # A run saved before the oracle was scored says so instead of dividing by the floor.
+    lines = scale.render_section([scale.ScaleRun(run.name, run.rows, measurement, eval_rmse=4.0,
+                                                 floor=3.3)], {}, [])  # fmt: skip
+    assert any("to be re-measured" in line for line in lines)
