@@ -76,14 +76,10 @@ def split_rows(sample_rows) -> dict[str, list[dict[str, str]]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def statistics_uri(split_rows, tmp_path_factory) -> str:
-    """A StatisticsGen artifact of the three splits, computed as the pipeline computes it."""
+def _statistics(split_rows, root, options) -> str:
+    """A StatisticsGen artifact (`Split-<name>/FeatureStats.pb`) of the splits' rows."""
     import tensorflow_data_validation as tfdv
 
-    from pipeline.monitoring.stats_options import monitoring_stats_options
-
-    root = tmp_path_factory.mktemp("statistics")
     kinds = _column_kinds(split_rows["train"])
     for split, rows in split_rows.items():
         folder = root / f"Split-{split}"
@@ -92,10 +88,20 @@ def statistics_uri(split_rows, tmp_path_factory) -> str:
             for row in rows:
                 writer.write(_example(row, kinds))
         stats = tfdv.generate_statistics_from_tfrecord(
-            str(folder / "examples.tfrecord"), stats_options=monitoring_stats_options()
+            str(folder / "examples.tfrecord"), stats_options=options
         )
         (folder / "FeatureStats.pb").write_bytes(stats.SerializeToString())
     return str(root)
+
+
+@pytest.fixture(scope="module")
+def statistics_uri(split_rows, tmp_path_factory) -> str:
+    """The three splits' statistics, computed with the options StatisticsGen is given."""
+    from pipeline.monitoring.stats_options import monitoring_stats_options
+
+    return _statistics(
+        split_rows, tmp_path_factory.mktemp("statistics"), monitoring_stats_options()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +230,24 @@ def test_a_feature_without_values_shows_no_mean(features, section, split_rows):
             assert cell_missing == "100% (no values)" and cell_mean == "no values"
     empty = ", ".join(s for s in SPLITS if not with_values[s])
     assert f"No values in {empty}." in _figure(section, "pickup_census_tract")
+
+
+def test_tracts_counted_per_value_are_drawn_with_their_exact_shares(split_rows, tmp_path):
+    # Statistics that count the tracts per value (TFDV's categorical statistics), as the
+    # pipeline counts community areas.
+    from pipeline.monitoring.stats_options import categorical_schema, monitoring_stats_options
+
+    options = monitoring_stats_options()
+    options.schema = categorical_schema(f.IGNORED_KEYS)
+    two = {s: split_rows[s] for s in ("train", "eval")}
+    uri = _statistics(two, tmp_path, options)
+    x = {x.name: x for x in reads.read_feature_splits(uri, list(two))}["dropoff_census_tract"]
+    assert x.edges is None and x.mean == {"train": None, "eval": None}
+    assert x.bins[-1][0] == reads.OTHER_LABEL and len(x.bins) == 25
+    for split, rows in two.items():
+        values = [r["dropoff_census_tract"] for r in rows if r["dropoff_census_tract"]]
+        assert x.with_values[split] == len(values)
+        for label, shares in x.bins[:-1]:
+            assert re.fullmatch(r"17031\d{6}", label)
+            assert shares.get(split, 0.0) == pytest.approx(values.count(label) / len(values))
+        assert sum(shares.get(split, 0.0) for _, shares in x.bins) == pytest.approx(1.0)
