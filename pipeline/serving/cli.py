@@ -67,6 +67,11 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--header-timeout": ("header_timeout_seconds", float, "seconds to send a request head"),
     "--body-timeout": ("body_timeout_seconds", float, "seconds to send a request body (408)"),
     "--keep-alive": ("keep_alive_seconds", float, "seconds an idle connection is kept"),
+    "--write-timeout": (
+        "write_timeout_seconds",
+        float,
+        "seconds a client may leave an answer unread before its connection is dropped",
+    ),
     "--max-connections": ("max_connections", int, "connections beyond this get 503"),
     "--shutdown-timeout": (
         "shutdown_timeout_seconds",

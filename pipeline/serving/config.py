@@ -67,6 +67,8 @@ class ServingConfig(BaseModel):
         after it opened (or after its last answer) is closed.
       body_timeout_seconds: a request whose body is not all in this long gets 408.
       keep_alive_seconds: an idle keep-alive connection is closed after this long.
+      write_timeout_seconds: a connection whose client reads none of a pending answer for
+        this long is dropped (a reader that stalls holds no slot nor buffered answers).
       max_connections: connections over this are answered 503 and closed at once.
       shutdown_timeout_seconds: on SIGTERM, requests in flight get this long to finish; the
         rest are answered 503.
@@ -98,6 +100,7 @@ class ServingConfig(BaseModel):
     header_timeout_seconds: float = Field(10.0, gt=0)
     body_timeout_seconds: float = Field(30.0, gt=0)
     keep_alive_seconds: float = Field(5.0, gt=0)
+    write_timeout_seconds: float = Field(30.0, gt=0)
     max_connections: int = Field(4096, gt=0)
     shutdown_timeout_seconds: float = Field(10.0, ge=0)
 

@@ -6,9 +6,21 @@ file handles) forever. This protocol adds, from the serving config:
 - a request head over `max_header_bytes` gets 431;
 - a head not complete `header_timeout_seconds` after the connection opened (or after the
   previous request) closes the connection (408 if part of it came);
-- a body not complete `body_timeout_seconds` after its head gets 408;
+- a body not complete `body_timeout_seconds` after its head gets 408; a body still coming
+  when the answer went out early (a 404, a `GET` with a body) is drained until that same
+  deadline, then the connection is closed: trickling it cannot hold the connection;
+- an answer the client does not read within `write_timeout_seconds` (the write buffer stays
+  full) aborts the connection, so a reader that stalls frees its slot and its buffered bytes;
 - connections over `max_connections` get 503 at once;
 and every answer it writes itself (those, and the parser's 400) is JSON `{"error": ...}`.
+
+The head size is checked twice: after each read while the head is incomplete (so a head
+that never ends is not buffered without bound), and on the parsed head once complete (a
+whole oversized head can arrive in one read).
+
+The app learns whether its client is still there through the scope's extension
+`CONNECTED_EXTENSION`: a callable that is False once the client has closed, reset or
+half-closed the connection (the answer then goes nowhere, and is not logged).
 """
 
 from __future__ import annotations
@@ -22,6 +34,17 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from pipeline.serving.config import ServeConfig
+
+# scope["extensions"][CONNECTED_EXTENSION]() -> whether the answer can still reach the client.
+CONNECTED_EXTENSION = "taxifare.connected"
+# The bytes of a request head besides the URL and the headers' names and values: the method
+# (at least 3), spaces, " HTTP/1.1", CRLFs and ": " separators, counted low.
+_HEAD_LINE_OVERHEAD = 14
+_HEADER_OVERHEAD = 4
+
+
+class _HeadTooLargeError(Exception):
+    """Raised in a parser callback to stop parsing a request whose head was refused."""
 
 
 def _raw_response(status: int, message: str) -> bytes:
@@ -50,6 +73,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = True
         self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._body_done = True  # the current request's body is all in (or there is none)
         if len(self.connections) > self.limits.max_connections:
             self._reject(503, "too many connections to the server; retry later")
             return
@@ -57,7 +82,29 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._cancel_write_timer()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(
+                self.limits.write_timeout_seconds, self._on_write_timeout
+            )
+
+    def resume_writing(self) -> None:
+        self._cancel_write_timer()
+        super().resume_writing()
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _on_write_timeout(self) -> None:
+        # The client stopped reading: what it has not read is dropped with the connection.
+        self._write_timer = None
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
@@ -68,13 +115,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             and self._head_bytes > self.limits.max_header_bytes
             and not self.transport.is_closing()
         ):
-            self._reject(
-                431,
-                f"the request head is over {self.limits.max_header_bytes} bytes"
-                " (request line and headers)",
-            )
+            self._reject_large_head()
+
+    def _reject_large_head(self) -> None:
+        self._reject(
+            431,
+            f"the request head is over {self.limits.max_header_bytes} bytes"
+            " (request line and headers)",
+        )
 
     def send_400_response(self, msg: str) -> None:
+        if self.transport.is_closing():  # already answered (431) and closing
+            return
         self.transport.write(_raw_response(400, f"malformed HTTP request: {msg}"))
         self.transport.close()
 
@@ -88,16 +140,36 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
+        size = (
+            _HEAD_LINE_OVERHEAD
+            + len(self.url)
+            + sum(len(name) + len(value) + _HEADER_OVERHEAD for name, value in self.headers)
+        )
+        if size > self.limits.max_header_bytes:
+            self._reject_large_head()
+            raise _HeadTooLargeError()  # the parser stops; nothing of this request runs
         self._arm(self.limits.body_timeout_seconds)
+        self._body_done = False
         super().on_headers_complete()
+        cycle, transport = self.cycle, self.transport
+        extensions = self.scope.setdefault("extensions", {})  # type: ignore[typeddict-item]
+        extensions[CONNECTED_EXTENSION] = lambda: not (cycle.disconnected or transport.is_closing())
 
     def on_message_complete(self) -> None:
         self._disarm()
         self._in_head = True
+        self._body_done = True
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if not self._body_done:
+            # Answered before its body was all in: the body timer keeps running, so the rest
+            # is drained until the body deadline and then the connection closes (uvicorn's
+            # keep-alive timer restarts at every byte and would let a trickle last forever).
+            return
+        if self._in_head and self._head_bytes:
+            return  # a pipelined request's head is arriving: its timer stays
         # The idle time until the next request is the keep-alive timeout's (uvicorn's).
         self._disarm()
 
