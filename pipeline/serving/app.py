@@ -34,7 +34,8 @@ from typing import Any
 import orjson
 
 from pipeline.serving.config import ServeConfig
-from pipeline.serving.core import PredictCore, new_request_id
+from pipeline.serving.core import PredictCore, describe_error, new_request_id
+from pipeline.serving.http import CONNECTED_EXTENSION
 from pipeline.serving.request_log import RequestLog, recover_request_logs
 from pipeline.serving.validation import (
     RequestError,
@@ -61,6 +62,13 @@ _MODEL_URL = re.compile(
 # gets the 413 instead of a connection reset while it is still sending.
 _DRAIN_LIMIT = 32 * 1024 * 1024
 JSON_CONTENT_TYPE = b"application/json"
+# JSON arrays and objects a predict body may hold per allowed instance: an instance object,
+# and a list or a {"b64": ...} object around each of its values, with room to spare. A body
+# with more is refused before any Python object is made of it: half a million `[]` in 1.5 MB
+# are cheap to send and hold the event loop for seconds to decode.
+_CONTAINERS_PER_INSTANCE = 64
+_CONTAINERS_BASE = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 def json_bytes(content: Any) -> bytes:
@@ -148,6 +156,37 @@ async def _drain(receive: Callable[[], Awaitable[dict]], total: int = 0) -> None
             return
 
 
+def check_container_count(body: bytes, max_instances: int) -> None:
+    """Refuses a body with more JSON arrays and objects than `max_instances` can need.
+
+    Counted on the bytes (at C speed) before the body is parsed; brackets inside strings are
+    left out of the count only when the rough count is over the bound.
+
+    Raises:
+      RequestError: 400, naming the count and the bound.
+    """
+    bound = _CONTAINERS_BASE + _CONTAINERS_PER_INSTANCE * max_instances
+    count = body.count(b"[") + body.count(b"{")
+    if count <= bound:
+        return
+    count = _count_containers_outside_strings(body)
+    if count > bound:
+        raise RequestError(
+            f"request body holds {count} JSON arrays and objects; at most {bound} are"
+            f" accepted ({_CONTAINERS_PER_INSTANCE} per instance, {max_instances} instances)"
+        )
+
+
+def _count_containers_outside_strings(body: bytes) -> int:
+    unquoted = _JSON_STRING.sub(b"", body)
+    return unquoted.count(b"[") + unquoted.count(b"{")
+
+
+def _client_connected(scope: dict) -> Callable[[], bool] | None:
+    """The HTTP layer's check that the client is still there (None under another server)."""
+    return scope.get("extensions", {}).get(CONNECTED_EXTENSION)
+
+
 def _too_large(size: str, limit: int) -> RequestError:
     return RequestError(
         f"request body is {size}; the limit is {limit} bytes (send fewer instances per request)",
@@ -193,7 +232,10 @@ class RestApp:
             answer = Answer(503, error_body("the server is shutting down; retry"))
         except Exception as e:
             self.core.count_error("internal")
-            _LOG.error("internal error on %s %s", scope["method"], scope["path"], exc_info=e)
+            # One line, not a traceback: a client may be able to set this off at will.
+            _LOG.error(
+                "internal error on %s %s: %s", scope["method"], scope["path"], describe_error(e)
+            )
             answer = Answer(500, error_body(f"internal server error: {type(e).__name__}"))
         await send_answer(send, answer)
 
@@ -239,12 +281,19 @@ class RestApp:
         core = self.core
         core.resolve(request.name, request.version)  # 404/503 before reading the body
         body = await _receive_body(request, core.config.max_body_bytes)
+        check_container_count(body, core.config.max_instances)
         parsed = parse_predict_request(
             parse_json_body(body), core.config.max_instances, core.config.strict_examples
         )
         given = _header(request.scope, _REQUEST_ID_NAME)
         request_id = given if given and _REQUEST_ID.match(given) else new_request_id()
-        prediction = await core.predict(parsed, request.name, request.version, request_id)
+        prediction = await core.predict(
+            parsed,
+            request.name,
+            request.version,
+            request_id,
+            delivered=_client_connected(request.scope),
+        )
         fares = prediction.fares
         content = {"outputs": fares} if parsed.columnar else {"predictions": fares}
         return Answer(
@@ -299,13 +348,21 @@ class RestApp:
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         message = await receive()
         assert message["type"] == "lifespan.startup"
+        started = False
         try:
             async with self.running():
+                started = True
                 await send({"type": "lifespan.startup.complete"})
                 message = await receive()
         except Exception as e:
-            _LOG.error("the server could not start: %s", e, exc_info=e)
-            await send({"type": "lifespan.startup.failed", "message": str(e)})
+            if not started:
+                _LOG.error("the server could not start: %s", e, exc_info=e)
+                await send({"type": "lifespan.startup.failed", "message": str(e)})
+                return
+            # A failure while stopping is reported as one (the protocol allows one answer
+            # to each of startup and shutdown).
+            _LOG.error("the server did not stop cleanly: %s", describe_error(e))
+            await send({"type": "lifespan.shutdown.failed", "message": str(e)})
             return
         await send({"type": "lifespan.shutdown.complete"})
 

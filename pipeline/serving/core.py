@@ -2,6 +2,9 @@
 
 decode (the adapter's job: JSON or TensorProtos into a validated `PredictRequest`) →
 resolve the model version → batch → one model call → check the fares → log → the answer.
+A request's log records are made beside its model call but written only once its answer is
+ready and its client still there to take it (`delivered`), so the log holds the answered
+instances and not the ones nobody received (counted as `undelivered` in the stats).
 Everything that can be refused is refused before batching, so one request's input never
 fails another's; a batched model call that fails anyway is retried request by request, so
 only the culprit fails. Errors are `RequestError`s carrying an HTTP status, which the gRPC
@@ -11,6 +14,7 @@ adapter maps to TF Serving's status codes.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import random
 import threading
@@ -31,9 +35,19 @@ _LOG = logging.getLogger(__name__)
 # Request ids the server makes up: 128 random bits as hex, like a uuid4 but without a
 # system call per request (seeded from the OS once).
 _request_ids = random.Random()
-# The stats keep at most this many distinct ignored feature names (a client can send any).
+# The stats keep at most this many distinct ignored feature names (a client can send any),
+# each cut to this many characters: the stats stay a few kilobytes whatever clients send.
 _MAX_IGNORED_NAMES = 100
+MAX_IGNORED_NAME_CHARS = 64
 _OTHER_NAMES = "(other names)"
+
+
+def describe_error(error: BaseException) -> str:
+    """An unexpected error as one line: its type and the first line of its message, cut to
+    a few hundred characters (a message may carry a client's input)."""
+    text = str(error).strip().splitlines()
+    first = text[0][:300] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def new_request_id() -> str:
@@ -48,6 +62,7 @@ class Prediction:
     fares: np.ndarray  # float32, one per instance
     version: int
     request_id: str
+    logged: bool = False  # its instances went to the request log
 
 
 @dataclasses.dataclass
@@ -58,6 +73,35 @@ class _Job:
     request_id: str
     log: bool
     timestamp_ms: int
+
+
+@dataclasses.dataclass
+class _Answered:
+    """A job's result from the worker thread: its fares and its encoded log records."""
+
+    fares: np.ndarray
+    records: list[bytes] | None
+
+
+def _frozen_after_load(
+    loader: Callable[[str, int], LoadedModel],
+) -> Callable[[str, int], LoadedModel]:
+    """`loader`, then the garbage of earlier versions collected and every live object (the
+    new model's ~400k among them) moved out of the collector's reach.
+
+    Python's cyclic collector walks every tracked object on a full pass: with a model loaded,
+    a request that makes many small objects set off passes of seconds. Frozen objects are
+    skipped. Unfreezing first lets a version dropped since the last load be collected.
+    """
+
+    def load(path: str, version: int) -> LoadedModel:
+        model = loader(path, version)
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        return model
+
+    return load
 
 
 class ImplausibleFareError(Exception):
@@ -79,7 +123,10 @@ class PredictCore:
             raise ValueError("the serving config has no model_dir")
         self.config = config
         self.versions = VersionManager(
-            config.model_dir, config.poll_seconds, loader, config.empty_version_timeout_seconds
+            config.model_dir,
+            config.poll_seconds,
+            _frozen_after_load(loader),
+            config.empty_version_timeout_seconds,
         )
         self.request_log = (
             RequestLog(
@@ -92,6 +139,9 @@ class PredictCore:
             else None
         )
         self.log_errors = 0
+        # Answered instances not logged: their client had gone when the answer was ready.
+        self.undelivered = 0
+        self._log_failing = False  # the last log write failed (said once per streak)
         self.internal_errors = 0
         self.implausible_fares = 0
         self.ignored_features: dict[str, int] = {}
@@ -114,6 +164,7 @@ class PredictCore:
         version: str | int | None,
         request_id: str | None = None,
         protocol: str = "rest",
+        delivered: Callable[[], bool] | None = None,
     ) -> Prediction:
         """Answers one validated predict request (on the event loop).
 
@@ -124,6 +175,8 @@ class PredictCore:
             served one.
           request_id: the client's id for the request; None makes one up.
           protocol: "rest" or "grpc" (counted in the stats).
+          delivered: whether the answer can still reach the client, asked once the answer is
+            ready; its instances are logged only if so. None: always.
 
         Raises:
           RequestError: refused (404 unknown model or version, 503 nothing loaded or
@@ -131,10 +184,17 @@ class PredictCore:
         """
         model, job = self._admit(request, name, version, request_id, protocol)
         try:
-            fares = await self.batcher.submit((model, request.signature_name), job, len(request))
+            answered = await self.batcher.submit((model, request.signature_name), job, len(request))
         except Exception as e:
             raise self._refusal(job, e) from None
-        return Prediction(fares, model.version, job.request_id)
+        logged = False
+        if answered.records is not None:
+            if delivered is None or delivered():
+                logged = self._write_log(answered.records)
+            else:
+                with self._counters:
+                    self.undelivered += len(answered.records)
+        return Prediction(answered.fares, model.version, job.request_id, logged)
 
     def _admit(
         self,
@@ -169,7 +229,12 @@ class PredictCore:
         if isinstance(error, RuntimeError) and str(error) == SHUTTING_DOWN:
             return RequestError(str(error), 503)
         self.count_error("internal")
-        _LOG.error("request %s: the model call failed", job.request_id, exc_info=error)
+        # One line, not a traceback: a client may be able to set this off at will.
+        _LOG.error(
+            "request %s: the model call failed: %s",
+            job.request_id,
+            describe_error(error),
+        )
         return RequestError(f"internal server error: {type(error).__name__}", 500)
 
     def count_error(self, kind: str) -> None:
@@ -183,6 +248,8 @@ class PredictCore:
     def _count_ignored(self, names: dict[str, int]) -> None:
         counts = self.ignored_features
         for name, count in names.items():
+            if len(name) > MAX_IGNORED_NAME_CHARS:
+                name = name[: MAX_IGNORED_NAME_CHARS - 3] + "..."
             if name not in counts and len(counts) >= _MAX_IGNORED_NAMES:
                 name = _OTHER_NAMES
             counts[name] = counts.get(name, 0) + count
@@ -208,12 +275,26 @@ class PredictCore:
             results: list[Any] = [fares]
         else:
             results = np.split(fares, np.cumsum([len(job.request) for job in jobs])[:-1])
-        checked = []
-        for job_fares in results:
+        checked: list[Any] = []
+        for job, job_fares in zip(jobs, results, strict=True):
             bad = self._implausible(job_fares)
-            checked.append(ImplausibleFareError(bad) if bad else job_fares)
-        if self.request_log is not None:
-            self._log(model, signature, jobs, checked)
+            if bad:
+                checked.append(ImplausibleFareError(bad))
+                continue
+            # Encoded here, off the event loop; written there once the answer is ready.
+            records = (
+                log_examples(
+                    job.request.trips,
+                    job_fares,
+                    model.version,
+                    job.request_id,
+                    job.timestamp_ms,
+                    signature,
+                )
+                if job.log
+                else None
+            )
+            checked.append(_Answered(job_fares, records))
         return checked
 
     @staticmethod
@@ -238,21 +319,27 @@ class PredictCore:
             f" {index} (the limit is {self.config.max_fare:g})"
         )
 
-    def _log(self, model: LoadedModel, signature: str, jobs: list[_Job], results: list) -> None:
-        records = [
-            record
-            for job, fares in zip(jobs, results, strict=True)
-            if job.log and not isinstance(fares, Exception)
-            for record in log_examples(
-                job.request.trips, fares, model.version, job.request_id, job.timestamp_ms, signature
-            )
-        ]
+    def _write_log(self, records: list[bytes]) -> bool:
+        """Writes one answered request's records; False if they could not be written."""
         try:
             self.request_log.write(records)
-        except OSError:
+        except OSError as e:
             # Answering matters more than logging: a full disk must not take serving down.
-            self.log_errors += len(records)
-            _LOG.exception("could not write %d request log records", len(records))
+            with self._counters:
+                self.log_errors += len(records)
+            if not self._log_failing:
+                self._log_failing = True
+                _LOG.error(
+                    "request log: cannot write to %s (%s); requests are answered but not"
+                    " logged until it works again (counted in the stats' write_errors)",
+                    self.request_log.log_dir,
+                    e.strerror or e,
+                )
+            return False
+        if self._log_failing:
+            self._log_failing = False
+            _LOG.warning("request log: writing to %s again", self.request_log.log_dir)
+        return True
 
     # --- versions ---------------------------------------------------------------------------
 
@@ -340,5 +427,7 @@ class PredictCore:
                 "enabled": log is not None,
                 "records_written": log.records_written if log is not None else 0,
                 "write_errors": self.log_errors,
+                "records_lost": log.records_lost if log is not None else 0,
+                "undelivered": self.undelivered,
             },
         }

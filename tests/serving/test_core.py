@@ -28,4 +28,4 @@ def test_a_failing_batch_is_retried_per_request_so_only_the_culprit_fails(model_
     alone = [core._run_batch((model, f.SERVING_DEFAULT_SIGNATURE), [job])[0] for job in jobs[::2]]
     for batched, single in zip(results[::2], alone, strict=True):
         assert not isinstance(batched, Exception)
-        np.testing.assert_allclose(batched, single, rtol=1e-5)
+        np.testing.assert_allclose(batched.fares, single.fares, rtol=1e-5)
