@@ -267,8 +267,7 @@ def feature_figures(features: list[reads.FeatureSplits], splits: list[str]) -> l
     parts.append("<h3>Distributions, " + " vs ".join(_e(s) for s in splits) + "</h3>")
     parts.append(
         '<p class="small">Each bar is a share of the split\'s values (trips without a value are'
-        " counted in the table above). Amounts are read off TFDV's quantiles, 1% of the values"
-        " each, so a share is right to about a percentage point.</p>"
+        " counted in the table above).</p>"
     )
     parts.append(svg.legend(splits))
     for x in features:
@@ -318,8 +317,25 @@ def feature_figures(features: list[reads.FeatureSplits], splits: list[str]) -> l
                 for (label, shares), tip in zip(x.bins, tips, strict=True)
             ]
             parts.append(svg.bar_chart(bars, unit, "share of values (%)", f"{x.name} by split"))
+        if x.edges is not None:
+            parts.append(_resolution_note(x))
         parts.append(_no_values_note(x, splits))
     return parts
+
+
+def _resolution_note(x: reads.FeatureSplits) -> str:
+    if not x.quantile_buckets:
+        return (
+            '<p class="small">Read off TFDV\'s equal-width histogram (the statistics have no'
+            " quantiles): a bar's share is spread evenly over each of its buckets.</p>"
+        )
+    points = 100 / x.quantile_buckets
+    return (
+        f'<p class="small">Read off TFDV\'s {x.quantile_buckets} quantile buckets per split:'
+        f" each share is right to about {points:.2g} percentage point"
+        + ("" if points == 1 else "s")
+        + ".</p>"
+    )
 
 
 def _training(summary, nodes: dict[str, NodeExecution], record: RunRecord) -> list[str]:

@@ -49,6 +49,9 @@ class FeatureSplits:
     edges: list[float] | None = None
     # Numeric bins on a log scale: x is drawn as log10(1 + x / log_offset).
     log_offset: float | None = None
+    # How many quantile buckets the numeric shares were read off (the fewest of any split;
+    # 0: TFDV's equal-width histogram, for statistics without quantiles).
+    quantile_buckets: int = 0
 
 
 def _split_stats(uri: str, split: str):
@@ -93,6 +96,14 @@ def _value_buckets(feature) -> list[tuple[float, float, float]]:
         if sum(count for _, _, count in buckets) > 0:
             return buckets
     return []
+
+
+def _quantile_count(feature) -> int:
+    histograms = feature.num_stats.histograms
+    quantiles = [h for h in histograms if h.type == h.HistogramType.QUANTILES]
+    if quantiles and sum(b.sample_count for b in quantiles[0].buckets) > 0:
+        return len(quantiles[0].buckets)
+    return 0
 
 
 def _quantile(buckets: list[tuple[float, float, float]], q: float) -> float:
@@ -340,6 +351,12 @@ def read_feature_splits(statistics_uri: str, splits: list[str]) -> list[FeatureS
                 with_values=with_values,
                 edges=edges,
                 log_offset=log_offset,
+                quantile_buckets=min(
+                    (_quantile_count(x) for s, x in per_split.items() if with_values[s]),
+                    default=0,
+                )
+                if counted
+                else 0,
             )
         )
     return found

@@ -158,6 +158,10 @@ def test_trip_miles_under_85_5_miles_is_drawn_as_the_trips_have_it(features, sec
         truth = bisect.bisect_left(values, 85.5) / len(values)
         assert truth > 0.99
         assert _drawn_share_below(x, drawn[split], 85.5) == pytest.approx(truth, abs=0.01), split
+    assert x.quantile_buckets == 100
+    assert "100 quantile buckets per split: each share is right to about 1 percentage point." in (
+        _figure(section, "trip_miles")
+    )
 
 
 def test_every_numeric_bar_draws_the_share_of_the_data_it_covers(features, section, split_rows):
