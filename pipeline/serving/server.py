@@ -7,8 +7,10 @@ SO_REUSEPORT). Every worker loads the model, batches its own requests and writes
 request log files (the names carry the process id). The workers are started with
 multiprocessing's "spawn", which re-imports the entry script: it must run the command under
 `if __name__ == "__main__"` (the `taxifare` console script and `python -m pipeline` do).
-SIGTERM or Ctrl-C stops gracefully: the ports close, requests in flight get
-`shutdown_timeout_seconds` to be answered (the rest get 503), then the log is flushed.
+SIGTERM, SIGHUP or Ctrl-C stops gracefully: the ports close, requests in flight get
+`shutdown_timeout_seconds` to be answered (the rest get 503), then the log is flushed. (With
+`workers > 1`, uvicorn's supervisor takes SIGHUP as "restart the workers", each of which
+stops gracefully.)
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
 
+def _sigterm_on_sighup(signum, frame) -> None:
+    # A hang-up (the terminal closed, a supervisor's stop) is a stop: the graceful one.
+    signal.raise_signal(signal.SIGTERM)
+
+
 def uvicorn_options(config: ServeConfig, verbose: bool = False) -> dict[str, Any]:
     """The uvicorn settings of the server (also used by tests that run it in a thread)."""
     return {
@@ -125,6 +132,8 @@ def serve(config: ServeConfig, verbose: bool = False) -> int:
     # uvicorn stops gracefully on SIGTERM, then re-raises it to the handler it found: this
     # one turns it into a clean exit instead of death by signal.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # uvicorn handles only SIGINT and SIGTERM; SIGHUP would kill the process mid-request.
+    signal.signal(signal.SIGHUP, _sigterm_on_sighup)
     options = dict(uvicorn_options(config, verbose), host=config.host, port=config.port)
     os.environ[CONFIG_ENV] = config.to_json()
     try:
