@@ -510,8 +510,8 @@ class RequestLog:
             current = os.stat(self._path)
             if (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
                 return
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # not there (or its directory is not one any more): not at its path
         fd, path, records = self._fd, self._path, self._file_records
         self._fd = None
         os.close(fd)
