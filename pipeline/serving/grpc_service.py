@@ -18,8 +18,10 @@ us), INTERNAL for a failure of the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from typing import Any
 
 import grpc
@@ -57,6 +59,9 @@ _STATES = {
 _ERROR_CODES = {"OK": 0, "UNKNOWN": 2}  # tensorflow.error.Code
 _SIGNATURE_DEF_FIELD = "signature_def"
 _REQUEST_ID_KEY = "x-request-id"
+# A stop refuses new calls until none has come for this long (at most the second figure).
+_QUIET_SECONDS = 0.2
+_MAX_DRAIN_SECONDS = 2.0
 _PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 _MODEL_SERVICE = "tensorflow.serving.ModelService"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -196,13 +201,24 @@ def _output_rank(model: Any, signature: str) -> int:
     return 2 if len(dims) == 2 else 1
 
 
-def _decoding(method: Any, request_cls: type) -> Any:
+class _Gate:
+    """Whether the server is stopping, and when the last call came (for the drain)."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.last_arrival = time.monotonic()
+
+
+def _decoding(method: Any, request_cls: type, gate: _Gate) -> Any:
     """The handler of a unary method that decodes its request itself, so that bytes which are
     not the request message are INVALID_ARGUMENT (grpcio's own decoding answers them with an
-    error code that blames the server)."""
+    error code that blames the server); while stopping, every new call is UNAVAILABLE."""
     name = request_cls.DESCRIPTOR.full_name
 
     async def handle(data: bytes, context: grpc.aio.ServicerContext) -> Any:
+        gate.last_arrival = time.monotonic()
+        if gate.stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping")
         try:
             request = request_cls.FromString(data)
         except DecodeError as e:
@@ -220,19 +236,19 @@ def _serialize(message: Any) -> bytes:
     return message.SerializeToString()
 
 
-def _handlers(core: PredictCore) -> grpc.GenericRpcHandler:
+def _handlers(core: PredictCore, gate: _Gate) -> grpc.GenericRpcHandler:
     """The methods served: TF Serving's Predict, GetModelMetadata and GetModelStatus (other
     methods of its services answer UNIMPLEMENTED)."""
     prediction, models = PredictionService(core), ModelService(core)
     methods = {
         f"/{_PREDICTION_SERVICE}/Predict": _decoding(
-            prediction.Predict, predict_pb2.PredictRequest
+            prediction.Predict, predict_pb2.PredictRequest, gate
         ),
         f"/{_PREDICTION_SERVICE}/GetModelMetadata": _decoding(
-            prediction.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest
+            prediction.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest, gate
         ),
         f"/{_MODEL_SERVICE}/GetModelStatus": _decoding(
-            models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest
+            models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest, gate
         ),
     }
     return _MethodTable(methods)
@@ -248,7 +264,35 @@ class _MethodTable(grpc.GenericRpcHandler):
         return self._methods.get(handler_call_details.method)
 
 
-async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+class GrpcServer:
+    """The running gRPC server; `await stop(grace)` stops it gracefully.
+
+    grpcio's own stop cancels (CANCELLED) the calls that reached it but that the event loop
+    had not yet taken up, a client's answer that blames nobody. So the stop first drains:
+    every new call is refused UNAVAILABLE (what a client retries elsewhere) until none has
+    come for `_QUIET_SECONDS` (at most `_MAX_DRAIN_SECONDS`), calls in progress go on, and
+    only then does grpcio stop, giving those `grace` seconds.
+    """
+
+    def __init__(self, server: grpc.aio.Server, gate: _Gate) -> None:
+        self.server = server
+        self._gate = gate
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuses new calls, drains those queued, then stops (in-progress calls get `grace`)."""
+        gate = self._gate
+        gate.stopping = True
+        started = time.monotonic()
+        limit = _MAX_DRAIN_SECONDS if grace is None else min(grace, _MAX_DRAIN_SECONDS)
+        while True:
+            now = time.monotonic()
+            if now - gate.last_arrival >= _QUIET_SECONDS or now - started >= limit:
+                break
+            await asyncio.sleep(_QUIET_SECONDS / 4)
+        await self.server.stop(grace)
+
+
+async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[GrpcServer, int]:
     """Starts the gRPC services on `host:port`, on the running event loop.
 
     Returns:
@@ -271,7 +315,8 @@ async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[gr
         ],
         maximum_concurrent_rpcs=config.grpc_max_calls,
     )
-    server.add_generic_rpc_handlers((_handlers(core),))
+    gate = _Gate()
+    server.add_generic_rpc_handlers((_handlers(core, gate),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
@@ -281,4 +326,4 @@ async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[gr
         raise RuntimeError(f"cannot listen for gRPC on {address}: the port is taken")
     await server.start()
     _LOG.info("serving gRPC on %s", address.rsplit(":", 1)[0] + f":{bound}")
-    return server, bound
+    return GrpcServer(server, gate), bound

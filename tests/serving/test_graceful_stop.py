@@ -203,3 +203,73 @@ def test_sigterm_under_grpc_load_answers_or_refuses_cleanly_and_logs_every_answe
     assert len(refused) == 4  # one per sender
     assert set(refused) <= {grpc.StatusCode.UNAVAILABLE}, refused
     _check_log(log_dir, answered)
+
+
+def _grpc_batches_until_refused(target: str, rows: list, answered: dict, codes: list) -> None:
+    """Keeps eight Predict calls in flight on one channel until a batch has a call that is not
+    answered; records every answered call's id and every refusal's code."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from taxifare_modules import features as f
+    from tests.trips import rows_to_named_tensors
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    request.model_spec.signature_name = f.SERVING_DEFAULT_SIGNATURE
+    for key, tensor in rows_to_named_tensors(rows[:2]).items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(tensor))
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        while True:
+            ids = [uuid.uuid4().hex for _ in range(8)]
+            calls = [
+                (i, stub.Predict.future(request, timeout=30, metadata=[("x-request-id", i)]))
+                for i in ids
+            ]
+            refused = False
+            for request_id, call in calls:
+                try:
+                    call.result()
+                    answered[request_id] = 2
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+                    refused = True
+            if refused:
+                return
+
+
+@pytest.mark.timeout(600)
+def test_a_graceful_stop_never_cancels_a_grpc_call(model_dir, sample_rows, tmp_path):
+    """Calls that reached the stopping server are answered or refused UNAVAILABLE (which a
+    client may retry elsewhere), never CANCELLED; what was answered is logged."""
+    import grpc
+
+    from pipeline.serving.config import ServeConfig
+    from tests.serving.helpers import InProcessServer
+
+    for round_ in range(4):
+        log_dir = str(tmp_path / f"log{round_}")
+        running = InProcessServer(
+            ServeConfig(model_dir=model_dir, log_dir=log_dir, grpc_port=0, max_wait_ms=5.0)
+        )
+        answered: dict[str, int] = {}
+        codes: list = []
+        threads = [
+            threading.Thread(
+                target=_grpc_batches_until_refused,
+                args=(running.grpc_target, sample_rows, answered, codes),
+            )
+            for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda a=answered: len(a) >= 200, 120, message="too few calls answered")
+        finally:
+            running.stop()
+            for t in threads:
+                t.join(timeout=60)
+        assert codes and set(codes) <= {grpc.StatusCode.UNAVAILABLE}, (round_, codes)
+        _check_log(log_dir, answered)
