@@ -12,6 +12,14 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 
+class DataFaultError(ValueError):
+    """The data is not what it claims to be (a malformed cell, too few trips left).
+
+    A component raises a subclass, with a message naming the file or the split, to stop the
+    run as bad data (`taxifare run` exits 3 with that message), whichever component found it.
+    """
+
+
 @dataclasses.dataclass(frozen=True)
 class Anomaly:
     """One anomaly of one feature in one split."""

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a component failed; 2 usage or config error, or an unusable or busy
 root (nothing ran); 3 the data is not what it claims to be: a malformed input file (nothing
-ran) or anomalies against the schema (the gate stopped the run, nothing pushed);
+ran, or ExampleGen stopped on it), too few trips after the fare range (FareFilter stopped the
+run) or anomalies against the schema (the gate stopped it); nothing trained or pushed;
 4 the model was trained but not blessed (nothing pushed); 5 skew or drift found (`skew`,
 `drift`; and `run` when `monitoring.*.on_detect` is `stop`: nothing trained or pushed).
 """
@@ -219,6 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if (code := _check_data(cfg)) is not None:
         return code
+    from pipeline.mlmd_store import StoreError
     from pipeline.root_lock import RootBusyError, hold_root
     from pipeline.runner import new_run_id, run_local
     from pipeline.summary import build_summary, render
@@ -240,6 +242,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RootBusyError as e:
         _say(str(e))
         return EXIT_USAGE
+    except StoreError as e:
+        _say(f"{e}; nothing was run")
+        return EXIT_USAGE
     except Exception as e:  # noqa: BLE001 - reported in one line, traceback to the log
         if args.verbose:
             raise
@@ -247,8 +252,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.error is not None:
         from pipeline import dag
         from pipeline.anomalies import format_anomalies
-        from pipeline.runner import error_cause, failed_node_of
+        from pipeline.runner import data_fault_of, error_cause, failed_node_of
 
+        # Bad data is exit 3 whichever component found it (ExampleGen, FareFilter, the gate).
+        if (fault := data_fault_of(outcome.error)) is not None:
+            where = summary.failed_node or failed_node_of(outcome.error) or "the pipeline"
+            print(
+                f"taxifare: data: {fault}; the run stopped at {where}. Nothing was trained or"
+                " pushed.",
+                file=sys.stderr,
+            )
+            return EXIT_ANOMALIES
         if summary.anomalies and summary.components.get(dag.ANOMALY_GATE_ID) == "FAILED":
             print(
                 f"\ntaxifare: the data has {len(summary.anomalies)} anomalies against the schema;"

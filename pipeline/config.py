@@ -124,6 +124,12 @@ class DataConfig(_Strict):
     # Trips whose fare is <= min_fare or > max_fare are excluded from training and evaluation.
     min_fare: float = Field(0.0, ge=0.0)
     max_fare: float = Field(250.0, gt=0.0)
+    # The fewest trips the train split and the tested split (test, else eval) may hold after
+    # the fare range: fewer stops the run before Transform (exit 3). A model learned from a
+    # few dozen trips is not worth serving, and an RMSE on a few dozen test trips is too noisy
+    # for its blessing threshold to mean anything.
+    min_train_trips: int = Field(2_000, ge=0)
+    min_test_trips: int = Field(300, ge=0)
 
     @model_validator(mode="after")
     def _check_fares(self) -> DataConfig:
@@ -188,7 +194,8 @@ class TrainingConfig(_Strict):
     eval_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(256, ge=1)
-    seed: int | None = 42
+    # TensorFlow and Keras take a seed in 0..2**32-1.
+    seed: int | None = Field(42, ge=0, le=2**32 - 1)
     # Read a split into memory once when it has at most in_memory_max_rows examples (fast
     # on data that fits); larger splits, or false, stream from the files.
     in_memory: bool = True
@@ -660,9 +667,26 @@ class Config(_Strict):
         return os.path.join(self.serving_root or os.path.join(self.root, "serving"), self.name)
 
 
+class _NotYaml(str):
+    """A --set value that is not valid YAML, kept as its text (fine where text is expected)."""
+
+    problem: str
+
+
 def _parse_value(text: str) -> Any:
-    """A --set value as YAML (so 5 is an int, true a bool, [1, 2] a list)."""
-    return yaml.safe_load(text) if text.strip() else ""
+    """A --set value as YAML (so 5 is an int, true a bool, [1, 2] a list).
+
+    Text that is not YAML (`*.csv` reads as an alias, `[64,` as an open list) is kept as
+    text: right for a text field; any other field names it (see `_format_error`).
+    """
+    if not text.strip():
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        kept = _NotYaml(text)
+        kept.problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        return kept
 
 
 def _apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -695,6 +719,12 @@ def _format_error(error: ValidationError, source: str) -> str:
             message = item["msg"].removeprefix("Value error, ")
             named = key and not message.startswith(f"{key}.")
             lines.append(f"  {key}: {message}" if named else f"  {message}")
+        elif isinstance(item.get("input"), _NotYaml) and not item["type"].startswith("string_"):
+            value = item["input"]
+            lines.append(
+                f"  {key}: --set value {str(value)!r} is not valid YAML ({value.problem}) and"
+                " this key does not take text; quote or fix it"
+            )
         else:
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"  {key or '(top level)'}: {message} (got {item.get('input')!r})")

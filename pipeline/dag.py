@@ -302,6 +302,9 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         examples=example_gen.outputs["examples"],
         min_fare=cfg.data.min_fare,
         max_fare=cfg.data.max_fare,
+        # Too few trips left (or none) stops the run here, before Transform.
+        min_train_trips=cfg.data.min_train_trips,
+        min_test_trips=cfg.data.min_test_trips,
     ).with_id(FARE_FILTER_ID)
     examples = fare_filter.outputs["filtered_examples"]
 

@@ -17,6 +17,8 @@ import codecs
 import csv
 import io
 import os
+import posixpath
+import re
 
 import tensorflow as tf
 from tfx.components.example_gen import utils as example_gen_utils
@@ -37,21 +39,61 @@ class DataReadError(Exception):
     """The input cannot be read at all (permissions, a missing bucket); names the path."""
 
 
+_NOT_NUMBERED = re.compile(r"Cannot find (span|version) number from (\S+) based on")
+
+
 def input_files(cfg: Config, data_root: str) -> list[str]:
-    """The files CsvExampleGen will read: the pattern's matches (the latest span's)."""
+    """The files CsvExampleGen will read: the pattern's matches (the latest span's).
+
+    Raises:
+      DataCheckError: a file or folder the pattern's {SPAN} or {VERSION} matches is not
+        named by a number (ExampleGen would fail on it deep in the run).
+    """
     split = example_gen_pb2.Input.Split(name="single_split", pattern=cfg.data.pattern or "*")
     # Replaces {SPAN}/{VERSION} in `split.pattern` with the latest span, as ExampleGen does.
-    example_gen_utils.calculate_splits_fingerprint_span_and_version(data_root, [split])
+    try:
+        example_gen_utils.calculate_splits_fingerprint_span_and_version(data_root, [split])
+    except ValueError as e:
+        match = _NOT_NUMBERED.search(str(e))
+        if match is None:
+            raise DataCheckError(f"data.pattern {split.pattern!r}: {e}") from None
+        kind, path = match.groups()
+        raise DataCheckError(
+            f"{path}: not named by a {kind} number, which data.pattern {split.pattern!r} needs"
+            f" (the {{{kind.upper()}}} part must be digits); rename or move it"
+        ) from None
     files = sorted(fileio.glob(os.path.join(data_root, split.pattern)))
     return [p for p in files if not fileio.isdir(p)]
 
 
+def check_file_name(path: str, pattern: str) -> None:
+    """Refuses a file that is not a plain CSV file by its name.
+
+    ExampleGen reads every file its pattern matches (hidden ones too) as CSV: a `.DS_Store`,
+    a README or a gzip file would fail it deep in the run, or blame another file's header.
+
+    Raises:
+      DataCheckError: a hidden file, a gzip-compressed one, or one not named `*.csv`.
+    """
+    name = posixpath.basename(path)
+    hint = f"data.pattern {pattern!r} matches it: remove it from the input folder or narrow"
+    hint += " data.pattern (e.g. '*.csv')"
+    if name.startswith("."):
+        raise DataCheckError(f"{path}: a hidden file among the input CSV files; {hint}")
+    if name.lower().endswith(".gz"):
+        raise DataCheckError(
+            f"{path}: gzip-compressed CSV is not supported; decompress it (gunzip)"
+        )
+    if not name.lower().endswith(".csv"):
+        raise DataCheckError(f"{path}: not a CSV file (its name does not end in .csv); {hint}")
+
+
 def _parse_one(text: str) -> list[str]:
-    """One CSV record, whatever the length of its fields."""
+    """One CSV record, whatever the length of its fields (a NUL byte read as a character)."""
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, len(text) + 1))
     try:
-        return next(csv.reader(io.StringIO(text)), [])
+        return next(csv.reader(io.StringIO(text.replace("\0", "?"))), [])
     finally:
         csv.field_size_limit(limit)
 
@@ -111,8 +153,9 @@ def check_csv_file(path: str) -> tuple[list[str], int]:
     """Checks one CSV file; returns its column names and its number of non-blank data lines.
 
     Raises:
-      DataCheckError: the file is empty, starts with a byte-order mark, is not UTF-8, has a
-        duplicate or empty column name, or a field over the CSV field limit.
+      DataCheckError: the file is empty, starts with a byte-order mark, is not UTF-8 text
+        (or holds a NUL byte), has a duplicate or empty column name, or a field over the CSV
+        field limit.
     """
     limit = csv.field_size_limit()
     names: list[str] | None = None
@@ -129,6 +172,12 @@ def check_csv_file(path: str) -> tuple[list[str], int]:
             else:
                 lines = data.split(b"\n")
                 carry = lines.pop()
+            if b"\0" in data:
+                # Python's csv module (ExampleGen's reader) stops at a NUL byte.
+                line = line_no + data.count(b"\n", 0, data.find(b"\0")) + 1
+                raise DataCheckError(
+                    f"{_where(path, line)}: a NUL byte (0x00): not a text CSV file"
+                )
             if names is None and lines:
                 names = _check_header(path, lines[0])
                 line_no += 1
@@ -177,6 +226,8 @@ def _check_files(cfg: Config, data_root: str) -> int:
         raise DataCheckError(f"{data_root}: no input file matches {cfg.data.pattern or '*'!r}")
     header: list[str] | None = None
     total = 0
+    for path in files:
+        check_file_name(path, cfg.data.pattern or "*")
     for path in files:
         names, rows = check_csv_file(path)
         if header is None:

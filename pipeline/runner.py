@@ -22,6 +22,7 @@ from tfx.dsl.compiler.compiler import Compiler
 from tfx.orchestration.portable.runtime_parameter_utils import substitute_runtime_parameter
 
 from pipeline import dag
+from pipeline.anomalies import DataFaultError
 from pipeline.components.atomic_pusher import reconcile_pushes
 from pipeline.config import Config
 from pipeline.data_source import describe_direct_mode, resolve_input
@@ -32,6 +33,7 @@ from pipeline.mlmd_run import (
     read_run,
     run_context,
 )
+from pipeline.mlmd_store import backup_store, check_store
 from pipeline.progress import attach_progress, detach_progress
 
 _LOG = logging.getLogger(__name__)
@@ -69,6 +71,32 @@ def error_cause(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     cause = _BEAM_SUFFIX.sub("", lines[-1]) if lines else ""
     return cause or type(error).__name__
+
+
+def _fault_classes(base: type) -> set[str]:
+    names = set()
+    for sub in base.__subclasses__():
+        names |= {sub.__name__} | _fault_classes(sub)
+    return names
+
+
+def data_fault_of(error: BaseException | None) -> str | None:
+    """The message of the bad-data stop (a DataFaultError) behind a failed run, if it is one.
+
+    In process, Beam re-raises a component's error as its own type; from a worker process
+    (Beam's multi_processing mode) only the text of its traceback comes back, which names
+    the error's class.
+    """
+    text = str(error) if error is not None else ""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DataFaultError):
+            return error_cause(error)
+        error = error.__cause__ or error.__context__
+    names = "|".join(sorted(_fault_classes(DataFaultError)))
+    found = re.findall(rf"\b(?:{names}): (.+)", text) if names else []
+    return _BEAM_SUFFIX.sub("", found[-1]).strip() if found else None
 
 
 def failed_node_of(error: BaseException) -> str | None:
@@ -128,10 +156,17 @@ def recover_root(cfg: Config, run_id: str) -> list[str]:
     """Cleans up after runs on this root that were killed; one message per thing done.
 
     Executions left RUNNING are marked abandoned, and the serving directory is made to
-    agree with MLMD about pushes that did not finish.
+    agree with MLMD about pushes that did not finish. First the store is checked and backed
+    up (pipeline.mlmd_store), so a lost or damaged history stops the run before it writes.
+
+    Raises:
+      StoreError: the root's MLMD store is unreadable, or lost while the root holds
+        artifacts or served versions.
     """
-    if not os.path.exists(cfg.metadata_path):
+    check_store(cfg.metadata_path, cfg.pipeline_root, cfg.serving_model_dir)
+    if not os.path.exists(cfg.metadata_path) or not os.path.getsize(cfg.metadata_path):
         return []  # a new root: no earlier run
+    backup_store(cfg.metadata_path)
     store = open_store(cfg.metadata_path)
     messages = []
     abandoned = abandon_unfinished(store, by_run=run_id)
@@ -163,6 +198,9 @@ def run_local(
       until: a component id to stop after (None: the whole pipeline).
       verbose: show every library's log on the console (always in the run's log file).
       notify: called with each message of the recovery from earlier killed runs.
+
+    Raises:
+      StoreError: see `recover_root` (nothing has run).
     """
     data_root = resolve_input(cfg)
     ir = compile_with_run_id(cfg, run_id, until=until)

@@ -58,6 +58,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from pipeline.anomalies import DataFaultError
 from pipeline.serving.request_log import frame_record
 
 # A split's output rolls over to a new file after this many records (about 4 MB of gzip):
@@ -70,11 +71,11 @@ _FLOAT = schema_pb2.FeatureType.FLOAT
 _BYTES = schema_pb2.FeatureType.BYTES
 
 
-class CsvHeaderError(ValueError):
+class CsvHeaderError(DataFaultError):
     """A CSV file's columns are not the curated schema's; names the file and the column."""
 
 
-class CsvCellError(ValueError):
+class CsvCellError(DataFaultError):
     """A CSV cell does not parse as its column's type; names the file, line and column."""
 
 

@@ -15,6 +15,11 @@ or truncated input record stops the step naming the file and byte offset (nothin
 dropped silently).
 
 Rows whose fare cannot be read as a number are kept: the schema gate reports them.
+
+Too little left to learn from (every trip excluded, or fewer trips in a split than the
+config's minimum) stops the run here, before the statistics and Transform: a model learned
+from a handful of trips would otherwise be trained, blessed on a threshold its few test trips
+cannot support, and served.
 """
 
 import gzip
@@ -36,11 +41,63 @@ from tfx.dsl.component.experimental.annotations import (
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
+from pipeline.anomalies import DataFaultError
 from pipeline.names import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
 from pipeline.serving.request_log import frame_record, scan_records
 from taxifare_modules import features as f
 
 _NAMESPACE = "taxifare.fare_filter"
+TRAIN_SPLIT = "train"
+
+
+class TooFewTripsError(DataFaultError):
+    """Too few trips are left after the fare range to train or to test a model."""
+
+
+def tested_split(splits: list[str]) -> str:
+    """The split the Evaluator blesses on: test when there is one, else eval."""
+    return "test" if "test" in splits else "eval"
+
+
+def check_enough_trips(
+    kept: dict[str, int],
+    read: int,
+    min_fare: float,
+    max_fare: float,
+    min_train_trips: int,
+    min_test_trips: int,
+) -> None:
+    """Stops a run left with too little data after the fare range.
+
+    Args:
+      kept: trips kept per split.
+      read: trips read in all splits.
+      min_fare, max_fare: the fare range applied (for the message).
+      min_train_trips, min_test_trips: the fewest trips the train split and the tested
+        split (see `tested_split`) may hold.
+
+    Raises:
+      TooFewTripsError: every trip was excluded, or a split holds fewer than its minimum.
+    """
+    if read and not sum(kept.values()):
+        raise TooFewTripsError(
+            f"all {read:,} trips were excluded by data.min_fare/max_fare (a fare must be above"
+            f" {min_fare:g} and at most {max_fare:g}); nothing is left to train on"
+        )
+    tested = tested_split(list(kept))
+    short = [
+        f"{split} has {kept.get(split, 0):,} (data.{key}: {needed:,})"
+        for split, key, needed in (
+            (TRAIN_SPLIT, "min_train_trips", min_train_trips),
+            (tested, "min_test_trips", min_test_trips),
+        )
+        if kept.get(split, 0) < needed
+    ]
+    if short:
+        raise TooFewTripsError(
+            f"too few trips to train and test a model on: {'; '.join(short)} of {read:,} read,"
+            f" after data.min_fare/max_fare; add data or lower the minimums"
+        )
 
 
 def is_plausible(serialized: bytes, min_fare: float, max_fare: float) -> bool:
@@ -145,9 +202,15 @@ def FareFilter(  # noqa: N802 (a TFX component is named like a class)
     filtered_examples: OutputArtifact[standard_artifacts.Examples],
     min_fare: Parameter[float],
     max_fare: Parameter[float],
+    min_train_trips: Parameter[int] = 0,
+    min_test_trips: Parameter[int] = 0,
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-    """Copies `examples` without the trips whose fare is implausible."""
+    """Copies `examples` without the trips whose fare is implausible.
+
+    Raises:
+      TooFewTripsError: see `check_enough_trips` (the counts are recorded first).
+    """
     splits = artifact_utils.decode_split_names(examples.split_names)
     filtered_examples.split_names = examples.split_names
     # The same span and version as the input (ExampleGen may record them as properties or
@@ -179,6 +242,7 @@ def FareFilter(  # noqa: N802 (a TFX component is named like a class)
     result = pipeline.run()
     result.wait_until_finish()
     total_read = total_excluded = 0
+    kept: dict[str, int] = {}
     for split in splits:
         read = _counter(result, f"{split}/{ROWS_READ_PROPERTY}")
         excluded = _counter(result, f"{split}/{ROWS_EXCLUDED_PROPERTY}")
@@ -186,5 +250,7 @@ def FareFilter(  # noqa: N802 (a TFX component is named like a class)
         filtered_examples.set_int_custom_property(f"{split}_{ROWS_EXCLUDED_PROPERTY}", excluded)
         total_read += read
         total_excluded += excluded
+        kept[split] = read - excluded
     filtered_examples.set_int_custom_property(ROWS_READ_PROPERTY, total_read)
     filtered_examples.set_int_custom_property(ROWS_EXCLUDED_PROPERTY, total_excluded)
+    check_enough_trips(kept, total_read, min_fare, max_fare, min_train_trips, min_test_trips)
