@@ -225,9 +225,9 @@ def _numeric_bins(
     buckets = {s: b for s, b in buckets.items() if b}
     if not buckets:
         return [], None, None
-    low = min(b[0] for bs in buckets.values() for b in bs)
-    high = max(b[1] for bs in buckets.values() for b in bs)
-    pooled = [b for bs in buckets.values() for b in bs]
+    # The range of the values: an equal-width histogram's empty buckets are no values.
+    pooled = [b for bs in buckets.values() for b in bs if b[2] > 0]
+    low, high = min(b[0] for b in pooled), max(b[1] for b in pooled)
     if name == f.TIMESTAMP_KEY:  # whole months, as the data's spans are
         log_offset, edges = None, _calendar_edges(low, high)
     else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from pipeline.report import svg
 from pipeline.runs import COMPLETED, STOPPED_AT_GATE, RunRecord, format_table
 
@@ -129,3 +131,50 @@ def test_training_curves_number_epochs_from_one(tmp_path):
     assert list(curves) == ["rmse"]
     assert curves["rmse"]["train"] == [(1, 5.0), (2, 4.0), (3, 3.0)]
     assert [e for e, _ in curves["rmse"]["validation"]] == [1, 2, 3]
+
+
+def _stats_file(folder, features: dict[str, dict]) -> None:
+    """A StatisticsGen split's FeatureStats.pb with numeric features built from `features`."""
+    import tensorflow as tf
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    dataset = stats.datasets.add(num_examples=100)
+    for name, spec in features.items():
+        feature = dataset.features.add(type=statistics_pb2.FeatureNameStatistics.FLOAT)
+        feature.path.step.append(name)
+        num = feature.num_stats
+        num.mean = spec.get("mean", 0.0)
+        num.common_stats.num_non_missing = 100
+        num.common_stats.tot_num_values = spec["values"]
+        num.common_stats.max_num_values = 1 if spec["values"] else 0
+        histogram = num.histograms.add(type=statistics_pb2.Histogram.STANDARD)
+        for low, high, count in spec.get("buckets", []):
+            histogram.buckets.add(low_value=low, high_value=high, sample_count=count)
+    tf.io.gfile.makedirs(str(folder))
+    with tf.io.gfile.GFile(str(folder / "FeatureStats.pb"), "wb") as fh:
+        fh.write(stats.SerializeToString())
+
+
+def test_statistics_without_quantiles_or_values_are_shown_for_what_they_are(tmp_path):
+    from pipeline.report import page, reads
+
+    equal_width = [(i * 10.0, (i + 1) * 10.0, c) for i, c in enumerate([90, 6, 4] + [0] * 7)]
+    _stats_file(
+        tmp_path / "Split-train",
+        {"tips": {"values": 100, "mean": 7.0, "buckets": equal_width}},
+    )
+    # TFDV gives a feature present without values a mean of 0.
+    _stats_file(tmp_path / "Split-eval", {"tips": {"values": 0, "mean": 0.0}})
+    (x,) = reads.read_feature_splits(str(tmp_path), ["train", "eval"])
+    assert x.with_values == {"train": 100, "eval": 0} and x.mean == {"train": 7.0, "eval": None}
+    # The bars span the values (0 to 30), not the histogram's empty buckets up to 100.
+    assert x.quantile_buckets == 0 and x.edges[0] == 0 and 30 <= x.edges[-1] < 40
+    shares = [s["train"] for _, s in x.bins]
+    below_10 = sum(s for s, hi in zip(shares, x.edges[1:], strict=True) if hi <= 10)
+    assert below_10 == pytest.approx(0.9) and sum(shares) == pytest.approx(1.0)
+    assert "eval" not in {s for _, shares in x.bins for s in shares}
+    section = "\n".join(page.feature_figures([x], ["train", "eval"]))
+    assert "<td>tips</td>" in section and "100% (no values)" in section
+    assert ">no values</td>" in section and ">0</td>" not in section
+    assert "equal-width histogram" in section and "No values in eval." in section
