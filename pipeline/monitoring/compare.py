@@ -5,6 +5,12 @@ schema (anomalies). The distances and tests are computed here, on one scale for 
 (see thresholds.py for what is compared how, and why): TFDV's own numeric comparator
 re-buckets each side's equal-width histogram, whose buckets start at that side's minimum,
 so the same value can land in different buckets; and it has no notion of sample size.
+
+Each test holds at the size it is used at: Fisher's exact test for presence; for category
+counts the chi-squared test where Cochran's rule holds (every cell expected at least 5
+times) and a seeded permutation test where it does not; for numeric fields the exact
+Kolmogorov-Smirnov distribution at the effective size. Below the thresholds' min_examples
+nothing is judged, and the fields that identify the period are not compared at all.
 """
 
 from __future__ import annotations

@@ -260,10 +260,11 @@ def render_html(verdict: dict[str, Any]) -> str:
     )
     not_compared = verdict.get("not_compared", {})
     if not_compared:
+        why = (next(iter(not_compared.values())) or "").removeprefix("not compared: ")
         out.append(
-            f"<tr><th>Not compared</th><td colspan='2'>{esc(', '.join(not_compared))}: "
-            f"{esc(next(iter(not_compared.values())) or 'not compared')} (presence and the "
-            "schema are still checked)</td></tr>"
+            f"<tr><th>Not compared</th><td colspan='2'>{esc(', '.join(not_compared))} "
+            f"({esc(why or 'by the config')}; presence and the schema are still checked)"
+            "</td></tr>"
         )
     out.append("</table>")
     out.append(

@@ -6,21 +6,23 @@ them on one scale:
 - Categorical fields (payment type, company, and the small-domain integers: hour, day,
   month, community areas) by their value frequencies, with the L-infinity distance (the
   largest change in any one value's share, TFDV's own measure for categories).
-- Numeric fields (coordinates, timestamp, and the derived trip distance and predicted fare)
-  by their distribution functions, with the Kolmogorov-Smirnov distance (the largest gap
-  between the two cumulative distributions). Both functions are read off TFDV's quantile
-  histograms and evaluated at the same points, so a value counts the same on both sides
-  wherever each side's own minimum or buckets fall.
+- Numeric fields (coordinates, the derived trip distance and predicted fare, and the
+  timestamp when it is not a time feature) by their distribution functions, with the
+  Kolmogorov-Smirnov distance (the largest gap between the two cumulative distributions).
+  Both functions are read off TFDV's quantile histograms and evaluated at the same points,
+  so a value counts the same on both sides wherever each side's own minimum or buckets
+  fall.
 - Presence: the difference between the shares of examples that have a value. "Absent" and
   "present with no value" (CsvExampleGen's empty cell) and the `serving_default` sentinels
   (NaN, -1, "") are all missing, as the model's Transform treats them.
 
 A difference is flagged only when it is both large enough to matter (above the feature's
 threshold: an effect size, whatever the sample size) and too large to be chance at this
-sample size (a chi-squared test of the category counts, a two-sample Kolmogorov-Smirnov
-test, a two-proportion z-test for presence; significance level `significance` shared by
-all the tests of one check, Bonferroni). The first keeps a large log from alarming on a
-trivial difference; the second keeps a small one from alarming on noise.
+sample size (a chi-squared or, for small counts, a permutation test of the category
+counts, a Kolmogorov-Smirnov test, Fisher's exact test for presence; significance level
+`significance` shared by all the tests of one check, Bonferroni). The first keeps a large
+log from alarming on a trivial difference; the second keeps a small one from alarming on
+noise.
 
 Time in drift: the fields that identify the period (TIME_FEATURES: the trip's timestamp and
 month, or what `monitoring.drift.time_features` names) are not compared as distributions.

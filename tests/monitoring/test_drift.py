@@ -66,3 +66,27 @@ def test_statistics_artifact_as_baseline(halves, training_stats_file, tmp_path):
     code, verdict = _drift(artifact, current, tmp_path)
     assert code == EXIT_OK, verdict["failed_features"]
     assert verdict["sides"]["baseline"]["source"].startswith("statistics ")
+
+
+def test_next_month_is_not_drift_unless_the_config_compares_the_month(halves, tmp_path):
+    # Two monthly spans (May, then June) of otherwise like trips: only the fields that
+    # identify the span differ.
+    _, _, rows = halves
+    half = len(rows) // 2
+    may = [dict(r, **{f.MONTH_KEY: "5"}) for r in rows[:half]]
+    june = [dict(r, **{f.MONTH_KEY: "6"}) for r in rows[half:]]
+    baseline = _write_csv(tmp_path / "may.csv", may)
+    current = _write_csv(tmp_path / "june.csv", june)
+    code, verdict = _drift(baseline, current, tmp_path / "default")
+    assert code == EXIT_OK and verdict["failed_features"] == []
+    assert f.MONTH_KEY in verdict["not_compared"]
+    config = tmp_path / "compare_month.yaml"
+    config.write_text(f"monitoring:\n  drift:\n    time_features: [{f.TIMESTAMP_KEY}]\n")
+    out = tmp_path / "configured"
+    code = main(
+        ["drift", "--baseline", baseline, "--current", current]
+        + ["--config", str(config), "--out", str(out)]
+    )
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert code == EXIT_FOUND and verdict["failed_features"] == [f.MONTH_KEY]
+    assert list(verdict["not_compared"]) == [f.TIMESTAMP_KEY]

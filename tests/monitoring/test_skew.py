@@ -15,6 +15,8 @@ import os
 import pytest
 
 from pipeline.monitoring.cli import EXIT_FOUND, EXIT_OK, EXIT_USAGE, main
+from pipeline.monitoring.compare import SKEW, time_feature_note
+from pipeline.monitoring.thresholds import TIME_FEATURES
 from pipeline.serving.client import csv_row_to_instance
 from pipeline.serving.request_log import request_log_files
 from taxifare_modules import features as f
@@ -39,8 +41,12 @@ def test_clean_traffic_through_the_server_raises_no_alarm(
     assert verdict["features_checked"] == len(f.RAW_FEATURE_KEYS)
     assert verdict["sides"]["serving"]["examples"] == len(served_rows)
     by_name = {x["name"]: x for x in verdict["features"]}
-    # A distance for every feature, not only failing ones; the label is never reported.
-    assert all(by_name[k]["distance"] is not None for k in f.RAW_FEATURE_KEYS)
+    # A distance for every feature, not only failing ones, but for the fields that identify
+    # the period (served traffic is of another period); the label is never reported.
+    compared = [k for k in f.RAW_FEATURE_KEYS if k not in TIME_FEATURES]
+    assert all(by_name[k]["distance"] is not None for k in compared)
+    assert all(by_name[k]["distance"] is None for k in TIME_FEATURES)
+    assert verdict["not_compared"] == {k: time_feature_note(SKEW) for k in TIME_FEATURES}
     assert f.LABEL_KEY not in by_name
     assert by_name[f.PAYMENT_TYPE_KEY]["comparator"] == "L_INFINITY"
     assert by_name[f.HOUR_KEY]["comparator"] == "L_INFINITY"
