@@ -253,6 +253,56 @@ def flat_caller(signature: Any, inputs: dict[str, Any]) -> Callable[[dict[str, A
     return call
 
 
+# tensorflow.DataType values (types.proto) of each tf.Example list kind.
+_KIND_DTYPES = {"float_list": 1, "int64_list": 9, "bytes_list": 7}
+
+
+def check_example_parsing(signature: Any) -> None:
+    """Checks that a `serving_tf_example` signature parses exactly as the server decodes:
+    one ParseExampleV2 reading each raw field as a VarLenFeature of its kind. The server
+    checks, logs and runs the values it reads with that spec (`validation.parse_examples`),
+    so a model that parses otherwise would run values nobody checked.
+
+    Raises:
+      ModelLoadError: the signature parses other features, kinds or shapes.
+    """
+    import tensorflow as tf
+
+    graph = signature.graph.as_graph_def()
+    parses = []
+    for nodes in [graph.node, *(fn.node_def for fn in graph.library.function)]:
+        consts = {n.name: n for n in nodes if n.op == "Const"}
+        for node in nodes:
+            if node.op.startswith("ParseExample") or node.op.startswith("ParseSingleExample"):
+                parses.append((node, consts))
+    if len(parses) != 1 or parses[0][0].op != "ParseExampleV2":
+        raise ModelLoadError(
+            f"signature {f.SERVING_TF_EXAMPLE_SIGNATURE!r} does not parse its examples with one"
+            f" ParseExampleV2 (found {[n.op for n, _ in parses]})"
+        )
+    node, consts = parses[0]
+    if node.attr["Tdense"].list.type or node.attr["ragged_value_types"].list.type:
+        raise ModelLoadError(
+            f"signature {f.SERVING_TF_EXAMPLE_SIGNATURE!r} parses dense or ragged features;"
+            " the server decodes every raw field as a VarLenFeature"
+        )
+    keys_input = node.input[2].split(":")[0].lstrip("^")
+    if keys_input not in consts:
+        raise ModelLoadError(
+            f"signature {f.SERVING_TF_EXAMPLE_SIGNATURE!r} computes its parse keys at run time"
+        )
+    keys = [k.decode() for k in tf.make_ndarray(consts[keys_input].attr["value"].tensor)]
+    parsed = dict(zip(keys, node.attr["sparse_types"].list.type, strict=True))
+    from pipeline.serving.validation import EXAMPLE_KINDS
+
+    expected = {key: _KIND_DTYPES[kind] for key, kind in EXAMPLE_KINDS.items()}
+    if parsed != expected:
+        raise ModelLoadError(
+            f"signature {f.SERVING_TF_EXAMPLE_SIGNATURE!r} parses {sorted(parsed.items())};"
+            f" the server decodes {sorted(expected.items())}"
+        )
+
+
 def load_model(path: str, version: int) -> LoadedModel:
     """Loads a SavedModel version and checks it answers both serving signatures.
 
@@ -271,6 +321,7 @@ def load_model(path: str, version: int) -> LoadedModel:
         if name not in loaded.signatures:
             raise ModelLoadError(f"the SavedModel has no {name!r} signature")
         signatures[name] = loaded.signatures[name]
+    check_example_parsing(signatures[f.SERVING_TF_EXAMPLE_SIGNATURE])
     model = LoadedModel(version, path, signature_defs, signatures, loaded)
     example = trip_to_example(_WARM_UP_TRIP).SerializeToString()
     try:

@@ -239,3 +239,38 @@ def test_a_taken_grpc_port_is_refused_naming_it(tmp_path):
             asyncio.run(start())
     finally:
         holder.close()
+
+
+def test_a_model_must_parse_examples_as_the_server_decodes_them(small_model):
+    from pipeline.serving.versions import ModelLoadError, check_example_parsing
+
+    loaded = tf.saved_model.load(small_model.export_dir)
+    check_example_parsing(loaded.signatures[f.SERVING_TF_EXAMPLE_SIGNATURE])  # the trainer's
+
+    def signature(spec):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(examples):
+            parsed = tf.io.parse_example(examples, spec)
+            return {f.PREDICTION_KEY: tf.cast(tf.sparse.to_dense(parsed[f.HOUR_KEY]), tf.float32)}
+
+        return serve.get_concrete_function()
+
+    raw = {
+        key: tf.io.VarLenFeature(
+            tf.float32
+            if key in f.FLOAT_FEATURE_KEYS
+            else tf.int64
+            if key in f.INT_FEATURE_KEYS
+            else tf.string
+        )
+        for key in f.RAW_FEATURE_KEYS
+    }
+    check_example_parsing(signature(raw))
+    fewer = {k: v for k, v in raw.items() if k != f.COMPANY_KEY}
+    other_kind = dict(raw, **{f.HOUR_KEY: tf.io.VarLenFeature(tf.float32)})
+    for spec in (fewer, other_kind):
+        with pytest.raises(ModelLoadError, match="the server decodes"):
+            check_example_parsing(signature(spec))
+    dense = dict(raw, **{f.DAY_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=0)})
+    with pytest.raises(ModelLoadError, match="dense or ragged"):
+        check_example_parsing(signature(dense))
