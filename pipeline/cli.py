@@ -150,11 +150,20 @@ def _check_input(cfg) -> bool:
 
 def _check_roots(cfg) -> bool:
     """The root and a local serving root: usable folders, checked before anything runs."""
-    from pipeline.root_lock import RootError, check_writable_dir, prepare_root
+    from pipeline.data_source import resolve_input
+    from pipeline.root_lock import (
+        RootError,
+        check_outside_input,
+        check_writable_dir,
+        prepare_root,
+    )
 
     try:
+        data_root = resolve_input(cfg)
         if cfg.serving_root is not None and "://" not in cfg.serving_root:
+            check_outside_input(cfg.serving_root, data_root, "serving_root")
             check_writable_dir(cfg.serving_root, "serving_root")
+        check_outside_input(cfg.root, data_root, "root")
         prepare_root(cfg.root)
     except RootError as e:
         print(f"taxifare: {e}; nothing was run", file=sys.stderr)
@@ -388,9 +397,15 @@ def cmd_infer_schema(args: argparse.Namespace) -> int:
     cfg = cfg.model_copy(
         update={"schema_": cfg.schema_config.model_copy(update={"source": "inferred"})}
     )
+    from pipeline.mlmd_store import StoreError
+
     run_id = new_run_id()
-    with hold_root(cfg.root, run_id, notify=_say):
-        outcome = run_local(cfg, run_id, until=dag.SCHEMA_GEN_ID, verbose=args.verbose)
+    try:
+        with hold_root(cfg.root, run_id, notify=_say):
+            outcome = run_local(cfg, run_id, until=dag.SCHEMA_GEN_ID, verbose=args.verbose)
+    except StoreError as e:
+        _say(f"{e}; nothing was run")
+        return EXIT_USAGE
     node = outcome.nodes.get(dag.SCHEMA_GEN_ID)
     if outcome.error is not None or node is None or not node.outputs.get("schema"):
         cause = error_cause(outcome.error) if outcome.error is not None else "no schema"

@@ -48,8 +48,15 @@ def input_files(cfg: Config, data_root: str) -> list[str]:
     Raises:
       DataCheckError: a file or folder the pattern's {SPAN} or {VERSION} matches is not
         named by a number (ExampleGen would fail on it deep in the run).
+      DataReadError: the pattern matches a link to nothing.
     """
     split = example_gen_pb2.Input.Split(name="single_split", pattern=cfg.data.pattern or "*")
+    any_span = split.pattern.replace("{SPAN}", "*").replace("{VERSION}", "*")
+    local = "://" not in data_root  # only a local folder has links
+    for path in fileio.glob(os.path.join(data_root, any_span)) if local else []:
+        # Listed but not there: a link to nothing (TFX's fingerprint fails on it, unnamed).
+        if not os.path.exists(path):
+            raise DataReadError(f"data.input: cannot read {path}: no such file (a broken link?)")
     # Replaces {SPAN}/{VERSION} in `split.pattern` with the latest span, as ExampleGen does.
     try:
         example_gen_utils.calculate_splits_fingerprint_span_and_version(data_root, [split])
@@ -196,6 +203,12 @@ def check_csv_file(path: str) -> tuple[list[str], int]:
                     for index, line in enumerate(lines):
                         if len(line) > limit:
                             _check_long_line(path, line_no + index + 1, line, names or [], limit)
+                empty = _EMPTY_ROW.search(block)
+                if empty is not None:
+                    line = line_no + block.count(b"\n", 0, empty.start()) + 1
+                    raise DataCheckError(
+                        f"{_where(path, line)}: a row of empty cells (only commas); remove it"
+                    )
                 rows += len(lines) - lines.count(b"") - lines.count(b"\r")
                 line_no += len(lines)
             if not chunk:
@@ -203,6 +216,18 @@ def check_csv_file(path: str) -> tuple[list[str], int]:
     if names is None:
         raise DataCheckError(f"{path}: the file is empty (no header line)")
     return names, rows
+
+
+def _check_one(path: str) -> tuple[list[str], int]:
+    """`check_csv_file`, with a file that cannot be read named (a dangling link, no access)."""
+    try:
+        return check_csv_file(path)
+    except (OSError, tf.errors.OpError) as e:
+        message = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
+        detail = " ".join(message.split()) or type(e).__name__
+        if not tf.io.gfile.exists(path):
+            detail = "no such file (a broken link?)"
+        raise DataReadError(f"data.input: cannot read {path}: {detail}") from e
 
 
 def check_input(cfg: Config, data_root: str) -> int:
@@ -220,6 +245,10 @@ def check_input(cfg: Config, data_root: str) -> int:
         raise DataReadError(f"data.input: cannot read {data_root}: {detail}") from e
 
 
+# A line of only commas (and blanks): a row whose every cell is empty.
+_EMPTY_ROW = re.compile(rb"(?m)^[ \t]*,[ ,\t]*\r?$")
+
+
 def _check_files(cfg: Config, data_root: str) -> int:
     files = input_files(cfg, data_root)
     if not files:
@@ -229,7 +258,7 @@ def _check_files(cfg: Config, data_root: str) -> int:
     for path in files:
         check_file_name(path, cfg.data.pattern or "*")
     for path in files:
-        names, rows = check_csv_file(path)
+        names, rows = _check_one(path)
         if header is None:
             header = names
         elif names != header:

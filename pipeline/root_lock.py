@@ -62,6 +62,25 @@ def check_writable_dir(path: str, key: str, min_free_bytes: int = 0) -> None:
         )
 
 
+def check_outside_input(path: str, data_root: str, key: str) -> None:
+    """Checks that a run's folder `path` is not inside the input folder `data_root`.
+
+    ExampleGen reads what its pattern matches under the input folder: a root in it would
+    feed the run its own files (and each run's files to the next).
+
+    Raises:
+      RootError: `path` is the input folder or inside it (both local).
+    """
+    if "://" in path or "://" in data_root or not os.path.isabs(data_root):
+        return  # remote, or not a folder (a BigQuery query)
+    inside, folder = os.path.realpath(path), os.path.realpath(data_root)
+    if os.path.commonpath([inside, folder]) == folder:
+        raise RootError(
+            f"{key}: {path} is inside the input folder data.input ({data_root}), whose files"
+            " ExampleGen reads; put it elsewhere"
+        )
+
+
 def prepare_root(root: str) -> None:
     """Checks a run's root and creates it with its lock file.
 

@@ -236,3 +236,58 @@ def test_a_damaged_store_is_named(tmp_path):
     store.write_bytes(b"SQLite format 3\0" + b"\xff" * 4000)
     with pytest.raises(StoreError, match="the root's ML Metadata store cannot be read"):
         check_store(str(store), str(tmp_path / "pipeline"), str(tmp_path / "m"))
+
+
+def test_a_row_of_only_commas_is_named_by_its_line(tmp_path, capsys, sample_rows):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "trips.csv").write_bytes(_trips(sample_rows[:50]) + b",,,,,,,,,,,,,,,,,\r\n")
+    code, err = _run_on(tmp_path, capsys, f"data.input={data}")
+    assert code == cli.EXIT_ANOMALIES, err
+    assert err == [
+        f"taxifare: data: {data / 'trips.csv'}: line 52: a row of empty cells (only commas);"
+        " remove it; nothing was trained or pushed"
+    ]
+
+
+def test_a_broken_link_is_named(tmp_path, capsys, sample_rows):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "trips.csv").write_bytes(_trips(sample_rows[:50]))
+    (data / "more.csv").symlink_to(tmp_path / "gone.csv")
+    code, err = _run_on(tmp_path, capsys, f"data.input={data}")
+    assert code == cli.EXIT_USAGE, err
+    assert err == [
+        f"taxifare: data.input: cannot read {data / 'more.csv'}: no such file (a broken"
+        " link?); nothing was run"
+    ]
+
+
+def test_a_root_inside_the_input_folder_is_refused(tmp_path, capsys, sample_rows):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "trips.csv").write_bytes(_trips(sample_rows[:50]))
+    code = cli.main(["run", "--config", SMOKE, "--set", f"root={data / 'root'}",
+                     "--set", f"data.input={data}"])  # fmt: skip
+    err = _errors(capsys)
+    assert code == cli.EXIT_USAGE, err
+    assert len(err) == 1 and "inside the input folder data.input" in err[0], err
+    assert sorted(p.name for p in data.iterdir()) == ["trips.csv"]
+
+
+@pytest.mark.parametrize("command", ["run", "infer-schema"])
+def test_a_root_whose_store_was_emptied_is_refused_by_every_command_that_runs(
+    tmp_path, capsys, command
+):
+    root = tmp_path / "root"
+    (root / "pipeline" / "CsvExampleGen" / "examples" / "1").mkdir(parents=True)
+    (root / "metadata.sqlite").write_bytes(b"")
+    args = [command, "--config", SMOKE, "--set", f"root={root}"]
+    if command == "infer-schema":
+        args += ["--output", str(tmp_path / "schema.pbtxt")]
+    code = cli.main(args)
+    err = [x for x in _errors(capsys) if not x.startswith("taxifare: running pipeline")]
+    assert code == cli.EXIT_USAGE, err
+    assert err[-1].startswith(f"taxifare: {root / 'metadata.sqlite'} is empty (0 bytes)"), err
+    assert (root / "metadata.sqlite").stat().st_size == 0
+    assert not (root / "runs").exists() or not any((root / "runs").rglob("summary.json"))
