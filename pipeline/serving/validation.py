@@ -793,7 +793,7 @@ def parse_examples(
         rows, values = columns[key]
         for row, value in zip(rows, values, strict=True):
             where = f"{wheres[row]}.{key}"
-            if scans[row][key][1] != 1:  # never seen: the scan and the parser agree
+            if scans[row].get(key, (None, 0))[1] != 1:  # never seen: the two agree
                 raise RequestError(f"{where}: TensorFlow read a value the scan did not find")
             if isinstance(value, bytes):
                 try:
