@@ -35,8 +35,9 @@ def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-@pytest.fixture(scope="module")
-def window(sample_rows, tmp_path_factory) -> dict:
+# Both executors ExampleGen may run: TFX's (small inputs) and the streaming one (large ones).
+@pytest.fixture(scope="module", params=["tfx", "streaming"])
+def window(request, sample_rows, tmp_path_factory) -> dict:
     """One run over three spans of real trips with a window of two."""
     rows = random.Random(5).sample(sample_rows, sum(SPAN_ROWS.values()))
     base = tmp_path_factory.mktemp("window")
@@ -50,6 +51,7 @@ def window(sample_rows, tmp_path_factory) -> dict:
         f"data.input={data}",
         "data.pattern=span-{SPAN}/*.csv",
         "data.train_spans=2",
+        f"data.example_gen={request.param}",
         "training.train_steps=100",
     )
     record, nodes = load_run(str(root))
