@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import re
+import sys
 import time
 import traceback
 import uuid
@@ -122,11 +123,25 @@ class _OnlyOwnRecords(logging.Filter):
         return record.name.split(".", 1)[0] in _OWN_LOGGERS
 
 
+class RunLogHandler(logging.FileHandler):
+    """The run's log file; a write that fails (a full disk) is remembered, never printed.
+
+    logging's default prints a traceback to stderr for every record it cannot write: on a
+    full disk, hundreds of them around the one line that says what failed.
+    """
+
+    failure: BaseException | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's API)
+        if self.failure is None:
+            self.failure = sys.exc_info()[1]
+
+
 @contextlib.contextmanager
-def _run_log(log_path: str, verbose: bool) -> Iterator[logging.Handler]:
+def _run_log(log_path: str, verbose: bool) -> Iterator[RunLogHandler]:
     """Sends every record of the run to `log_path`; a quiet console keeps only our own."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler = RunLogHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     console = [h for h in root.handlers if h is not handler]
@@ -197,7 +212,8 @@ def run_local(
       run_id: the pipeline run id (see new_run_id); MLMD's run context is named by it.
       until: a component id to stop after (None: the whole pipeline).
       verbose: show every library's log on the console (always in the run's log file).
-      notify: called with each message of the recovery from earlier killed runs.
+      notify: called with each message of the recovery from earlier killed runs, and once
+        if the run's log file could not be written (a full disk).
 
     Raises:
       StoreError: see `recover_root` (nothing has run).
@@ -221,7 +237,7 @@ def run_local(
     # The progress lines first: the run log then also gets TFX's own (absl) records.
     progress = attach_progress()
     try:
-        with _run_log(log_path, verbose):
+        with _run_log(log_path, verbose) as run_log:
             try:
                 runner.run_with_ir(ir)
             except Exception as e:  # a component failed; MLMD says which, the caller says
@@ -231,6 +247,8 @@ def run_local(
                 )
     finally:
         detach_progress(progress)
+    if run_log.failure is not None and notify is not None:
+        notify(f"the run log {log_path} is incomplete: {run_log.failure}")
     seconds = time.monotonic() - start
     if not os.path.exists(cfg.metadata_path):
         return RunOutcome(run_id=run_id, nodes={}, error=error, seconds=seconds, log_path=log_path)

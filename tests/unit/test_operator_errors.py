@@ -291,3 +291,21 @@ def test_a_root_whose_store_was_emptied_is_refused_by_every_command_that_runs(
     assert err[-1].startswith(f"taxifare: {root / 'metadata.sqlite'} is empty (0 bytes)"), err
     assert (root / "metadata.sqlite").stat().st_size == 0
     assert not (root / "runs").exists() or not any((root / "runs").rglob("summary.json"))
+
+
+def test_a_run_log_on_a_full_disk_prints_no_tracebacks(tmp_path, capfd):
+    import errno
+    import logging
+
+    from pipeline.runner import _run_log
+
+    def full(_text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with _run_log(str(tmp_path / "runs" / "r" / "run.log"), verbose=False) as handler:
+        handler.stream.write = full
+        for i in range(20):
+            logging.getLogger("tfx.run").error("record %d", i)
+    err = capfd.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    assert "No space left on device" in str(handler.failure)
