@@ -711,22 +711,40 @@ def _scan_example(data: bytes) -> dict[str, tuple[str | None, int]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _example_parser() -> Callable[[Any], dict[str, Any]]:
+def _example_parser() -> tuple[Callable[[Any], dict[str, Any]], dict[str, list[str]]]:
     """`tf.io.parse_example` with the `serving_tf_example` signature's parse spec (one
-    VarLenFeature per raw field, as the trainer exports it), as a graph function: serialized
-    examples -> raw field -> (row of each value, values). A graph call costs a fraction of
-    the eager op's dispatch."""
+    VarLenFeature per raw field, as the trainer exports it; `versions.check_example_parsing`
+    holds a model to it), as a graph function.
+
+    Returns:
+      The function (serialized examples -> list kind -> (row of each value, index of its
+      field in the kind's field list, the values)) and each kind's field list. Three outputs
+      per kind, and the concrete function called directly, cost a fraction of an eager op or
+      a `tf.function` call with an output per field.
+    """
     import tensorflow as tf
 
     dtypes = {"float_list": tf.float32, "int64_list": tf.int64, "bytes_list": tf.string}
     spec = {key: tf.io.VarLenFeature(dtypes[kind]) for key, kind in _EXPECTED_KINDS.items()}
+    keys_by_kind = {
+        kind: [key for key, of in _EXPECTED_KINDS.items() if of == kind] for kind in dtypes
+    }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def parse(examples: Any) -> dict[str, Any]:
         parsed = tf.io.parse_example(examples, spec)
-        return {key: (sparse.indices[:, 0], sparse.values) for key, sparse in parsed.items()}
+        out = {}
+        for kind, keys in keys_by_kind.items():
+            out[kind] = (
+                tf.concat([parsed[key].indices[:, 0] for key in keys], 0),
+                tf.concat(
+                    [tf.fill(tf.shape(parsed[key].values), i) for i, key in enumerate(keys)], 0
+                ),
+                tf.concat([parsed[key].values for key in keys], 0),
+            )
+        return out
 
-    return parse
+    return parse.get_concrete_function(), keys_by_kind
 
 
 def parse_examples(
@@ -826,7 +844,7 @@ def _parse_with_tensorflow(
     """raw field -> (row of each value, the values) as `tf.io.parse_example` reads them."""
     import tensorflow as tf
 
-    parse = _example_parser()
+    parse, keys_by_kind = _example_parser()
     # TensorFlow's message quotes the bytes (and fails to decode as UnicodeDecodeError when
     # they are not text): name the first example it refuses instead.
     refused = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
@@ -841,10 +859,16 @@ def _parse_with_tensorflow(
                     f"{where}: TensorFlow cannot parse the bytes as a tf.Example"
                 ) from None
         raise RequestError("TensorFlow cannot parse the tf.Examples") from None
-    return {
-        key: (rows.numpy().tolist(), values.numpy().tolist())
-        for key, (rows, values) in parsed.items()
-    }
+    columns: dict[str, tuple[list[int], list[Any]]] = {key: ([], []) for key in _EXPECTED_KINDS}
+    for kind, (rows, which, values) in parsed.items():
+        keys = keys_by_kind[kind]
+        for row, index, value in zip(
+            rows.numpy().tolist(), which.numpy().tolist(), values.numpy().tolist(), strict=True
+        ):
+            column = columns[keys[index]]
+            column[0].append(row)
+            column[1].append(value)
+    return columns
 
 
 def _describe(value: Any) -> str:
