@@ -14,7 +14,7 @@ ENV TF_USE_LEGACY_KERAS=1
 # The exact versions the pipeline is tested with; pip changes only what the base differs in.
 # Runtime only: the lock's test and lint tools, and what only they need, are left out (the
 # list is checked against the lock by tests/vertex/test_image.py).
-ARG DEV_ONLY="pytest pytest-timeout ruff iniconfig pluggy"
+ARG DEV_ONLY="pytest pytest-timeout ruff iniconfig pluggy duckdb sqlglot"
 COPY requirements.lock /tmp/taxifare/requirements.lock
 RUN pattern="^($(echo $DEV_ONLY | tr ' ' '|'))==" \
     && grep -v -E "$pattern" /tmp/taxifare/requirements.lock > /tmp/taxifare/runtime.lock \

@@ -56,16 +56,19 @@ class SplitConfig(_Strict):
 
 # The public table of every Chicago taxi trip since 2013 (about 200 million rows).
 CHICAGO_TAXI_TABLE = "bigquery-public-data.chicago_taxi_trips.taxi_trips"
-_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# A calendar month, 1970-01 on (TFX numbers a query's spans from 1970-01-01).
+_MONTH_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"
 
 
 class BigQueryConfig(_Strict):
     """The trips BigQueryExampleGen reads when `data.input` is `bigquery`."""
 
     table: str = Field(CHICAGO_TAXI_TABLE, pattern=r"^[A-Za-z0-9_.-]+$")
-    # This run's span: trips that started on or after `start` and before `end` (YYYY-MM-DD).
-    start: str = Field("2015-01-01", pattern=_DATE_PATTERN)
-    end: str = Field("2015-02-01", pattern=_DATE_PATTERN)
+    # This run's span: the trips that started in this calendar month (YYYY-MM, UTC). Its span
+    # number is TFX's for a query: the day of the month's first day counted from 1970-01-01
+    # (2015-01 is span 16436), so later months have higher spans and DriftCheck compares each
+    # month with the one checked before it.
+    month: str = Field("2015-01", pattern=_MONTH_PATTERN)
     # The share of those trips read, chosen by a hash of the trip id (1.0: all of them).
     sample_fraction: float = Field(1.0, gt=0.0, le=1.0)
     # The Google Cloud project that runs (and is billed for) the query; None: vertex.project.
@@ -75,12 +78,22 @@ class BigQueryConfig(_Strict):
     temp_location: str | None = None
     # The Beam job's region; None: vertex.region on Vertex, none locally.
     region: str | None = Field(None, pattern=r"^[a-z]+(-[a-z]+)+[0-9]+$")
+    # An existing dataset ("dataset" in the query's project, or "project.dataset") in the
+    # table's location (US for the public table) where Beam writes the query's result table.
+    # The pipeline's account then needs roles/bigquery.dataEditor on it only, beside
+    # roles/bigquery.jobUser. None: Beam creates a temporary dataset for each read, which
+    # needs bigquery.datasets.create (roles/bigquery.user on the project).
+    temp_dataset: str | None = Field(
+        None, pattern=r"^([a-z][a-z0-9-]{4,28}[a-z0-9]\.)?[A-Za-z0-9_]{1,1024}$"
+    )
 
-    @field_validator("start", "end", mode="before")
+    @field_validator("month", mode="before")
     @classmethod
-    def _date_as_text(cls, value: Any) -> Any:
-        # YAML reads an unquoted 2015-01-01 as a date.
-        return value.isoformat() if isinstance(value, datetime.date) else value
+    def _month_as_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2015-01-01 as a date: name it, not its type.
+        if isinstance(value, datetime.date):
+            raise ValueError(f"a month is YYYY-MM (e.g. \"{value:%Y-%m}\"), not the date {value}")
+        return value
 
     @field_validator("temp_location")
     @classmethod
@@ -89,11 +102,6 @@ class BigQueryConfig(_Strict):
             raise ValueError("must be a gs:// folder: BigQuery exports the query result there")
         return value
 
-    @model_validator(mode="after")
-    def _check_dates(self) -> BigQueryConfig:
-        if self.end <= self.start:
-            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
-        return self
 
 
 class DataConfig(_Strict):

@@ -275,13 +275,28 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         )
     )
     if cfg.data.input == BIGQUERY:
+        from tfx.dsl.components.base.executor_spec import BeamExecutorSpec
         from tfx.extensions.google_cloud_big_query.example_gen.component import (
             BigQueryExampleGen,
         )
 
-        # Runs the span's query over the BigQuery table and splits train/eval/test.
+        from pipeline import bigquery, bigquery_executor
+
+        bq = cfg.data.bigquery
+        # Runs the query over the BigQuery table for the month's span (TFX's static span
+        # range fills the query's span placeholder) and splits train/eval/test.
         example_gen = BigQueryExampleGen(
-            query=bigquery_query(cfg.data.bigquery), output_config=output_config
+            query=bigquery_query(bq),
+            output_config=output_config,
+            range_config=_span_range(bigquery.month_span(bq.month)),
+            custom_config=bigquery_executor.custom_config(
+                bigquery.read_settings(
+                    bq,
+                    bq.project or (cfg.vertex.project if cfg.vertex else None),
+                    cfg.vertex.labels if cfg.vertex else {},
+                )
+            ),
+            custom_executor_spec=BeamExecutorSpec(bigquery_executor.Executor),
         ).with_id(EXAMPLE_GEN_ID)
     else:
         # Reads the trip CSVs (the latest span when the pattern has {SPAN}), splits train/eval/test:

@@ -141,38 +141,10 @@ def describe_direct_mode(cfg: Config, data_root: str) -> str | None:
 
 
 def bigquery_query(bq: BigQueryConfig) -> str:
-    """The query of one span: the sample's 18 columns, booking-time fields, label and the
-    post-trip fields, from trips that started in [start, end).
+    """The query of every span, with TFX's span placeholder (see pipeline/bigquery.py)."""
+    from pipeline import bigquery
 
-    The table's times are Chicago local times stored as UTC (as in the sample): hour, day
-    of week (1 = Sunday) and month are read in UTC to match the CSV data.
-    """
-    sample = ""
-    if bq.sample_fraction < 1.0:
-        per_million = round(bq.sample_fraction * 1_000_000)
-        sample = f"\n  AND MOD(ABS(FARM_FINGERPRINT(unique_key)), 1000000) < {per_million}"
-    return f"""SELECT
-  pickup_community_area,
-  fare,
-  EXTRACT(MONTH FROM trip_start_timestamp) AS trip_start_month,
-  EXTRACT(HOUR FROM trip_start_timestamp) AS trip_start_hour,
-  EXTRACT(DAYOFWEEK FROM trip_start_timestamp) AS trip_start_day,
-  UNIX_SECONDS(trip_start_timestamp) AS trip_start_timestamp,
-  pickup_latitude,
-  pickup_longitude,
-  dropoff_latitude,
-  dropoff_longitude,
-  trip_miles,
-  pickup_census_tract,
-  dropoff_census_tract,
-  payment_type,
-  company,
-  trip_seconds,
-  dropoff_community_area,
-  tips
-FROM `{bq.table}`
-WHERE trip_start_timestamp >= TIMESTAMP('{bq.start}')
-  AND trip_start_timestamp < TIMESTAMP('{bq.end}'){sample}"""
+    return bigquery.bigquery_query(bq)
 
 
 def bigquery_beam_args(cfg: Config) -> list[str]:

@@ -30,20 +30,22 @@ def test_vertex_spec_holds_the_query_and_the_beam_arguments(tmp_path):
 
     cfg = load_config(
         VERTEX_BQ,
-        ["data.bigquery.start=2015-03-01", "data.bigquery.end=2015-04-01",
-         "data.bigquery.sample_fraction=0.25"],
+        ["data.bigquery.month=2015-03", "data.bigquery.sample_fraction=0.25"],
     )  # fmt: skip
     job = compile_pipeline(cfg, tmp_path / "bq.json")
     params, args = _task(json.loads((tmp_path / "bq.json").read_text()), dag.EXAMPLE_GEN_ID)
     split = json.loads(params["input_config"])["splits"][0]
     query = split["pattern"]
     assert "FROM `bigquery-public-data.chicago_taxi_trips.taxi_trips`" in query
-    assert "trip_start_timestamp >= TIMESTAMP('2015-03-01')" in query
-    assert "trip_start_timestamp < TIMESTAMP('2015-04-01')" in query
+    # March 2015 is the span of its first day (16495 days after 1970-01-01), which TFX
+    # writes into the query's span placeholder.
+    assert "trip_start_timestamp >= TIMESTAMP_SECONDS(@span_begin_timestamp)" in query
+    assert json.loads(params["range_config"])["static_range"]["start_span_number"] == 16495
     assert "< 250000" in query  # a quarter of the trips, by a hash of the trip id
     for column in ("fare", "trip_start_hour", "pickup_latitude", "payment_type", "company"):
         assert column in query
-    assert any("google_cloud_big_query.example_gen.executor" in a for a in args), args
+    # TFX's BigQuery executor, span-aware without a driver (pipeline/bigquery_executor.py).
+    assert "pipeline.bigquery_executor.Executor" in args, args
     assert "--project=my-gcp-project" in args
     assert "--temp_location=gs://my-gcp-project-taxifare/dataflow-tmp" in args
     assert "--region=us-central1" in args
@@ -74,7 +76,8 @@ def test_local_pipeline_gets_the_query_and_beam_arguments():
     pipeline = dag.create_pipeline(cfg, "bigquery")
     example_gen = next(c for c in pipeline.components if c.id == dag.EXAMPLE_GEN_ID)
     assert type(example_gen).__name__ == "BigQueryExampleGen"
-    assert "TIMESTAMP('2015-01-01')" in example_gen.exec_properties["input_config"]
+    assert "@span_begin_timestamp" in example_gen.exec_properties["input_config"]
+    assert "16436" in str(example_gen.exec_properties["range_config"])
     args = pipeline.beam_pipeline_args
     assert "--project=my-gcp-project" in args
     assert "--temp_location=gs://my-gcp-project-taxifare/bigquery-tmp" in args
@@ -104,5 +107,5 @@ def test_missing_project_or_temp_location_is_named(tmp_path):
         resolve_input(cfg)
     with pytest.raises(ConfigError, match="data.bigquery.temp_location"):
         load_config(LOCAL_BQ, ["data.bigquery.temp_location=/tmp/local"])
-    with pytest.raises(ConfigError, match="end"):
-        load_config(LOCAL_BQ, ["data.bigquery.end=2014-12-01"])
+    with pytest.raises(ConfigError, match="data.bigquery.month"):
+        load_config(LOCAL_BQ, ["data.bigquery.month=2014-13"])
