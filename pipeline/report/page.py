@@ -219,6 +219,8 @@ def _missing_cell(x: reads.FeatureSplits, split: str) -> str:
         return "100% (no values)"
     if share > 0.995:  # a handful of values would read as 100.0%
         return f"{share:.2%} ({x.with_values[split]:,} with a value)"
+    if 0 < share < 0.0005:  # a handful of missing values would read as 0.0%
+        return f"{share * 100:.2g}%"
     return _pct(share)
 
 

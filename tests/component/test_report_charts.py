@@ -232,6 +232,14 @@ def test_a_feature_without_values_shows_no_mean(features, section, split_rows):
             assert cell_missing.endswith("(1 with a value)") and cell_mean == "-"
         else:
             assert cell_missing == "100% (no values)" and cell_mean == "no values"
+    # A handful of trips without a duration is not 0.0% missing.
+    row = re.search(r"<tr><td>trip_seconds</td>(.*?)</tr>", section).group(1)
+    cells = dict(zip(SPLITS, re.findall(r"<td[^>]*>(.*?)</td>", row), strict=False))
+    missing = {s: sum(1 for r in split_rows[s] if not r["trip_seconds"]) for s in SPLITS}
+    assert missing["train"]
+    for split in SPLITS:
+        share = missing[split] / len(split_rows[split])
+        assert cells[split] == (f"{share * 100:.2g}%" if share else "0.0%"), split
     empty = ", ".join(s for s in SPLITS if not with_values[s])
     assert f"No values in {empty}." in _figure(section, "pickup_census_tract")
 
