@@ -199,6 +199,10 @@ def _bad_cases(rows) -> list[tuple[str, predict_pb2.PredictRequest, grpc.StatusC
     too_many = _raw_request([good[0]] * (MAX_INSTANCES + 1))
     too_big = _example_request([b"x" * (MAX_BODY_BYTES + 1000)])
     not_example = _example_request([row_to_example(good[0]), b"this is not a tf.Example"])
+    # [45.0], [] of another kind, [41.88]: protobuf reads the last list, TensorFlow the first.
+    from tests.serving.test_example_parsing import THREE_LISTS
+
+    ambiguous = _example_request([row_to_example(good[0]), THREE_LISTS])
     return [
         ("unknown model", changed(unknown_model), grpc.StatusCode.NOT_FOUND, ["'nope'"]),
         ("unknown version", changed(unknown_version), grpc.StatusCode.NOT_FOUND, ["version 7"]),
@@ -251,6 +255,15 @@ def _bad_cases(rows) -> list[tuple[str, predict_pb2.PredictRequest, grpc.StatusC
             not_example,
             grpc.StatusCode.INVALID_ARGUMENT,
             [f"inputs.{f.SERVING_TF_EXAMPLE_INPUT_KEY}[1]", "not a serialized tf.Example"],
+        ),
+        (
+            "a feature with several lists",
+            ambiguous,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            [
+                f"inputs.{f.SERVING_TF_EXAMPLE_INPUT_KEY}[1].{f.PICKUP_LATITUDE_KEY}: ",
+                "more than one",
+            ],
         ),
     ]
 
