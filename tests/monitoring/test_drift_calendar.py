@@ -196,8 +196,12 @@ def test_the_pipeline_drift_check_follows_the_configured_time_features(clean_yea
     verdict = _run_drift_check(tmp_path / "default", clean_year, default)
     assert verdict["verdict"] == "no_drift", verdict["failed_features"]
     assert set(verdict["not_compared"]) == {f.TIMESTAMP_KEY, f.MONTH_KEY}
-    report = (tmp_path / "default").glob("verdict-*/report.html")
-    assert "not compared: identifies the span" in max(report).read_text()
+    html = max((tmp_path / "default").glob("verdict-*/report.html")).read_text()
+    assert "not compared: identifies the span" in html
+    sides = verdict["sides"]
+    n_before, n_now = sides["baseline"]["examples"], sides["current"]["examples"]
+    assert f"<td>{n_before:,} examples</td>" in html and f"<td>{n_now:,} examples</td>" in html
+    assert f"N = {n_before:,} baseline · {n_now:,} current examples" in html
     # Naming no time features brings back the comparison that alarms on every new month.
     config.write_text("monitoring:\n  drift: {time_features: []}\n")
     none = thresholds_to_json(load_config(str(config)).monitoring.thresholds())
