@@ -80,13 +80,8 @@ def _values(name: str, tensor: Any, max_instances: int, max_bytes: int | None) -
         if tensor.tensor_content:
             raise RequestError(f"{where}: a DT_STRING tensor carries its values in string_val")
         held = tensor.string_val
-        if len(held) == 1 and count > 1 and max_bytes is not None:
-            size = len(held[0]) * count
-            if size > max_bytes:
-                raise RequestError(
-                    f"{where}: one value filling shape [{count}] makes {size} bytes, over the"
-                    f" {max_bytes}-byte message limit"
-                )
+        if len(held) == 1 and count > 1:
+            _check_fill(where, count, len(held[0]), max_bytes)
         values = list(held)
     elif tensor.tensor_content:
         content = tensor.tensor_content
@@ -106,10 +101,20 @@ def _values(name: str, tensor: Any, max_instances: int, max_bytes: int | None) -
     else:
         values = list(tensor.int64_val)
     if len(values) == 1 and count > 1:  # TensorProto's shorthand: one value fills the shape
+        _check_fill(where, count, _NUMPY_DTYPES[dtype].itemsize, max_bytes)
         values = values * count
     if len(values) != count:
         raise RequestError(f"{where}: shape says {count} values, the tensor holds {len(values)}")
     return values
+
+
+def _check_fill(where: str, count: int, size: int, max_bytes: int | None) -> None:
+    """Refuses one value of `size` bytes filling `count` places past the message limit."""
+    if max_bytes is not None and count * size > max_bytes:
+        raise RequestError(
+            f"{where}: one value filling shape [{count}] makes {count * size} bytes, over the"
+            f" {max_bytes}-byte message limit"
+        )
 
 
 def _check_count(count: int, max_instances: int) -> None:

@@ -92,6 +92,10 @@ def test_one_string_filling_a_shape_past_the_message_limit_is_refused(sample_row
     message = _refused({f.SERVING_TF_EXAMPLE_INPUT_KEY: tensor}, f.SERVING_TF_EXAMPLE_SIGNATURE)
     assert message.startswith(f"inputs.{f.SERVING_TF_EXAMPLE_INPUT_KEY}: one value filling")
     assert f"{MAX_BODY_BYTES}-byte message limit" in message
+    # Numbers too, where the instance limit allows more than the message limit holds.
+    hours = {f.HOUR_KEY: _tensor(DT_INT64, 1000, int64_val=[3])}
+    with pytest.raises(RequestError, match="8000 bytes, over the 4000-byte message limit"):
+        parse_tensor_request(f.SERVING_DEFAULT_SIGNATURE, hours, 10_000, False, 4000)
 
 
 def test_version_names_must_fit_in_int64(tmp_path, caplog):
