@@ -27,6 +27,31 @@ def require_vertex(cfg: Config, source: str = "the config") -> VertexConfig:
     return cfg.vertex
 
 
+def resolver_scope(pipeline_root: str) -> str:
+    """The clause that keeps a resolver query to the artifacts under `pipeline_root`.
+
+    Vertex AI Pipelines writes every artifact of a run under
+    <pipeline_root>/<project number>/<job id>/, and its metadata filters take a trailing `*`
+    on a string field: with a pipeline root of its own per pipeline (each shipped config has
+    one), this is the pipeline's own lineage.
+    """
+    return f'uri="{pipeline_root.rstrip("/")}/*"'
+
+
+def scope_resolver_queries(job: dict[str, Any], pipeline_root: str) -> None:
+    """Adds resolver_scope to every resolver query of the compiled `job`, in place.
+
+    TFX compiles the latest-blessed-model Resolver into queries over the whole regional
+    metadata store (`schema_title="tfx.ModelBlessing" AND state=LIVE AND ...`): any other
+    pipeline's blessed model in the project would become this one's Evaluator baseline and
+    the model SkewCheck treats as served.
+    """
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        for query in executor.get("resolver", {}).get("outputArtifactQueries", {}).values():
+            query["filter"] = f"{query['filter']} AND {resolver_scope(pipeline_root)}"
+
+
 def compile_pipeline(cfg: Config, output: str | os.PathLike[str]) -> dict[str, Any]:
     """Writes the pipeline job spec of `create_pipeline(cfg)` for Vertex AI Pipelines.
 
@@ -63,6 +88,8 @@ def compile_pipeline(cfg: Config, output: str | os.PathLike[str]) -> dict[str, A
         runner.run(pipeline, write_out=True)
         # The file, not the runner's return value, is what gets submitted: read it back.
         job = json.loads(partial.read_text())
+        scope_resolver_queries(job, vertex.pipeline_root)
+        partial.write_text(json.dumps(job, indent=2, sort_keys=True))
         check_spec(job)
         partial.replace(output)
     finally:

@@ -164,6 +164,9 @@ class MetadataStore:
                 clauses.append(f"state = {value}")
             elif key == "name":
                 clauses.append(f"name = '{json.loads(value)}'")
+            elif key == "uri" and json.loads(value).endswith("*"):
+                # Vertex's trailing wildcard (the pipeline root's scope) as MLMD's LIKE.
+                clauses.append(f"uri LIKE '{json.loads(value)[:-1]}%'")
             elif key.startswith("metadata.") and key.endswith(".number_value"):
                 prop = key[len("metadata.") : -len(".number_value")]
                 clauses.append(f"custom_properties.{prop}.double_value = {float(value)}")

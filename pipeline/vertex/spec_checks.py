@@ -7,7 +7,7 @@ anything is submitted (and paid for):
   the image's package by that name (TFX's Vertex entrypoint imports it to run a step);
 - every resolver query must ask for the type its producers record (for a custom type the
   compiler writes `schema_title="tfx.Artifact"`, which never matches, so the resolver finds
-  nothing on every run);
+  nothing on every run), and be scoped to the pipeline root (compiler.resolver_scope);
 - the Trainer's worker pools must ask for GPUs their machine types have.
 """
 
@@ -115,6 +115,12 @@ def check_resolver_queries(job: dict[str, Any]) -> list[str]:
                     f"{name}: the query for {key!r} asks for schema_title={asked!r}, but"
                     f" artifacts of its type are recorded as {wanted!r}: it would never find"
                     " one (a Resolver over a custom type cannot work on Vertex)"
+                )
+            elif "uri=" not in query.get("filter", ""):
+                problems.append(
+                    f"{name}: the query for {key!r} is not scoped to the pipeline root: it"
+                    " would take another pipeline's artifacts in the project (see"
+                    " compiler.scope_resolver_queries)"
                 )
             elif wanted not in produced:
                 problems.append(
