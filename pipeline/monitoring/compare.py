@@ -415,6 +415,49 @@ def time_feature_note(kind: str) -> str:
     )
 
 
+# A mix over the calendar means something only on a side that covers a whole cycle of it:
+# the day of the week over a week, the hour over a day (a daily span, a log of one
+# afternoon). The slack allows for timestamps rounded to 15 minutes, as the city's are.
+_CYCLE_SLACK_SECONDS = 3600
+CALENDAR_CYCLES = (
+    (f.DAY_KEY, 7 * 86_400, "a week"),
+    (f.HOUR_KEY, 86_400, "a day"),
+)
+
+
+def _timestamp_range(stats: Any) -> float | None:
+    """Seconds from the first to the last trip start of a side (None: no timestamps)."""
+    s = feature_stats(stats).get(f.TIMESTAMP_KEY)
+    if s is None or not s.HasField("num_stats") or not s.num_stats.common_stats.num_non_missing:
+        return None
+    return float(s.num_stats.max - s.num_stats.min)
+
+
+def short_period_notes(
+    kind: str, reference: Any, current: Any, time_features: tuple[str, ...]
+) -> dict[str, str]:
+    """Calendar mixes not compared because a side covers less than one cycle of them.
+
+    A span of one day holds one day of the week: against any other day its day-of-week mix
+    is all different, whatever happened. Only checked while the timestamp itself identifies
+    the period (it is then not compared, so its range is what the calendar says).
+    """
+    if f.TIMESTAMP_KEY not in time_features:
+        return {}
+    names = _names(kind)
+    notes = {}
+    for key, cycle, words in CALENDAR_CYCLES:
+        for name, stats in zip(names, (reference, current), strict=True):
+            covered = _timestamp_range(stats)
+            if covered is not None and covered < cycle - _CYCLE_SLACK_SECONDS:
+                notes[key] = (
+                    f"not compared: the {name} side covers {covered / 3600:,.1f} hours, less"
+                    f" than {words}"
+                )
+                break
+    return notes
+
+
 def compare_feature(
     key: str,
     ref: Distribution,
@@ -422,10 +465,12 @@ def compare_feature(
     thresholds: Thresholds,
     alpha: float,
     kind: str = DRIFT,
+    period_note: str | None = None,
 ) -> dict[str, Any]:
     """The distance, tests and flags of one feature (JSON-ready, without names of sides).
 
-    A field that identifies the period (thresholds.time_features) gets no distribution test;
+    A field that identifies the period (thresholds.time_features, or `period_note` saying
+    why: a side too short in time for its mix to mean anything) gets no distribution test;
     a test with fewer than thresholds.min_examples values (or examples) on a side is not
     made. Either way the reason is in `distribution_note` / `presence_note`.
     """
@@ -439,8 +484,9 @@ def compare_feature(
     minimum = thresholds.min_examples
     distance = p_value = test = None
     distribution_note = None
-    if key in thresholds.time_features:
-        distribution_note = time_feature_note(kind)
+    uncompared = key in thresholds.time_features or period_note is not None
+    if uncompared:
+        distribution_note = period_note or time_feature_note(kind)
     elif ref.with_value and cur.with_value and "none" not in (ref.kind, cur.kind):
         fewest = min(ref.with_value, cur.with_value)
         if comparator == L_INFINITY:
@@ -470,7 +516,7 @@ def compare_feature(
     )
     return {
         "comparator": comparator,
-        "compared": key not in thresholds.time_features,
+        "compared": not uncompared,
         "distance": distance,
         "p_value": p_value,
         "test": test,
@@ -500,9 +546,10 @@ def _feature(
     thresholds: Thresholds,
     alpha: float,
     anomalies: list[dict[str, str]],
+    period_note: str | None = None,
 ) -> dict[str, Any]:
     names = _names(kind)
-    result = compare_feature(key, ref, cur, thresholds, alpha, kind)
+    result = compare_feature(key, ref, cur, thresholds, alpha, kind, period_note)
     reasons = []
     if result["distribution_flagged"]:
         reasons.append(
@@ -609,10 +656,13 @@ def compare(
     sides = [(compared, ref_stats, cur_stats)]
     if derived is not None:
         sides.append((list(f.DERIVED_KEYS), derived[0].stats, derived[1].stats))
+    short = short_period_notes(kind, ref_stats, cur_stats, thresholds.time_features)
     # Two tests per feature (distribution, presence; presence only for a field that
     # identifies the period), at one significance level in all.
     tests = sum(
-        1 if key in thresholds.time_features else 2 for keys_, _, _ in sides for key in keys_
+        1 if key in thresholds.time_features or key in short else 2
+        for keys_, _, _ in sides
+        for key in keys_
     )
     alpha = thresholds.significance / tests
     features = []
@@ -630,6 +680,7 @@ def compare(
                     thresholds,
                     alpha,
                     anomalies.get(key, []),
+                    short.get(key) if ref_side is ref_stats else None,
                 )
             )
     failed = [feat["name"] for feat in features if feat["flagged"]]

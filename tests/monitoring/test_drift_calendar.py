@@ -207,3 +207,51 @@ def test_the_pipeline_drift_check_follows_the_configured_time_features(clean_yea
     none = thresholds_to_json(load_config(str(config)).monitoring.thresholds())
     verdict = _run_drift_check(tmp_path / "none", clean_year, none)
     assert set(verdict["failed_features"]) == {f.TIMESTAMP_KEY, f.MONTH_KEY}
+
+
+def _daily_span(rows: list[dict[str, str]], day_start: int, folder) -> object:
+    """`rows` as the trips of one day (a span of BigQuery's day partitions): each keeps its
+    hour, its start moves to that hour of the day that begins at `day_start` (a UTC
+    midnight), and its day of the week and month become that day's."""
+    import datetime
+
+    date = datetime.datetime.fromtimestamp(day_start, datetime.timezone.utc)
+    day_of_week = date.isoweekday() % 7 + 1  # 1 = Sunday
+    out = []
+    for i, r in enumerate(rows):
+        start = day_start + int(r[f.HOUR_KEY]) * 3600 + (i % 4) * 900
+        out.append(
+            dict(
+                r,
+                **{
+                    f.TIMESTAMP_KEY: str(start),
+                    f.DAY_KEY: str(day_of_week),
+                    f.MONTH_KEY: str(date.month),
+                },
+            )
+        )
+    os.makedirs(folder)
+    with open(os.path.join(folder, "trips.csv"), "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(out[0]))
+        writer.writeheader()
+        writer.writerows(out)
+    return _statistics(str(folder))
+
+
+def test_daily_spans_compare_hours_but_not_the_day_of_the_week(sample_rows, tmp_path):
+    import random
+
+    rows = random.Random(5).sample(sample_rows, 6000)
+    monday = 1_451_865_600  # 2016-01-04 00:00 UTC
+    first = _daily_span(rows[:3000], monday, tmp_path / "monday")
+    second = _daily_span(rows[3000:], monday + 86_400, tmp_path / "tuesday")
+    verdict = _drift(first, second)
+    # Monday against Tuesday: every trip's day differs, and that is the calendar.
+    assert verdict["failed_features"] == [], verdict["failed_features"]
+    assert verdict["not_compared"][f.DAY_KEY].startswith("not compared: the baseline side")
+    by_name = {x["name"]: x for x in verdict["features"]}
+    assert by_name[f.HOUR_KEY]["p_value"] is not None
+    # A day covers the hours: rush hours three hours later are still drift.
+    moved = [dict(r, **{f.HOUR_KEY: str((int(r[f.HOUR_KEY]) + 3) % 24)}) for r in rows[3000:]]
+    later = _daily_span(moved, monday + 86_400, tmp_path / "tuesday-moved")
+    assert _drift(first, later)["failed_features"] == [f.HOUR_KEY]
