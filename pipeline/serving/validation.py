@@ -651,6 +651,8 @@ def _list_count(data: bytes, kind: str, pos: int, end: int, name: str) -> int:
             unpacked = True
             _, pos = _varint(data, pos, end)
             count += 1
+        elif tag == {"float_list": _TAG_FIXED32, "int64_list": _TAG_VARINT}.get(kind):
+            raise _WireError(f"its {kind} mixes a packed run with unpacked values", name)
         else:
             raise _WireError(f"its {kind} holds a field other than its values", name)
     return count

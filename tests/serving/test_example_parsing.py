@@ -240,6 +240,14 @@ def test_bytes_parsers_read_differently_are_refused_naming_the_feature(case):
     place = "instances[1].b64" + (f".{key}" if key else "")
     assert info.value.message.startswith(f"{place}: "), info.value.message
     assert info.value.status == 400
+    reason = {
+        "value, empty list of another kind, value": "more than one value list",
+        "packed and unpacked values": "mixes a packed run with unpacked values",
+        "two packed runs": "mixes value runs",
+        "map entry repeated": "appears more than once",
+        "value before name": "does not start with its name",
+    }.get(case, "")
+    assert reason in info.value.message, info.value.message
 
 
 @pytest.mark.parametrize("case", sorted(BAD_VALUES))
