@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+from pipeline import artifact_io
 
 # The file ExampleValidator writes per split.
 ANOMALIES_FILE = "SchemaDiff.pb"
@@ -38,11 +39,9 @@ def read_anomalies(uri: str, splits: list[str]) -> list[Anomaly]:
     found: list[Anomaly] = []
     for split in splits:
         path = os.path.join(uri, f"Split-{split}", ANOMALIES_FILE)
-        if not tf.io.gfile.exists(path):
+        if not artifact_io.exists(path):
             continue
-        proto = anomalies_pb2.Anomalies()
-        with tf.io.gfile.GFile(path, "rb") as fh:
-            proto.ParseFromString(fh.read())
+        proto = anomalies_pb2.Anomalies.FromString(artifact_io.read_bytes(path))
         found.extend(anomalies_from_proto(proto, split))
     return found
 

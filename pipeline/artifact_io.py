@@ -53,6 +53,13 @@ def exists(uri: str) -> bool:
     return bool(_gfile().exists(uri))
 
 
+def is_dir(uri: str) -> bool:
+    """Whether a folder is at `uri`."""
+    if is_local(uri):
+        return os.path.isdir(_local(uri))
+    return bool(_gfile().isdir(uri))
+
+
 def list_dir(uri: str) -> list[str]:
     """The names in the folder at `uri`, sorted."""
     if is_local(uri):
@@ -67,12 +74,36 @@ def glob_files(pattern: str) -> list[str]:
     return sorted(_gfile().glob(pattern))
 
 
-def iter_tfrecords(uri: str) -> Iterator[bytes]:
-    """The records of an uncompressed TFRecord file, checksums checked."""
+def iter_tfrecords(uri: str, compressed: bool | None = None) -> Iterator[bytes]:
+    """The records of a TFRecord file, checksums checked.
+
+    Args:
+      uri: the file.
+      compressed: GZIP-compressed (as ExampleGen writes); None: when the name ends in `.gz`.
+    """
+    import gzip
+
     from pipeline.serving.request_log import scan_records
 
-    with open_binary(uri) as fh:
+    if compressed is None:
+        compressed = uri.endswith(".gz")
+    with open_binary(uri) as raw:
+        fh = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
         for record, offset, problem in scan_records(fh):
             if record is None:
                 raise OSError(f"{uri}: {problem} at byte {offset}")
             yield record
+
+
+def write_text(uri: str, text: str) -> None:
+    """Writes `text` (UTF-8) to the file at `uri`, making its folder first."""
+    if is_local(uri):
+        path = _local(uri)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    gfile = _gfile()
+    gfile.makedirs(uri.rsplit("/", 1)[0])
+    with gfile.GFile(uri, "w") as fh:
+        fh.write(text)

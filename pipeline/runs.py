@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pipeline import artifact_io, names
@@ -130,22 +131,24 @@ def _tfma_metrics_files(evaluation_uri: str) -> list[str]:
     return artifact_io.glob_files(base + "*.tfrecord") or artifact_io.glob_files(base + "*")
 
 
-def read_overall_metrics(evaluation_uri: str) -> dict[tuple[str, str], float]:
-    """TFMA's overall-slice metrics keyed by (metric name, model name).
-
-    Reads the Evaluator's MetricsForSlice records as `tfma.load_metrics` does, without
-    importing TFMA (TensorFlow and Beam), so `taxifare runs` answers at once.
-    """
+def read_tfma_metrics(evaluation_uri: str) -> Iterator[Any]:
+    """The Evaluator's MetricsForSlice records, read as `tfma.load_metrics` reads them but
+    without importing TFMA (TensorFlow and Beam), so `runs` and `report` answer at once."""
     metrics_pb2 = compat.tfma_metrics_for_slice_pb2()
-    values: dict[tuple[str, str], float] = {}
     for path in _tfma_metrics_files(evaluation_uri):
-        for record in artifact_io.iter_tfrecords(path):
-            metrics = metrics_pb2.MetricsForSlice.FromString(record)
-            if metrics.slice_key.single_slice_keys:
-                continue
-            for kv in metrics.metric_keys_and_values:
-                if not kv.key.is_diff and kv.value.HasField("double_value"):
-                    values[(kv.key.name, kv.key.model_name)] = kv.value.double_value.value
+        for record in artifact_io.iter_tfrecords(path, compressed=False):
+            yield metrics_pb2.MetricsForSlice.FromString(record)
+
+
+def read_overall_metrics(evaluation_uri: str) -> dict[tuple[str, str], float]:
+    """TFMA's overall-slice metrics keyed by (metric name, model name)."""
+    values: dict[tuple[str, str], float] = {}
+    for metrics in read_tfma_metrics(evaluation_uri):
+        if metrics.slice_key.single_slice_keys:
+            continue
+        for kv in metrics.metric_keys_and_values:
+            if not kv.key.is_diff and kv.value.HasField("double_value"):
+                values[(kv.key.name, kv.key.model_name)] = kv.value.double_value.value
     return values
 
 
@@ -212,12 +215,27 @@ def read_training_record(model_run_uri: str) -> dict[str, Any] | None:
 
 
 def training_steps(record: RunRecord) -> str:
-    """What was trained, for the table: `9x69` (epochs x steps per epoch), or the step cap."""
+    """What was trained, for the table: `9x69` (epochs x steps per epoch), `12x3907 rounds`
+    when validated every so many examples instead of every pass, or the step cap."""
     training = record.training
     if training and training.get("epochs_run") and training.get("steps_per_epoch"):
-        return f"{training['epochs_run']}x{training['steps_per_epoch']}"
+        rounds = " rounds" if training.get("validation") == "examples" else ""
+        return f"{training['epochs_run']}x{training['steps_per_epoch']}{rounds}"
     steps = record.hyperparameters.get("train_steps")
     return "-" if steps is None or record.training is None else str(steps)
+
+
+def split_text(record: RunRecord) -> str:
+    """The train/eval/test shares the Trainer recorded, e.g. `60/20/20` or `85/5/10 sized`
+    (holdouts capped in rows: the reason is in the record's training.data_split)."""
+    split = (record.training or {}).get("data_split")
+    if not split:
+        return "-"
+    total = split["train_buckets"] + split["eval_buckets"] + split["test_buckets"]
+    shares = "/".join(
+        f"{100 * split[f'{name}_buckets'] / total:.3g}" for name in ("train", "eval", "test")
+    )
+    return shares + (" sized" if split.get("sized") else "")
 
 
 def artifact_span(artifact) -> int | None:
@@ -405,6 +423,7 @@ def format_table(records: list[RunRecord]) -> str:
         "span",
         "rows",
         "epochs x steps",
+        "train/eval/test %",
         "split",
         "RMSE",
         "MAE",
@@ -423,6 +442,7 @@ def format_table(records: list[RunRecord]) -> str:
                 spans_text(r.span, r.train_spans),
                 "-" if r.rows_read is None else f"{r.rows_read:,}",
                 training_steps(r),
+                split_text(r),
                 r.metrics_split or "-",
                 _money(r.rmse),
                 _money(r.mae),

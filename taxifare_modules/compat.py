@@ -289,6 +289,33 @@ def kubeflow_v2_executor_flags_parser() -> Callable[[list[str]], Any]:
 _TFMA_METRICS_MODULE = "tensorflow_model_analysis.proto.metrics_for_slice_pb2"
 
 
+def _load_proto_module(package_name: str, module_name: str, relative_path: str) -> Any:
+    """A generated `*_pb2` module of an installed package, loaded from its file without
+    running the package's `__init__`, and registered under its real module name (so the
+    package, if imported later in the process, reuses it: one set of descriptors)."""
+    import importlib.util
+    import os
+    import sys
+
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    package = importlib.util.find_spec(package_name)
+    if package is None or not package.submodule_search_locations:
+        raise ImportError(f"{package_name} is not installed")
+    path = os.path.join(list(package.submodule_search_locations)[0], relative_path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise ImportError(f"{module_name} is not at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
 def tfma_metrics_for_slice_pb2() -> Any:
     """TFMA's `metrics_for_slice_pb2` module, loaded without importing TFMA itself.
 
@@ -305,26 +332,6 @@ def tfma_metrics_for_slice_pb2() -> Any:
     If it changes: `taxifare runs` fails with ImportError naming the file (moved, or now
     importing other TFMA modules).
     """
-    import importlib.util
-    import os
-    import sys
-
-    if _TFMA_METRICS_MODULE in sys.modules:
-        return sys.modules[_TFMA_METRICS_MODULE]
-    package = importlib.util.find_spec("tensorflow_model_analysis")
-    if package is None or not package.submodule_search_locations:
-        raise ImportError("tensorflow_model_analysis is not installed")
-    path = os.path.join(
-        list(package.submodule_search_locations)[0], "proto", "metrics_for_slice_pb2.py"
+    return _load_proto_module(
+        "tensorflow_model_analysis", _TFMA_METRICS_MODULE, "proto/metrics_for_slice_pb2.py"
     )
-    spec = importlib.util.spec_from_file_location(_TFMA_METRICS_MODULE, path)
-    if spec is None or spec.loader is None or not os.path.isfile(path):
-        raise ImportError(f"TFMA's metrics proto module is not at {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_TFMA_METRICS_MODULE] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[_TFMA_METRICS_MODULE]
-        raise
-    return module

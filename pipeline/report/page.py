@@ -13,9 +13,7 @@ import json
 import os
 from typing import Any
 
-import tensorflow as tf
-
-from pipeline import dag
+from pipeline import artifact_io, names
 from pipeline.anomalies import read_anomalies
 from pipeline.mlmd_run import NodeExecution
 from pipeline.report import reads, svg
@@ -90,22 +88,18 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> s
 def read_summary(root: str, run_id: str) -> dict[str, Any] | None:
     """The run's summary.json, if the run wrote one."""
     path = os.path.join(root, "runs", run_id, SUMMARY_FILE)
-    if not tf.io.gfile.exists(path):
+    if not artifact_io.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as fh:
-        return json.loads(fh.read())
+    return json.loads(artifact_io.read_bytes(path))
 
 
 def _why_stopped(record: RunRecord, nodes: dict[str, NodeExecution], summary) -> list[str]:
     if record.status == STOPPED_AT_GATE:
-        anomalies = _first(nodes.get(dag.EXAMPLE_VALIDATOR_ID), "anomalies")
+        anomalies = _first(nodes.get(names.EXAMPLE_VALIDATOR_ID), "anomalies")
         found = []
         if anomalies is not None:
-            from tfx.types import artifact_utils
-
-            splits = artifact_utils.decode_split_names(
-                anomalies.properties["split_names"].string_value
-            )
+            # TFX records split names as a JSON list (artifact_utils.encode_split_names).
+            splits = json.loads(anomalies.properties["split_names"].string_value or "[]")
             found = read_anomalies(anomalies.uri, splits)
         rows = [[_e(a.split), _e(a.feature), _e(a.kind), _e(a.description)] for a in found]
         return [
@@ -189,7 +183,7 @@ def _data(record: RunRecord, nodes: dict[str, NodeExecution], summary) -> list[s
         rows.append([f"examples in {_e(split)}", f'<span id="split-{_e(split)}">{count:,}</span>'])
     if rows:
         parts.append(_table(["", ""], rows))
-    statistics = _first(nodes.get(dag.STATISTICS_GEN_ID), "statistics")
+    statistics = _first(nodes.get(names.STATISTICS_GEN_ID), "statistics")
     if statistics is None:
         return parts
     splits = list(record.split_rows) or ["train", "eval"]
@@ -346,7 +340,7 @@ def _training(summary, nodes: dict[str, NodeExecution], record: RunRecord) -> li
         source = "tuned" if record.hyperparameters_source == "tuner" else "configured"
         rows = [[_e(k), _e(v)] for k, v in sorted(record.hyperparameters.items())]
         parts += [f"<h3>Hyperparameters ({source})</h3>", _table(["name", "value"], rows)]
-    model_run = _first(nodes.get(dag.TRAINER_ID), "model_run")
+    model_run = _first(nodes.get(names.TRAINER_ID), "model_run")
     if model_run is None:
         return parts + ["<p>The run did not train a model.</p>"]
     logs = os.path.join(model_run.uri, "logs")
@@ -374,8 +368,10 @@ def _training(summary, nodes: dict[str, NodeExecution], record: RunRecord) -> li
     return parts
 
 
-def _evaluation(record: RunRecord, nodes: dict[str, NodeExecution], summary) -> list[str]:
-    evaluation = _first(nodes.get(dag.EVALUATOR_ID), "evaluation")
+def _evaluation(
+    record: RunRecord, nodes: dict[str, NodeExecution], summary, run_dir: str | None
+) -> list[str]:
+    evaluation = _first(nodes.get(names.EVALUATOR_ID), "evaluation")
     if evaluation is None:
         return []
     split = record.metrics_split or "eval"
@@ -444,22 +440,18 @@ def _evaluation(record: RunRecord, nodes: dict[str, NodeExecution], summary) -> 
                 [[_e(s.value), _money(s.rmse), _money(s.mae), f"{s.count or 0:,}"] for s in of_key],
             )
         )
-    parts += _predicted_vs_actual(record, nodes, split)
+    parts += _predicted_vs_actual(record, nodes, split, run_dir)
     return parts
 
 
-def _predicted_vs_actual(record, nodes, split: str) -> list[str]:
-    model = _first(nodes.get(dag.TRAINER_ID), "model")
-    examples = _first(nodes.get(dag.FARE_FILTER_ID), "filtered_examples")
+def _predicted_vs_actual(record, nodes, split: str, run_dir: str | None) -> list[str]:
+    model = _first(nodes.get(names.TRAINER_ID), "model")
+    examples = _first(nodes.get(names.FARE_FILTER_ID), "filtered_examples")
     if model is None or examples is None:
         return []
-    rows = reads.read_examples(examples.uri, split.split(",")[0], SCATTER_EXAMPLES)
-    if not rows:
+    points = _scatter_points(model.uri, examples.uri, split.split(",")[0], run_dir)
+    if not points:
         return []
-    fares = reads.predict_examples(model.uri, rows)
-    points = [
-        (float(r[f.LABEL_KEY]), p) for r, p in zip(rows, fares, strict=True) if r.get(f.LABEL_KEY)
-    ]
     return [
         f"<h3>Predicted vs actual fare ({len(points)} trips of the {_e(split)} split)</h3>",
         svg.scatter(
@@ -467,6 +459,35 @@ def _predicted_vs_actual(record, nodes, split: str) -> list[str]:
         ),
         '<p class="small">The dashed line is a perfect prediction.</p>',
     ]
+
+
+# Beside a run's summary: the predicted-vs-actual points, so that `taxifare report` draws them
+# again without loading TensorFlow and the model.
+SCATTER_FILE = "predicted_vs_actual.json"
+
+
+def _scatter_points(
+    model_uri: str, examples_uri: str, split: str, run_dir: str | None
+) -> list[tuple[float, float]]:
+    """(actual, predicted) fares of the first examples of `split`: read from the run's
+    folder when an earlier report saved them for this model, else computed and saved."""
+    cache = os.path.join(run_dir, SCATTER_FILE) if run_dir else None
+    if cache and artifact_io.exists(cache):
+        saved = json.loads(artifact_io.read_bytes(cache))
+        if saved.get("model") == model_uri and saved.get("split") == split:
+            return [(float(a), float(p)) for a, p in saved["points"]]
+    rows = reads.read_examples(examples_uri, split, SCATTER_EXAMPLES)
+    if not rows:
+        return []
+    fares = reads.predict_examples(model_uri, rows)
+    points = [
+        (float(r[f.LABEL_KEY]), p) for r, p in zip(rows, fares, strict=True) if r.get(f.LABEL_KEY)
+    ]
+    if cache:
+        artifact_io.write_text(
+            cache, json.dumps({"model": model_uri, "split": split, "points": points})
+        )
+    return points
 
 
 def _where(record: RunRecord, summary) -> list[str]:
@@ -492,9 +513,13 @@ def _where(record: RunRecord, summary) -> list[str]:
 
 
 def render_report(
-    record: RunRecord, nodes: dict[str, NodeExecution], summary: dict[str, Any] | None
+    record: RunRecord,
+    nodes: dict[str, NodeExecution],
+    summary: dict[str, Any] | None,
+    run_dir: str | None = None,
 ) -> str:
-    """The report page of one run."""
+    """The report page of one run (`run_dir`: the run's folder, where the points of the
+    predicted-vs-actual chart are kept)."""
     body = [
         f"<h1>taxifare run {_e(record.run_id)}</h1>",
         *_why_stopped(record, nodes, summary),
@@ -502,7 +527,7 @@ def render_report(
         *_dag_path(record),
         *_data(record, nodes, summary),
         *_training(summary, nodes, record),
-        *_evaluation(record, nodes, summary),
+        *_evaluation(record, nodes, summary, run_dir),
         *_where(record, summary),
     ]
     return (
@@ -530,8 +555,6 @@ def write_report(
     record, nodes = load_run(root, run_id)
     if summary is None:
         summary = read_summary(root, record.run_id)
-    page = render_report(record, nodes, summary)
-    tf.io.gfile.makedirs(os.path.dirname(out_path) or ".")
-    with tf.io.gfile.GFile(out_path, "w") as fh:
-        fh.write(page)
+    page = render_report(record, nodes, summary, os.path.join(root, "runs", record.run_id))
+    artifact_io.write_text(out_path, page)
     return out_path

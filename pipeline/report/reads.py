@@ -1,4 +1,9 @@
-"""What a run's report shows, read from the artifacts MLMD points to (through tf.io.gfile)."""
+"""What a run's report shows, read from the artifacts MLMD points to.
+
+Read through pipeline/artifact_io (any filesystem; local paths without TensorFlow) and the
+libraries' own protocol buffers, so `taxifare report` starts in about a second; only
+running the model (predict_examples) imports TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ import math
 import os
 from typing import Any
 
-import tensorflow as tf
-
+from pipeline import artifact_io
+from pipeline.example_wire import decode_example
 from taxifare_modules import features as f
 
 _RMSE = "root_mean_squared_error"
@@ -55,9 +60,10 @@ class FeatureSplits:
 
 
 def _split_stats(uri: str, split: str):
-    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    stats = tfdv.load_stats_binary(os.path.join(uri, f"Split-{split}", "FeatureStats.pb"))
+    path = os.path.join(uri, f"Split-{split}", "FeatureStats.pb")
+    stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(artifact_io.read_bytes(path))
     return stats.datasets[0] if stats.datasets else None
 
 
@@ -368,22 +374,24 @@ def read_training_curves(logs_dir: str) -> dict[str, dict[str, list[tuple[float,
     Epochs are numbered from 1, as the run's summary numbers them (Keras logs them from 0).
     Keras writes these whatever its `update_freq`; per-batch scalars are left out.
     """
+    from tensorboard.compat.proto import event_pb2
+
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
-    if not tf.io.gfile.isdir(logs_dir):
+    if not artifact_io.is_dir(logs_dir):
         return curves
-    for side in sorted(tf.io.gfile.listdir(logs_dir)):
-        side = side.rstrip("/")
-        files = sorted(tf.io.gfile.glob(os.path.join(logs_dir, side, "events.out.tfevents*")))
+    for side in artifact_io.list_dir(logs_dir):
+        files = artifact_io.glob_files(os.path.join(logs_dir, side, "events.out.tfevents*"))
         by_tag: dict[str, list[tuple[float, float]]] = {}
         for path in files:
-            for event in tf.compat.v1.train.summary_iterator(path):
+            for record in artifact_io.iter_tfrecords(path, compressed=False):
+                event = event_pb2.Event.FromString(record)
                 for value in event.summary.value:
                     if value.HasField("simple_value"):
                         number = float(value.simple_value)
                     elif value.metadata.plugin_data.plugin_name == "scalars" and value.HasField(
                         "tensor"
                     ):
-                        number = float(tf.make_ndarray(value.tensor))
+                        number = _scalar(value.tensor)
                     else:
                         continue
                     by_tag.setdefault(value.tag, []).append((float(event.step), number))
@@ -393,6 +401,25 @@ def read_training_curves(logs_dir: str) -> dict[str, dict[str, list[tuple[float,
                 continue
             curves.setdefault(metric, {})[side] = sorted((step + 1, v) for step, v in points)
     return curves
+
+
+# TensorProto dtypes of the scalars Keras writes (tensorflow/core/framework/types.proto).
+_DT_FLOAT, _DT_DOUBLE = 1, 2
+
+
+def _scalar(tensor: Any) -> float:
+    """The value of a scalar TensorProto (float or double) without TensorFlow."""
+    import struct
+
+    if tensor.dtype == _DT_FLOAT:
+        if tensor.tensor_content:
+            return struct.unpack("<f", tensor.tensor_content[:4])[0]
+        return float(tensor.float_val[0])
+    if tensor.dtype == _DT_DOUBLE:
+        if tensor.tensor_content:
+            return struct.unpack("<d", tensor.tensor_content[:8])[0]
+        return float(tensor.double_val[0])
+    raise ValueError(f"a scalar summary of dtype {tensor.dtype}, not float or double")
 
 
 @dataclasses.dataclass
@@ -420,10 +447,10 @@ def _slice_value(key) -> str:
 
 def read_slice_metrics(evaluation_uri: str) -> list[SliceMetrics]:
     """TFMA's metrics per single-feature slice."""
-    import tensorflow_model_analysis as tfma
+    from pipeline.runs import read_tfma_metrics
 
     found = []
-    for metrics in tfma.load_metrics(evaluation_uri):
+    for metrics in read_tfma_metrics(evaluation_uri):
         keys = metrics.slice_key.single_slice_keys
         if len(keys) != 1:
             continue
@@ -447,22 +474,25 @@ def read_slice_metrics(evaluation_uri: str) -> list[SliceMetrics]:
     return found
 
 
+def _row(raw: bytes) -> dict[str, Any]:
+    """A serialized example as {feature: first value or None} (plus `_raw`)."""
+    row: dict[str, Any] = {"_raw": raw}
+    for key, values in decode_example(raw).items():
+        value = values[0] if values else None
+        row[key] = value.decode() if isinstance(value, bytes) else value
+    return row
+
+
+def _split_files(examples_uri: str, split: str) -> list[str]:
+    return artifact_io.glob_files(os.path.join(examples_uri, f"Split-{split}", "*"))
+
+
 def read_examples(examples_uri: str, split: str, limit: int) -> list[dict[str, Any]]:
     """Up to `limit` examples of a split as {feature: first value or None} (plus `_raw`)."""
-    pattern = os.path.join(examples_uri, f"Split-{split}", "*")
-    files = sorted(tf.io.gfile.glob(pattern))
     rows: list[dict[str, Any]] = []
-    for path in files:
-        compression = "GZIP" if path.endswith(".gz") else ""
-        for raw in tf.data.TFRecordDataset(path, compression_type=compression):
-            example = tf.train.Example.FromString(raw.numpy())
-            row: dict[str, Any] = {"_raw": raw.numpy()}
-            for key, feature in example.features.feature.items():
-                kind = feature.WhichOneof("kind")
-                values = list(getattr(feature, kind).value) if kind else []
-                value = values[0] if values else None
-                row[key] = value.decode() if isinstance(value, bytes) else value
-            rows.append(row)
+    for path in _split_files(examples_uri, split):
+        for raw in artifact_io.iter_tfrecords(path):
+            rows.append(_row(raw))
             if len(rows) >= limit:
                 return rows
     return rows
@@ -484,6 +514,7 @@ def trips_request(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 
 def predict_examples(model_uri: str, rows: list[dict[str, Any]]) -> list[float]:
     """The model's fares for serialized examples (its tf.Example signature)."""
+    import tensorflow as tf
     from tfx.utils import path_utils
 
     model = tf.saved_model.load(path_utils.serving_model_path(model_uri))
@@ -504,25 +535,13 @@ def sample_examples(examples_uri: str, split: str, size: int, seed: int) -> list
     rng = random.Random(seed)
     chosen: list[tuple[int, bytes]] = []
     seen = 0
-    for path in sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))):
-        compression = "GZIP" if path.endswith(".gz") else ""
-        for batch in tf.data.TFRecordDataset(path, compression_type=compression).batch(4096):
-            for raw in batch.numpy():
-                if len(chosen) < size:
-                    chosen.append((seen, raw))
-                else:
-                    slot = rng.randrange(seen + 1)
-                    if slot < size:
-                        chosen[slot] = (seen, raw)
-                seen += 1
-    rows: list[dict[str, Any]] = []
-    for _, raw in sorted(chosen, key=lambda item: item[0]):
-        example = tf.train.Example.FromString(raw)
-        row: dict[str, Any] = {"_raw": raw}
-        for key, feature in example.features.feature.items():
-            kind = feature.WhichOneof("kind")
-            values = list(getattr(feature, kind).value) if kind else []
-            value = values[0] if values else None
-            row[key] = value.decode() if isinstance(value, bytes) else value
-        rows.append(row)
-    return rows
+    for path in _split_files(examples_uri, split):
+        for raw in artifact_io.iter_tfrecords(path):
+            if len(chosen) < size:
+                chosen.append((seen, raw))
+            else:
+                slot = rng.randrange(seen + 1)
+                if slot < size:
+                    chosen[slot] = (seen, raw)
+            seen += 1
+    return [_row(raw) for _, raw in sorted(chosen, key=lambda item: item[0])]

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -139,6 +140,43 @@ def test_runs_lists_each_run_with_its_status_and_figures(history, capsys):
     assert len(lines) == 3
     assert STOPPED_AT_GATE in lines[1] and NOT_BLESSED in lines[2]
     assert f"${history['not_blessed'][1]['eval_rmse']:.2f}" in lines[2]
+
+
+HEAVY_MODULES = {"tensorflow", "tfx", "apache_beam", "tensorflow_model_analysis",
+                 "tensorflow_data_validation", "tensorflow_transform"}
+
+
+def _top_level_imports(args: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Runs `python -X importtime -m pipeline <args>`; the top-level modules it imported."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return done, modules
+
+
+def test_runs_and_report_of_a_real_root_read_it_without_tensorflow(history, tmp_path):
+    root = str(history["root"])
+    done, modules = _top_level_imports(["runs", "--root", root])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "completed" in done.stdout and "$" in done.stdout
+    assert not modules & HEAVY_MODULES, sorted(modules & HEAVY_MODULES)
+    # Each run's own report (written by `taxifare run`) kept what needs the model to draw.
+    run_id = history["pushed"][1]["run_id"]
+    done, modules = _top_level_imports(
+        ["report", "--root", root, "--run", run_id, "--out", str(tmp_path)]
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not modules & HEAVY_MODULES, sorted(modules & HEAVY_MODULES)
+    (page,) = tmp_path.glob("report-*.html")
+    assert "Predicted vs actual fare" in page.read_text()
 
 
 def test_runs_of_a_root_without_runs_is_a_usage_error(tmp_path, capsys):
