@@ -52,6 +52,18 @@ class SplitConfig(_Strict):
     train_buckets: int = Field(3, ge=1, le=100)
     eval_buckets: int = Field(1, ge=1, le=100)
     test_buckets: int = Field(1, ge=1, le=100)
+    # Caps on the holdouts' rows at scale (see pipeline/split_sizing.py): when the buckets
+    # above would put more rows in eval or test, that split gets just its cap and train the
+    # rest. Eval is compared with itself epoch after epoch (early stopping: a paired
+    # comparison, far less noisy than one RMSE); test gives the blessed RMSE, whose standard
+    # error on the synthetic trips' long-tailed fares is about $0.085 at 200,000 rows (2.5%
+    # of a $3.36 RMSE; BENCHMARKS.md, "Scale"). null: no cap.
+    max_eval_rows: int | None = Field(100_000, ge=1)
+    max_test_rows: int | None = Field(200_000, ge=1)
+    # Bytes per CSV row for the row estimate from the input's size (the sample: 128, the
+    # synthetic trips: 130); a lower figure overestimates the rows, so the holdouts come out
+    # under their caps rather than over.
+    bytes_per_row: int = Field(128, ge=1)
 
 
 # The public table of every Chicago taxi trip since 2013 (about 200 million rows).
@@ -192,7 +204,8 @@ class TrainingConfig(_Strict):
 
     # At most this many passes over the train split.
     epochs: int = Field(30, ge=1)
-    # Stop after this many epochs without a better eval RMSE.
+    # Stop after this many validations (epochs; rounds at scale, see validation_examples)
+    # without a better eval RMSE.
     early_stopping_patience: int = Field(3, ge=1)
     # A better eval RMSE must be lower by at least this much (US dollars) to count.
     early_stopping_min_delta: float = Field(0.01, ge=0.0, allow_inf_nan=False)
@@ -208,6 +221,13 @@ class TrainingConfig(_Strict):
     # on data that fits); larger splits, or false, stream from the files.
     in_memory: bool = True
     in_memory_max_rows: int = Field(1_000_000, ge=0)
+    # Validate (and so stop early) every this many training examples, a "round", when a
+    # pass over the train split is longer; `epochs` then bounds the rounds to as many
+    # examples as that many passes, and `early_stopping_patience` counts rounds (patience
+    # in examples: patience x this). On 2M trips the eval curve flattened within 1-2 passes
+    # of 1.2M examples, which epoch-wise stopping could not see until 3 passes later.
+    # null: validate once per pass, however long.
+    validation_examples: int | None = Field(500_000, ge=1)
     model: ModelConfig = ModelConfig()
 
 

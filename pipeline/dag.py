@@ -65,6 +65,7 @@ from pipeline.names import (
     TRANSFORM_ID,
     TUNER_ID,
 )
+from pipeline.split_sizing import SplitPlan, plan_split
 from pipeline.vertex import component_config as vertex_config
 from taxifare_modules import features as f
 from taxifare_modules import trainer as trainer_module
@@ -156,6 +157,7 @@ def trainer_custom_config(cfg: Config) -> dict:
         trainer_module.EPOCHS_KEY: t.epochs,
         trainer_module.PATIENCE_KEY: t.early_stopping_patience,
         trainer_module.MIN_DELTA_KEY: t.early_stopping_min_delta,
+        trainer_module.VALIDATION_EXAMPLES_KEY: t.validation_examples,
         trainer_module.MODEL_PARAMS_KEY: {
             "hidden_units": list(t.model.hidden_units),
             "embedding_dim": t.model.embedding_dim,
@@ -188,6 +190,25 @@ def _train_args(cfg: Config) -> trainer_pb2.TrainArgs:
 
 def _eval_args(cfg: Config) -> trainer_pb2.EvalArgs:
     return trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=cfg.training.eval_steps)
+
+
+def split_plan(cfg: Config, data_root: str) -> SplitPlan:
+    """The hash buckets of ExampleGen's split for this input (see pipeline/split_sizing.py).
+
+    With a window of spans each span's ExampleGen splits its own span, so the rows are
+    estimated per span: the window's bytes over its spans.
+    """
+    size = input_size_bytes(cfg, data_root)
+    window = size is not None and cfg.data.train_spans > 1
+    spans = len(window_spans(cfg, data_root)) if window else 1
+    split = cfg.data.split
+    return plan_split(
+        (split.train_buckets, split.eval_buckets, split.test_buckets),
+        split.max_eval_rows,
+        split.max_test_rows,
+        split.bytes_per_row,
+        None if size is None else size // max(1, spans),
+    )
 
 
 def streaming_example_gen(cfg: Config, data_root: str) -> bool:
@@ -259,18 +280,17 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         input_config = example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="single_split", pattern=cfg.data.pattern)]
         )
+    # The configured buckets, or at scale holdouts capped in rows and the rest to train.
+    plan = split_plan(cfg, data_root)
     output_config = example_gen_pb2.Output(
         split_config=example_gen_pb2.SplitConfig(
             splits=[
-                example_gen_pb2.SplitConfig.Split(
-                    name=TRAIN_SPLIT, hash_buckets=cfg.data.split.train_buckets
-                ),
-                example_gen_pb2.SplitConfig.Split(
-                    name=EVAL_SPLIT, hash_buckets=cfg.data.split.eval_buckets
-                ),
-                example_gen_pb2.SplitConfig.Split(
-                    name=TEST_SPLIT, hash_buckets=cfg.data.split.test_buckets
-                ),
+                example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
+                for name, buckets in (
+                    (TRAIN_SPLIT, plan.train_buckets),
+                    (EVAL_SPLIT, plan.eval_buckets),
+                    (TEST_SPLIT, plan.test_buckets),
+                )
             ]
         )
     )
@@ -462,6 +482,8 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
     # tier's machines (GPUs, workers).
     trainer_class = Trainer
     custom_config = trainer_custom_config(cfg)
+    # The split it learns from and why, for its training record (summary, `taxifare runs`).
+    custom_config[trainer_module.DATA_SPLIT_KEY] = plan.to_json()
     if cfg.vertex is not None:
         from tfx.extensions.google_cloud_ai_platform.trainer.component import (
             Trainer as VertexTrainer,

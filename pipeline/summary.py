@@ -28,6 +28,7 @@ from pipeline.runs import (
     read_overall_metrics,
     trained_spans,
 )
+from pipeline.split_sizing import describe_recorded
 from taxifare_modules.hparams import TRAINING_RECORD
 
 _RMSE = "root_mean_squared_error"
@@ -288,6 +289,34 @@ def build_summary(
     return summary
 
 
+def render_training(t: dict, tuning_trials: int | None = None) -> list[str]:
+    """The summary lines of the Trainer's record: the split it learned from and why, and
+    how long it trained (epochs, or rounds of examples at scale) and why it stopped."""
+    lines = []
+    split = describe_recorded(t.get("data_split"))
+    if split:
+        lines.append(f"split        {split}")
+    tuned = f"; hyperparameters from {tuning_trials} tuning trials" if tuning_trials else ""
+    if t.get("validation") == "examples":
+        lines.append(
+            f"training     {t['epochs_run']} rounds of {t['round_examples']:,} examples"
+            f" ({t['steps_per_epoch']:,} steps), validated after each: a pass over the"
+            f" {t['train_examples']:,} train examples is longer (training.validation_examples)"
+        )
+        lines.append(
+            f"             best weights: round {t['best_epoch']}"
+            f" ({t['examples_at_best']:,} examples), {t['examples_trained']:,} examples"
+            f" trained; patience {t['patience_examples']:,} examples{tuned}"
+        )
+    else:
+        lines.append(
+            f"training     {t['epochs_run']} epochs of {t['steps_per_epoch']:,} steps"
+            f" (best weights: epoch {t['best_epoch']}),"
+            f" {t['examples_trained']:,} examples{tuned}"
+        )
+    return lines
+
+
 def render(summary: RunSummary, cfg: Config, config_path: str | None = None) -> str:
     """The closing summary a person reads."""
     lines = ["", "taxifare run summary", "--------------------"]
@@ -332,17 +361,7 @@ def render(summary: RunSummary, cfg: Config, config_path: str | None = None) -> 
             f" on {summary.eval_count:,} test trips{base}"
         )
     if summary.training:
-        t = summary.training
-        tuned = (
-            f"; hyperparameters from {summary.tuning_trials} tuning trials"
-            if summary.tuning_trials
-            else ""
-        )
-        lines.append(
-            f"training     {t['epochs_run']} epochs of {t['steps_per_epoch']:,} steps"
-            f" (best weights: epoch {t['best_epoch']}),"
-            f" {t['examples_trained']:,} examples{tuned}"
-        )
+        lines += render_training(summary.training, summary.tuning_trials)
     if summary.blessed is not None:
         if summary.blessed:
             lines.append(

@@ -70,8 +70,8 @@ class TrainingSettings:
     eval_batch_size: int = 256
     # At most this many passes over the train split; early stopping usually ends sooner.
     epochs: int = 30
-    # Stop after this many epochs without a better eval RMSE; the best epoch's weights are
-    # the ones kept.
+    # Stop after this many validations (epochs, or rounds: see validation_examples) without a
+    # better eval RMSE; the best one's weights are the ones kept.
     early_stopping_patience: int = 3
     # An eval RMSE counts as better only when it is at least this much lower (US dollars):
     # on 2M trips the eval RMSE wandered by a few tenths of a cent for epochs on end, and each
@@ -85,6 +85,10 @@ class TrainingSettings:
     # Read a split into memory when it has at most in_memory_max_rows examples.
     in_memory: bool = True
     in_memory_max_rows: int = 1_000_000
+    # Validate every this many training examples (a round) when a pass over the train split
+    # is longer: the epochs then bound the rounds to that many passes' examples and the
+    # patience counts rounds. None: validate once per pass, however long.
+    validation_examples: int | None = 500_000
 
 
 _P = TypeVar("_P")

@@ -48,6 +48,10 @@ IN_MEMORY_MAX_ROWS_KEY = "in_memory_max_rows"
 EPOCHS_KEY = "epochs"
 PATIENCE_KEY = "early_stopping_patience"
 MIN_DELTA_KEY = "early_stopping_min_delta"
+VALIDATION_EXAMPLES_KEY = "validation_examples"
+# The ExampleGen split the train and eval splits come from and why (pipeline/split_sizing.py),
+# copied into the training record so that the run summary and `taxifare runs` show it.
+DATA_SPLIT_KEY = "data_split"
 
 # On a training cluster (Vertex AI), training state is backed up to <model_run_dir>/backup
 # after every epoch, so a replica that restarts (preemption, maintenance) resumes there
@@ -369,11 +373,14 @@ class FitResult:
 
     model: tf.keras.Model
     best_eval_rmse: float
-    best_epoch: int  # 1-based
-    epochs_run: int
+    best_epoch: int  # 1-based; a round when validating by examples
+    epochs_run: int  # Keras epochs: passes, or rounds when validating by examples
     steps_per_epoch: int
     train_examples: int
     batch_size: int  # the global batch (all replicas)
+    # Training examples between two validations when validating by examples (a pass over
+    # the train split is longer than settings.validation_examples); None: once per pass.
+    round_examples: int | None = None
 
 
 def settings_from_custom_config(
@@ -395,6 +402,7 @@ def settings_from_custom_config(
         seed=config.get(SEED_KEY),
         in_memory=bool(config.get(IN_MEMORY_KEY, defaults.in_memory)),
         in_memory_max_rows=int(config.get(IN_MEMORY_MAX_ROWS_KEY, defaults.in_memory_max_rows)),
+        validation_examples=config.get(VALIDATION_EXAMPLES_KEY, defaults.validation_examples),
     )
 
 
@@ -404,6 +412,30 @@ def model_params_from_custom_config(config: dict[str, Any]) -> ModelParams:
     if "hidden_units" in params:
         params["hidden_units"] = tuple(params["hidden_units"])
     return ModelParams(**params)
+
+
+def training_length(
+    train_rows: int, batch_size: int, settings: TrainingSettings
+) -> tuple[int, int, int | None]:
+    """(epochs, steps per epoch, examples per round) of a training on `train_rows` examples.
+
+    An epoch is one pass over the train split, unless a pass is longer than
+    `settings.validation_examples`: then Keras' epoch is a round of that many examples
+    (whole batches), so the eval RMSE is checked and early stopping can act within a pass,
+    and the rounds are bounded to `settings.epochs` passes' worth of steps. The third value
+    is None when an epoch is a pass. `settings.train_steps` caps the total either way.
+    """
+    steps_per_pass = max(1, train_rows // batch_size)
+    steps_per_epoch, epochs, round_examples = steps_per_pass, settings.epochs, None
+    every = settings.validation_examples
+    if every is not None and train_rows > every:
+        steps_per_epoch = max(1, math.ceil(every / batch_size))
+        epochs = math.ceil(settings.epochs * steps_per_pass / steps_per_epoch)
+        round_examples = steps_per_epoch * batch_size
+    if settings.train_steps is not None:
+        steps_per_epoch = min(steps_per_epoch, settings.train_steps)
+        epochs = min(epochs, math.ceil(settings.train_steps / steps_per_epoch))
+    return epochs, steps_per_epoch, round_examples
 
 
 def fit_model(
@@ -416,8 +448,9 @@ def fit_model(
     """Trains a model on the train split, epoch by epoch, validating on the eval split.
 
     The length comes from the data: an epoch is one pass over the train split (its
-    examples counted from the files), and training stops once the eval RMSE has not
-    improved for `early_stopping_patience` epochs, keeping the best epoch's weights. The
+    examples counted from the files), or at scale a round of `validation_examples` (see
+    training_length), and training stops once the eval RMSE has not improved for
+    `early_stopping_patience` epochs, keeping the best epoch's weights. The
     test split is never looked at here. The pipeline's run_fn, the tuner's trials and
     `python -m taxifare_modules.task` all train through this function.
     """
@@ -429,22 +462,19 @@ def fit_model(
     eval_rows = count_examples(data.eval_files)
     batch_size = min(settings.batch_size * replicas, train_rows)
     eval_batch_size = settings.eval_batch_size * replicas
-    steps_per_epoch = max(1, train_rows // batch_size)
-    epochs = settings.epochs
-    if settings.train_steps is not None:
-        steps_per_epoch = min(steps_per_epoch, settings.train_steps)
-        epochs = min(epochs, math.ceil(settings.train_steps / steps_per_epoch))
+    epochs, steps_per_epoch, round_examples = training_length(train_rows, batch_size, settings)
 
     def in_memory(rows: int) -> bool:
         return settings.in_memory and rows <= settings.in_memory_max_rows
 
     _LOG.info(
-        "training on %d examples (%s), validating on %d (%s): up to %d epochs of %d steps",
+        "training on %d examples (%s), validating on %d (%s): up to %d %s of %d steps",
         train_rows,
         "in memory" if in_memory(train_rows) else "streamed",
         eval_rows,
         "in memory" if in_memory(eval_rows) else "streamed",
         epochs,
+        "epochs" if round_examples is None else f"rounds of {round_examples:,} examples",
         steps_per_epoch,
     )
     train_ds = _input_fn(
@@ -503,21 +533,37 @@ def fit_model(
         steps_per_epoch=steps_per_epoch,
         train_examples=train_rows,
         batch_size=batch_size,
+        round_examples=round_examples,
     )
 
 
 def write_training_record(
-    result: FitResult, params: ModelParams, settings: TrainingSettings, model_run_dir: str
+    result: FitResult,
+    params: ModelParams,
+    settings: TrainingSettings,
+    model_run_dir: str,
+    data_split: dict[str, Any] | None = None,
 ) -> None:
-    """Writes <model_run_dir>/training.json: epochs run, the best epoch, examples trained."""
+    """Writes <model_run_dir>/training.json: epochs run, the best epoch, examples trained.
+
+    `validation` says what an epoch was: a pass over the train split (`epoch`), or a round
+    of `round_examples` (`examples`), with the patience in examples; `data_split` is the
+    split the examples came from and why (pipeline/split_sizing.py), when the pipeline gave it.
+    """
+    examples_per_epoch = result.steps_per_epoch * result.batch_size
     record = {
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "steps_per_epoch": result.steps_per_epoch,
         "batch_size": result.batch_size,
-        "examples_trained": result.epochs_run * result.steps_per_epoch * result.batch_size,
+        "examples_trained": result.epochs_run * examples_per_epoch,
+        "examples_at_best": result.best_epoch * examples_per_epoch,
         "train_examples": result.train_examples,
         "best_eval_rmse": result.best_eval_rmse,
+        "validation": "epoch" if result.round_examples is None else "examples",
+        "round_examples": result.round_examples,
+        "patience_examples": settings.early_stopping_patience * examples_per_epoch,
+        "data_split": data_split,
         "model": dataclasses.asdict(params),
         "settings": dataclasses.asdict(settings),
     }
@@ -532,6 +578,7 @@ def train_and_export(
     data: TrainingData,
     model_run_dir: str,
     serving_model_dir: str,
+    data_split: dict[str, Any] | None = None,
 ) -> FitResult:
     """Trains (see fit_model), exports with the serving signatures, records the reference.
 
@@ -574,7 +621,7 @@ def train_and_export(
             export_dir,
         )
         _LOG.info("recorded the model's distance and fare on %d eval examples", written)
-        write_training_record(result, params, settings, model_run_dir)
+        write_training_record(result, params, settings, model_run_dir, data_split)
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
         _wait_for_chief_export(serving_model_dir)
@@ -608,6 +655,7 @@ def run_fn(fn_args: FnArgs) -> None:
         ),
         fn_args.model_run_dir,
         fn_args.serving_model_dir,
+        config.get(DATA_SPLIT_KEY),
     )
 
 
