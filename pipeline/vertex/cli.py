@@ -174,6 +174,52 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def cmd_check_image(args: argparse.Namespace) -> int:
+    """`taxifare check-image`: this environment can run every step of the compiled specs."""
+    import json
+
+    from pipeline.config import ConfigError, load_config
+
+    jobs = {}
+    try:
+        for path in args.spec or []:
+            with open(path) as fh:  # a local file given on the command line
+                jobs[path] = json.load(fh)
+        lock_text = Path(args.lock).read_text()
+    except (OSError, json.JSONDecodeError) as e:
+        return _fail(f"check-image: cannot read {e.filename or 'a spec'}: {e}", EXIT_USAGE)
+    if args.config:
+        import tempfile
+
+        from pipeline.vertex.compiler import compile_pipeline
+        from pipeline.vertex.spec_checks import SpecCheckError
+
+        with tempfile.TemporaryDirectory() as folder:
+            for path in args.config:
+                try:
+                    cfg = load_config(path, args.overrides)
+                    jobs[path] = compile_pipeline(cfg, Path(folder) / "spec.json")
+                except (ConfigError, SpecCheckError) as e:
+                    return _fail(f"check-image: {path}: {e}", EXIT_FAILED)
+    if not jobs:
+        return _fail("check-image: give at least one --config or --spec", EXIT_USAGE)
+    from pipeline.vertex.image_check import check_image
+
+    problems = check_image(jobs, lock_text, args.schema)
+    if problems:
+        return _fail(
+            "check-image: this environment cannot run the pipeline:\n"
+            + "\n".join(f"  - {p}" for p in problems),
+            EXIT_FAILED,
+        )
+    print(
+        f"taxifare: check-image: {len(jobs)} spec(s) runnable here ({', '.join(jobs)}); the"
+        f" lock's versions installed ({args.lock}); tf.keras is Keras 2",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def add_vertex_parsers(
     subparsers: argparse._SubParsersAction,
 ) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -222,4 +268,37 @@ def add_vertex_parsers(
         default="build/rehearsal",
         help="the rehearsal's folder: artifacts, ML Metadata, logs (default build/rehearsal)",
     )
-    return {"compile": cmd_compile, "submit": cmd_submit, "rehearse": cmd_rehearse}
+    check_parser = subparsers.add_parser(
+        "check-image",
+        help="check that this environment (the pipeline image) can run every step of the"
+        " compiled Vertex pipeline: imports, locked versions, Keras 2, the schema",
+    )
+    check_parser.add_argument(
+        "--config",
+        action="append",
+        help="compile this config and check its spec (repeatable)",
+    )
+    check_parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (repeatable)",
+    )
+    check_parser.add_argument(
+        "--spec", action="append", help="check this compiled spec (JSON; repeatable)"
+    )
+    check_parser.add_argument(
+        "--lock", default="requirements.lock", help="the lock to compare versions with"
+    )
+    check_parser.add_argument(
+        "--schema",
+        help="read this schema instead of the path the spec names (outside the image)",
+    )
+    return {
+        "compile": cmd_compile,
+        "submit": cmd_submit,
+        "rehearse": cmd_rehearse,
+        "check-image": cmd_check_image,
+    }

@@ -49,3 +49,23 @@ def test_the_image_leaves_out_exactly_the_dev_only_packages():
     assert set(match.group(1).split()) == _dev_only(graph)
     # Runtime packages named in requirements.in stay in the image.
     assert {"httpx", "pydantic", "uvicorn"} <= set(graph) - _dev_only(graph)
+
+
+def test_the_image_installs_the_lock_as_make_does_and_checks_itself():
+    import apache_beam
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    # The same uv as `make venv`, syncing the lock into a virtualenv.
+    (make_uv,) = re.findall(r"^UV_VERSION := (\S+)$", makefile, re.M)
+    assert re.search(rf"^ARG UV_VERSION={re.escape(make_uv)}$", dockerfile, re.M)
+    assert "uv pip sync" in dockerfile and "uv pip sync" in makefile
+    assert "tfx-oss-public" not in dockerfile
+    # Beam's worker boot of the installed Beam, as Dataflow's entrypoint.
+    assert f"COPY --from=apache/beam_python3.10_sdk:{apache_beam.__version__} " in dockerfile
+    assert re.search(r'^ENTRYPOINT \["/opt/apache/beam/boot"\]$', dockerfile, re.M)
+    # The last build step checks the image against the shipped Vertex configs.
+    runs = re.findall(r"^RUN (.*?)(?<!\\)$", dockerfile, re.M | re.S)
+    last = runs[-1]
+    assert "taxifare check-image" in last
+    assert "vertex.yaml" in last and "vertex-bigquery.yaml" in last
