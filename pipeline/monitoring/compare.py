@@ -335,9 +335,7 @@ def permutation_p_value(a: dict[str, float], b: dict[str, float], alpha: float) 
     return (exceed + 1) / (draws + 1)
 
 
-def categorical_test(
-    a: dict[str, float], b: dict[str, float], alpha: float
-) -> tuple[float, str]:
+def categorical_test(a: dict[str, float], b: dict[str, float], alpha: float) -> tuple[float, str]:
     """p-value and name of the test that two count tables come from one distribution.
 
     The chi-squared approximation when, after rare values are pooled, at least two cells
