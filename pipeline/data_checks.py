@@ -249,6 +249,40 @@ def check_input(cfg: Config, data_root: str) -> int:
 _EMPTY_ROW = re.compile(rb"(?m)^[ \t]*,[ ,\t]*\r?$")
 
 
+def required_columns(cfg: Config) -> list[str]:
+    """The columns the curated schema needs in training data (a presence it requires: a value
+    in every trip, or the column at least): a file without one would fail at the gate only
+    after ExampleGen and StatisticsGen (minutes on a large input), so the header check names
+    it at once."""
+    if cfg.schema_config.source != "curated" or cfg.vertex is not None:
+        return []
+    import importlib.resources
+
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    path = cfg.schema_config.path or str(
+        importlib.resources.files("pipeline") / "schema" / "schema.pbtxt"
+    )
+    with tf.io.gfile.GFile(path) as fh:
+        schema = text_format.Parse(fh.read(), schema_pb2.Schema())
+    return [
+        feature.name
+        for feature in schema.feature
+        if (feature.presence.min_fraction > 0 or feature.presence.min_count > 0)
+        and feature.lifecycle_stage != schema_pb2.LifecycleStage.DEPRECATED
+    ]
+
+
+def _check_required_columns(cfg: Config, path: str, header: list[str]) -> None:
+    missing = [name for name in required_columns(cfg) if name not in header]
+    if missing:
+        raise DataCheckError(
+            f"{_where(path, 1)}: no column {', '.join(repr(m) for m in missing)}, which the"
+            " schema needs (schema.path to use another schema)"
+        )
+
+
 def _check_files(cfg: Config, data_root: str) -> int:
     files = input_files(cfg, data_root)
     if not files:
@@ -267,6 +301,8 @@ def _check_files(cfg: Config, data_root: str) -> int:
                 " one header in all files of a split)"
             )
         total += rows
+    if header is not None:
+        _check_required_columns(cfg, files[0], header)
     if total == 0:
         which = files[0] if len(files) == 1 else f"{len(files)} files under {data_root}"
         raise DataCheckError(f"{which}: a header line and no data rows; nothing to train on")

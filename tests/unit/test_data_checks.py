@@ -150,3 +150,24 @@ def test_only_the_latest_span_is_checked(tmp_path, sample_rows):
         Path("span-2/part-1.csv"),
     ]
     assert data_checks.check_input(cfg, cfg.data.input) == 40
+
+
+@pytest.mark.parametrize("column", [f.LABEL_KEY, f.TIMESTAMP_KEY, f.COMPANY_KEY])
+def test_a_missing_required_column_is_named_before_anything_runs(
+    tmp_path, sample_rows, capsys, column
+):
+    columns = [c for c in sample_rows[0] if c != column]
+    _write(tmp_path / "data", "trips.csv", _csv_text(sample_rows[:ROWS], columns).encode())
+    code, err = _run(tmp_path, tmp_path / "data", capsys)
+    assert code == cli.EXIT_ANOMALIES
+    assert len(err) == 1 and f"no column {column!r}" in err[0] and "trips.csv: line 1" in err[0]
+
+
+def test_the_required_columns_are_the_schemas_less_the_deprecated_ones():
+    from pipeline.config import load_config
+
+    required = data_checks.required_columns(load_config("configs/smoke.yaml"))
+    assert {f.LABEL_KEY, f.HOUR_KEY, f.COMPANY_KEY, f.DROPOFF_LATITUDE_KEY} <= set(required)
+    assert not set(required) & set(f.IGNORED_KEYS)  # census tracts: DEPRECATED
+    inferred = load_config("configs/smoke.yaml", ["schema.source=inferred"])
+    assert data_checks.required_columns(inferred) == []
