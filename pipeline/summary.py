@@ -14,6 +14,7 @@ from pipeline.anomalies import Anomaly, read_anomalies
 from pipeline.components import monitoring as mon
 from pipeline.config import Config
 from pipeline.mlmd_run import NodeExecution, custom_value
+from pipeline.monitoring.compare import TOO_FEW
 from pipeline.names import (
     ALREADY_SERVING_PROPERTY,
     PUSHED_DESTINATION_PROPERTY,
@@ -201,7 +202,16 @@ def render_check(
         return [f"{label}{not_run}"]
     note = f" ({check.note})" if check.note else ""
     if not check.found:
-        word = "nothing compared" if check.verdict == mon.NOT_COMPARED else f"no {name}"
+        if check.verdict == mon.NOT_COMPARED:
+            word = "nothing compared"
+        elif check.verdict == TOO_FEW:
+            word = "not judged"
+        else:
+            word = f"no {name}"
+        if name == "drift" and check.verdict not in (mon.NOT_COMPARED, TOO_FEW):
+            # The label is not compared across spans: a change of fares shows in the
+            # Evaluator's error on the new span and its comparison with the last model.
+            note += " (the fare is not compared for drift: see the evaluation line)"
         lines = [f"{label}{word}{note}"]
     else:
         failed = ", ".join(check.failed_features) or "the dataset"

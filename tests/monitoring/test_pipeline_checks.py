@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pipeline.components.monitoring import BASELINE_DIR, STATISTICS_DIR, choose_baseline
@@ -53,7 +55,10 @@ def test_summary_says_what_was_found_and_whether_the_run_stopped():
     # Skew only reported while drift stopped the run: it must not claim the run went on.
     other = render_check(_check(True, False, "report"), "drift", "", run_stopped=True)
     assert "reported only" in other[0] and "went on" not in other[0]
-    assert render_check(_check(False, False, "report"), "drift", "")[0].startswith(
-        "drift        no drift"
-    )
+    clean = render_check(_check(False, False, "report"), "drift", "")[0]
+    assert clean.startswith("drift        no drift")
+    # The label is not compared across spans: the line says where a change of fares shows.
+    assert "fare is not compared for drift" in clean
+    too_few = dataclasses.replace(_check(False, False, "report"), verdict="too_few_to_judge")
+    assert render_check(too_few, "drift", "")[0].startswith("drift        not judged")
     assert render_check(None, "skew", "not checked (x)") == ["skew         not checked (x)"]
