@@ -563,6 +563,10 @@ class VertexConfig(_Strict):
     service_account: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.gserviceaccount\.com$")
     dataflow: DataflowConfig = DataflowConfig()
     training: TrainingScaleConfig = TrainingScaleConfig()
+    # The machine each parallel trial of the Tuner's Vertex job runs on, without GPUs (e.g.
+    # n1-standard-8); None: the Trainer's chief machine, GPUs included (parallel_trials of
+    # them count against the region's GPU quota).
+    tuning_machine_type: str | None = Field(None, pattern=r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
     # endpoint: deploy a blessed model to `endpoint`; directory: copy it to
     # <serving_root>/<name>/<version>/ on gs:// (serving_root required).
     push: Literal["endpoint", "directory"] = "endpoint"
@@ -593,6 +597,15 @@ class VertexConfig(_Strict):
     @classmethod
     def _check_pipeline_root(cls, value: str) -> str:
         return _check_gcs_field(value) or value
+
+    @field_validator("tuning_machine_type")
+    @classmethod
+    def _check_tuning_machine(cls, value: str | None) -> str | None:
+        if value is not None:
+            from pipeline.vertex.scale_tiers import check_machine
+
+            check_machine(value, None, "")
+        return value
 
 
 class Config(_Strict):

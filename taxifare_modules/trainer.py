@@ -628,6 +628,62 @@ def train_and_export(
     return result
 
 
+# TFX's key of the Vertex AI Training job in the Trainer's custom_config. TFX hands the job's
+# replicas the same custom_config, so a replica can read what its worker pool asked for.
+_TRAINING_ARGS_KEY = "ai_platform_training_args"
+# Set only by the rehearsal's stand-in for Vertex AI Training (pipeline/vertex/stand_ins.py),
+# which runs GPU pools on this machine's CPU on purpose.
+GPU_STAND_IN_ENV = "TAXIFARE_REHEARSAL_GPU_STAND_IN"
+
+
+class AcceleratorMissingError(RuntimeError):
+    """The training job's worker pool asked for GPUs this replica does not see."""
+
+
+def requested_gpus(config: dict[str, Any], cluster_spec: str | None) -> tuple[str | None, int]:
+    """(GPU type, count) this replica's Vertex worker pool asked for; (None, 0) without GPUs.
+
+    Vertex AI Training tells each replica its pool in CLUSTER_SPEC (task type
+    `workerpool<N>`); without it, the replica is the chief (pool 0).
+    """
+    job = config.get(_TRAINING_ARGS_KEY) or {}
+    pools = job.get("job_spec", {}).get("worker_pool_specs") or []
+    if not pools:
+        return None, 0
+    index = 0
+    if cluster_spec:
+        task = json.loads(cluster_spec).get("task", {}).get("type", "")
+        if task.startswith("workerpool") and task[len("workerpool") :].isdigit():
+            index = int(task[len("workerpool") :])
+    machine = pools[min(index, len(pools) - 1)].get("machine_spec", {})
+    if not machine.get("accelerator_type"):
+        return None, 0
+    return machine["accelerator_type"], int(machine.get("accelerator_count") or 1)
+
+
+def check_requested_gpus(
+    config: dict[str, Any], visible_gpus: int, cluster_spec: str | None
+) -> None:
+    """Raises AcceleratorMissingError when the pool asked for more GPUs than TensorFlow sees.
+
+    Without the check a GPU job whose image has no CUDA-enabled TensorFlow (or no driver)
+    trains on the CPU while the GPUs are billed.
+    """
+    kind, count = requested_gpus(config, cluster_spec)
+    if count == 0 or visible_gpus >= count:
+        return
+    if os.environ.get(GPU_STAND_IN_ENV) == "1":
+        _LOG.info("rehearsal: the pool's %d %s stood in by this machine's CPU", count, kind)
+        return
+    raise AcceleratorMissingError(
+        f"the Vertex AI training job's worker pool asked for {count} x {kind} but TensorFlow"
+        f" sees {visible_gpus} GPU(s): the image lacks the CUDA libraries TensorFlow loads"
+        " (tensorflow[and-cuda]'s NVIDIA packages) or the VM's driver is missing; stopping"
+        " instead of training on the CPU while the GPUs are billed (use an image with them,"
+        " or a CPU tier: vertex.training.tier=basic)"
+    )
+
+
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the model and exports it. Called by TFX Trainer.
 
@@ -635,8 +691,14 @@ def run_fn(fn_args: FnArgs) -> None:
       fn_args: TFX's trainer arguments; `custom_config` holds the training settings and the
         model's hyperparameters, which the Tuner's best hyperparameters (when the pipeline
         tunes) override.
+
+    Raises:
+      AcceleratorMissingError: the Vertex worker pool asked for GPUs this replica lacks.
     """
     config = fn_args.custom_config or {}
+    check_requested_gpus(
+        config, len(tf.config.list_physical_devices("GPU")), os.environ.get("CLUSTER_SPEC")
+    )
     params = model_params_from_custom_config(config)
     settings = settings_from_custom_config(config, fn_args.train_steps, fn_args.eval_steps)
     if fn_args.hyperparameters:

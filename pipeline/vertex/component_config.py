@@ -89,9 +89,12 @@ def tuning_job_args(vertex: VertexConfig, parallel_trials: int) -> dict[str, Any
     """The Vertex CustomJob the Tuner starts: one machine of the tier's chief per trial.
 
     Pool 0 runs the chief (KerasTuner's oracle and a search loop), pool 1 the other
-    `parallel_trials - 1` search loops; each trial trains on one machine.
+    `parallel_trials - 1` search loops; each trial trains on one machine: the Trainer's
+    chief machine, or `vertex.tuning_machine_type` without GPUs.
     """
     chief = worker_pool_specs(vertex)[0]
+    if vertex.tuning_machine_type:
+        chief = dict(chief, machine_spec={"machine_type": vertex.tuning_machine_type})
     pools = [dict(chief, replica_count=1)]
     if parallel_trials > 1:
         pools.append(dict(chief, replica_count=parallel_trials - 1))

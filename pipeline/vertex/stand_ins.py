@@ -119,9 +119,15 @@ def run_training_job(
         for p in pools
         for _ in range(int(p.get("replica_count", 1)))
     ]
+    # The machines are this one: a pool's GPUs are stood in by its CPU, which the Trainer's
+    # GPU check is told (on Vertex it stops a GPU pool that sees no GPU).
+    from taxifare_modules.trainer import GPU_STAND_IN_ENV
+
     processes = []
     for command, env in zip(commands, cluster_environments(pools), strict=True):
-        processes.append(subprocess.Popen(command, env={**os.environ, **env}))
+        processes.append(
+            subprocess.Popen(command, env={**os.environ, **env, GPU_STAND_IN_ENV: "1"})
+        )
     codes = [p.wait() for p in processes]
     if any(codes):
         raise RuntimeError(f"the training job's replicas exited with {codes}")
