@@ -40,6 +40,7 @@ COMPLETED = "completed"
 NOT_BLESSED = "not blessed"
 STOPPED_AT_GATE = "stopped at the anomaly gate"
 STOPPED_BY_MONITORING = "stopped by drift/skew"
+STOPPED_BY_DATA = "stopped by the data (FareFilter)"
 FAILED = "failed"
 # Running now, or killed and not yet seen by a later run (which marks it abandoned).
 RUNNING = "running or killed"
@@ -342,6 +343,12 @@ def _status(record: RunRecord, nodes: dict[str, NodeExecution]) -> str:
         return STOPPED_AT_GATE
     if record.failed_component == names.MONITORING_GATE_ID:
         return STOPPED_BY_MONITORING
+    if record.failed_component is not None and record.failed_component.startswith(
+        names.FARE_FILTER_ID
+    ):
+        # FareFilter fails only on the data: every trip excluded, too few left, or a
+        # corrupt record (the run's log says which).
+        return STOPPED_BY_DATA
     if record.failed_component is not None:
         return FAILED
     abandoned = [

@@ -79,3 +79,15 @@ def test_a_pushed_version_deleted_by_hand_is_marked_missing(tmp_path):
     record = build_record("r", 0.0, nodes, with_metrics=False)
     assert record.pushed_missing
     assert "1796209720 (missing)" in format_table([record])
+
+
+def test_a_run_fare_filter_stopped_is_not_a_failure_of_the_pipeline():
+    from pipeline.runs import STOPPED_BY_DATA
+
+    record = build_record(
+        "r",
+        0.0,
+        _nodes(_node(names.EXAMPLE_GEN_ID, "COMPLETE"), _node(names.FARE_FILTER_ID, "FAILED")),
+        with_metrics=False,
+    )
+    assert record.status == STOPPED_BY_DATA
