@@ -278,3 +278,47 @@ def test_a_model_must_parse_examples_as_the_server_decodes_them(small_model):
     dense = dict(raw, **{f.DAY_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=0)})
     with pytest.raises(ModelLoadError, match="dense or ragged"):
         check_example_parsing(signature(dense))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_serve_exits_1_naming_a_grpc_port_taken_while_it_started(model_dir, tmp_path):
+    """The port was free when `taxifare serve` checked it, and taken (by a listener that
+    shares ports, as a second server's gRPC was) before its gRPC bound: exit 1, port named."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.serving.helpers import SERVE_ENTRY, free_port, repo_root, subprocess_env
+
+    port, grpc_port = free_port(), free_port()
+    output = tmp_path / "server.log"
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    with open(output, "w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVE_ENTRY, "serve", "--model-dir", model_dir]
+            + ["--port", str(port), "--grpc-port", str(grpc_port)],
+            cwd=repo_root(),
+            env=subprocess_env(),
+            stdout=sink,
+            stderr=sink,
+        )
+        try:
+            # uvicorn says this after the port checks, before the model loads and gRPC binds.
+            deadline = time.monotonic() + 300
+            while "Waiting for application startup" not in output.read_text():
+                assert process.poll() is None, output.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the server never started up"
+                time.sleep(0.05)
+            holder.bind(("127.0.0.1", grpc_port))
+            holder.listen()
+            code = process.wait(timeout=300)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            holder.close()
+    text = output.read_text()
+    assert code == 1, text[-2000:]
+    assert f"cannot listen for gRPC on 127.0.0.1:{grpc_port}: the port is taken" in text
