@@ -117,6 +117,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from pipeline.vertex import submit
 
+    with open(template) as fh:  # a local file: compiled here or given by --template
+        tags = submit.mutable_images(json.load(fh))
+    if tags and not args.allow_tag:
+        note = f"the pipeline's image is a mutable tag ({', '.join(tags)}): " + submit.DIGEST_HELP
+        if not args.dry_run:
+            return _fail(note, EXIT_USAGE)
+        print(f"taxifare: warning: a real submit refuses this: {note}", file=sys.stderr)
+
     if args.dry_run:
         from google.auth.credentials import AnonymousCredentials
 
@@ -254,6 +262,11 @@ def add_vertex_parsers(
     )
     submit_parser.add_argument(
         "--wait", action="store_true", help="wait until the pipeline job ends"
+    )
+    submit_parser.add_argument(
+        "--allow-tag",
+        action="store_true",
+        help="submit even though vertex.image is a tag, not a digest (@sha256:...)",
     )
     rehearse_parser = subparsers.add_parser(
         "rehearse",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from pipeline.config import Config
@@ -95,3 +96,58 @@ def request_url(job: Any) -> str:
         f"https://{job.location}-aiplatform.googleapis.com/v1/{parent}/pipelineJobs"
         f"?pipelineJobId={job.job_id}"
     )
+
+
+# An image named by its content: a tag can be pushed again, a digest cannot.
+_DIGEST = re.compile(r"^\S+@sha256:[0-9a-f]{64}$")
+# The custom_config keys of the Trainer's and the Tuner's Vertex jobs (TFX's).
+_JOB_ARGS_KEYS = ("ai_platform_training_args", "ai_platform_tuning_args")
+
+DIGEST_HELP = (
+    "submit the image by digest (REPOSITORY/pipeline@sha256:...), so that the run and Vertex's"
+    " cache are tied to one image: after `docker push`, `gcloud artifacts docker images"
+    " describe IMAGE:TAG --format='value(image_summary.fully_qualified_digest)'` prints it;"
+    " set vertex.image to it. --allow-tag submits the tag anyway"
+)
+
+
+def is_digest(image: str) -> bool:
+    """Whether `image` names its content (`...@sha256:<64 hex digits>`), not a tag."""
+    return bool(_DIGEST.match(image))
+
+
+def pipeline_images(job: dict[str, Any]) -> set[str]:
+    """Every image of this pipeline the compiled job runs: each step's container, the
+    Dataflow workers' (--sdk_container_image) and the Trainer's and Tuner's worker pools'.
+
+    The endpoint's serving image (Vertex's prebuilt TensorFlow Serving) is not the
+    pipeline's own and is left out.
+    """
+    spec = job.get("pipelineSpec", job)
+    images: set[str] = set()
+    for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
+        container = executor.get("container")
+        if not container:
+            continue
+        images.add(container["image"])
+        for arg in container.get("args", []):
+            if arg.startswith("--sdk_container_image="):
+                images.add(arg.split("=", 1)[1])
+    for task in spec.get("root", {}).get("dag", {}).get("tasks", {}).values():
+        value = task.get("inputs", {}).get("parameters", {}).get("custom_config")
+        text = (value or {}).get("runtimeValue", {}).get("constantValue", {}).get("stringValue")
+        config = json.loads(text) if text else None
+        if not isinstance(config, dict):
+            continue
+        for key in _JOB_ARGS_KEYS:
+            pools = (config.get(key) or {}).get("job_spec", {}).get("worker_pool_specs", [])
+            for pool in pools:
+                image = pool.get("container_spec", {}).get("image_uri")
+                if image:
+                    images.add(image)
+    return images
+
+
+def mutable_images(job: dict[str, Any]) -> list[str]:
+    """The pipeline images of `job` named by a tag instead of a digest."""
+    return sorted(image for image in pipeline_images(job) if not is_digest(image))

@@ -91,7 +91,8 @@ def test_submit_dry_run_prints_the_request_offline(tmp_path, capsys, no_credenti
 
 
 def test_submit_without_credentials_says_what_is_missing(tmp_path, capsys, no_credentials):
-    assert _run("submit", "--config", VERTEX, "--output", str(tmp_path / "p.json")) == 2
+    args = ["--output", str(tmp_path / "p.json"), "--set", f"vertex.image={DIGEST_IMAGE}"]
+    assert _run("submit", "--config", VERTEX, *args) == 2
     err = capsys.readouterr().err
     assert "no Google Cloud credentials" in err
     assert "gcloud auth application-default login" in err
@@ -128,3 +129,51 @@ def test_config_errors_exit_2_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "vertex.pipeline_root" in err and "gs://" in err and VERTEX in err
     assert not output.exists()
+
+
+DIGEST_IMAGE = "us-central1-docker.pkg.dev/my-gcp-project/taxifare/pipeline@sha256:" + "ab" * 32
+
+
+def test_submit_refuses_a_mutable_image_tag(tmp_path, capsys, no_credentials):
+    # configs/vertex.yaml names its image by the tag :0.1.0.
+    assert _run("submit", "--config", VERTEX, "--output", str(tmp_path / "p.json")) == 2
+    err = capsys.readouterr().err
+    assert (
+        "the pipeline's image is a mutable tag"
+        " (us-central1-docker.pkg.dev/my-gcp-project/taxifare/pipeline:0.1.0)" in err
+    )
+    assert "fully_qualified_digest" in err and "--allow-tag" in err
+    # Refused before credentials were even looked for: nothing was sent.
+    assert "no Google Cloud credentials" not in err
+    # --allow-tag goes on (here to the missing credentials).
+    args = ["--output", str(tmp_path / "p.json"), "--allow-tag"]
+    assert _run("submit", "--config", VERTEX, *args) == 2
+    assert "no Google Cloud credentials" in capsys.readouterr().err
+    # A dry run shows the request and says a real submit would refuse it.
+    args = ["--output", str(tmp_path / "p.json"), "--dry-run"]
+    assert _run("submit", "--config", VERTEX, *args) == 0
+    assert "warning: a real submit refuses this" in capsys.readouterr().err
+
+
+def test_every_pipeline_image_of_the_spec_is_checked(tmp_path, capsys):
+    from pipeline.vertex import submit
+
+    spec = tmp_path / "p.json"
+    assert _run("compile", "--config", VERTEX, "--output", str(spec), "--set",
+                f"vertex.image={DIGEST_IMAGE}") == 0  # fmt: skip
+    job = json.loads(spec.read_text())
+    assert submit.pipeline_images(job) == {DIGEST_IMAGE}
+    assert submit.mutable_images(job) == []
+    # A tag in any one place is found: the Dataflow workers', a training pool's.
+    text = spec.read_text()
+    sdk = text.replace(f"--sdk_container_image={DIGEST_IMAGE}", "--sdk_container_image=w:1", 1)
+    assert submit.mutable_images(json.loads(sdk)) == ["w:1"]
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    for task in ("Trainer", "Tuner"):
+        value = tasks[task]["inputs"]["parameters"]["custom_config"]["runtimeValue"]
+        config = json.loads(value["constantValue"]["stringValue"])
+        key = "ai_platform_training_args" if task == "Trainer" else "ai_platform_tuning_args"
+        config[key]["job_spec"]["worker_pool_specs"][0]["container_spec"]["image_uri"] = "t:2"
+        value["constantValue"]["stringValue"] = json.dumps(config)
+    assert submit.mutable_images(job) == ["t:2"]
+    assert not submit.is_digest(DIGEST_IMAGE.replace("ab", "zz", 1))
