@@ -59,7 +59,9 @@ def input_files(cfg: Config, data_root: str) -> list[str]:
             raise DataReadError(f"data.input: cannot read {path}: no such file (a broken link?)")
     # Replaces {SPAN}/{VERSION} in `split.pattern` with the latest span, as ExampleGen does.
     try:
-        example_gen_utils.calculate_splits_fingerprint_span_and_version(data_root, [split])
+        _, span, _ = example_gen_utils.calculate_splits_fingerprint_span_and_version(
+            data_root, [split]
+        )
     except ValueError as e:
         match = _NOT_NUMBERED.search(str(e))
         if match is None:
@@ -69,8 +71,43 @@ def input_files(cfg: Config, data_root: str) -> list[str]:
             f"{path}: not named by a {kind} number, which data.pattern {split.pattern!r} needs"
             f" (the {{{kind.upper()}}} part must be digits); rename or move it"
         ) from None
+    if "{SPAN}" in (cfg.data.pattern or ""):
+        _check_no_newer_empty_span(data_root, cfg.data.pattern or "", int(span))
     files = sorted(fileio.glob(os.path.join(data_root, split.pattern)))
     return [p for p in files if not fileio.isdir(p)]
+
+
+def _check_no_newer_empty_span(data_root: str, pattern: str, span: int) -> None:
+    """Refuses a span folder newer than the span ExampleGen picked that matches no file.
+
+    ExampleGen takes the newest span that has files: a month's folder created before its
+    files arrive would silently train (and check drift) on the month before. The run stops
+    instead, naming the folder, so that a late delivery is seen, not papered over.
+    """
+    parts = pattern.split("/")
+    spanned = [i for i, part in enumerate(parts[:-1]) if "{SPAN}" in part]
+    if not spanned:
+        return
+    depth = spanned[0]
+    folder_pattern = "/".join(parts[: depth + 1])
+    number = re.compile(
+        re.escape(folder_pattern).replace(re.escape("{SPAN}"), r"(\d+)").replace(
+            re.escape("{VERSION}"), r"\d+"
+        ) + "$"
+    )
+    glob_pattern = folder_pattern.replace("{SPAN}", "*").replace("{VERSION}", "*")
+    for folder in fileio.glob(os.path.join(data_root, glob_pattern)):
+        relative = folder[len(data_root.rstrip("/")) + 1 :]
+        match = number.match(relative)
+        if match is None or int(match.group(1)) <= span or not fileio.isdir(folder):
+            continue
+        rest = "/".join(parts[depth + 1 :])
+        if not fileio.glob(os.path.join(folder, rest)):
+            raise DataCheckError(
+                f"{folder}: the newest span folder holds no file matching {rest!r}; ExampleGen"
+                f" would read span {span} instead. Add its files, or move the empty folder"
+                " away to train on the previous span"
+            )
 
 
 def check_file_name(path: str, pattern: str) -> None:

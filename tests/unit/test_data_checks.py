@@ -171,3 +171,33 @@ def test_the_required_columns_are_the_schemas_less_the_deprecated_ones():
     assert not set(required) & set(f.IGNORED_KEYS)  # census tracts: DEPRECATED
     inferred = load_config("configs/smoke.yaml", ["schema.source=inferred"])
     assert data_checks.required_columns(inferred) == []
+
+
+def test_an_empty_newest_span_folder_stops_the_run_instead_of_using_the_one_before(
+    tmp_path, sample_rows, capsys
+):
+    data = tmp_path / "data"
+    _write(data / "span-201611", "trips.csv", _csv_text(sample_rows[:ROWS]).encode())
+    (data / "span-201612").mkdir()
+    root = tmp_path / "root"
+    code = cli.main(
+        ["run", "--config", "configs/smoke.yaml", "--set", f"root={root}", "--set",
+         f"data.input={data}", "--set", "data.pattern=span-{SPAN}/*.csv"]
+    )  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == cli.EXIT_ANOMALIES
+    assert len(err) == 1 and "span-201612" in err[0] and "would read span 201611" in err[0]
+    assert not (root / "metadata.sqlite").exists()
+
+
+def test_an_older_empty_span_folder_is_no_concern(tmp_path, sample_rows):
+    from pipeline.config import load_config
+
+    data = tmp_path / "data"
+    _write(data / "span-201612", "trips.csv", _csv_text(sample_rows[:ROWS]).encode())
+    (data / "span-201611").mkdir()
+    cfg = load_config(
+        "configs/smoke.yaml", [f"data.input={data}", "data.pattern=span-{SPAN}/*.csv"]
+    )
+    files = data_checks.input_files(cfg, str(data))
+    assert [Path(p).parent.name for p in files] == ["span-201612"]
