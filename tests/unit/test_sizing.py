@@ -160,3 +160,15 @@ def test_summary_of_a_pass_per_epoch_training_reads_as_before():
     assert lines[1] == "training     7 epochs of 10 steps (best weights: epoch 4), 7,000 examples"
     run = runs.RunRecord("r", 0.0, runs.COMPLETED, None, {}, {}, training=record)
     assert (runs.split_text(run), runs.training_steps(run)) == ("60/20/20", "7x10")
+
+
+@pytest.mark.parametrize("value", ["1000", "null"])
+def test_validation_examples_reaches_run_fn(value):
+    from taxifare_modules.trainer import settings_from_custom_config
+
+    cfg = load_config(
+        CONFIGS / "local.yaml",
+        ["root=/tmp/taxifare-unit-sizing", f"training.validation_examples={value}"],
+    )
+    settings = settings_from_custom_config(dag.trainer_custom_config(cfg))
+    assert settings.validation_examples == (None if value == "null" else 1000)
