@@ -23,9 +23,12 @@ ENV PATH=/opt/taxifare/venv/bin:$PATH
 # and what only they need, are left out (the list is checked against the lock by
 # tests/vertex/test_image.py). Some pins are source distributions with C/C++ code
 # (pyfarmhash, crcmod): this base image has the compilers.
+# --build-arg LOCK=requirements-gpu.lock builds the GPU variant: the same pins plus the CUDA
+# libraries TensorFlow loads (for the vertex.training tiers with GPUs).
 ARG UV_VERSION=0.13.9
+ARG LOCK=requirements.lock
 ARG DEV_ONLY="pytest pytest-timeout ruff iniconfig pluggy duckdb sqlglot"
-COPY requirements.lock /opt/taxifare/requirements.lock
+COPY ${LOCK} /opt/taxifare/requirements.lock
 RUN python -m venv /opt/taxifare/venv \
     && python -m pip install --no-cache-dir "uv==${UV_VERSION}" \
     && pattern="^($(echo $DEV_ONLY | tr ' ' '|'))==" \

@@ -679,8 +679,8 @@ def check_requested_gpus(
         f"the Vertex AI training job's worker pool asked for {count} x {kind} but TensorFlow"
         f" sees {visible_gpus} GPU(s): the image lacks the CUDA libraries TensorFlow loads"
         " (tensorflow[and-cuda]'s NVIDIA packages) or the VM's driver is missing; stopping"
-        " instead of training on the CPU while the GPUs are billed (use an image with them,"
-        " or a CPU tier: vertex.training.tier=basic)"
+        " instead of training on the CPU while the GPUs are billed (build the image with"
+        " --build-arg LOCK=requirements-gpu.lock, or use a CPU tier: vertex.training.tier=basic)"
     )
 
 

@@ -69,3 +69,20 @@ def test_the_image_installs_the_lock_as_make_does_and_checks_itself():
     last = runs[-1]
     assert "taxifare check-image" in last
     assert "vertex.yaml" in last and "vertex-bigquery.yaml" in last
+
+
+def test_the_gpu_lock_is_the_lock_plus_cuda_libraries_only():
+    def pins(name: str) -> dict[str, str]:
+        text = (REPO / name).read_text()
+        return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M))
+
+    cpu, gpu = pins("requirements.lock"), pins("requirements-gpu.lock")
+    # Every tested pin is the GPU image's too, at the same version.
+    assert {name: gpu.get(name) for name in cpu} == cpu
+    added = set(gpu) - set(cpu)
+    assert added and all(name.startswith("nvidia-") and name.endswith("-cu12") for name in added)
+    assert "nvidia-cudnn-cu12" in added
+    # The Dockerfile builds either lock.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ARG LOCK=requirements.lock$", dockerfile, re.M)
+    assert "COPY ${LOCK} /opt/taxifare/requirements.lock" in dockerfile
