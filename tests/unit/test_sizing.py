@@ -172,3 +172,20 @@ def test_validation_examples_reaches_run_fn(value):
     )
     settings = settings_from_custom_config(dag.trainer_custom_config(cfg))
     assert settings.validation_examples == (None if value == "null" else 1000)
+
+
+def test_a_window_of_spans_is_sized_by_the_average_span(tmp_path):
+    # Three monthly spans of 10,000 rows each: each span's ExampleGen splits its own span,
+    # so 10,000 rows are split (the window's 30,000 would give eval and test a third).
+    for month in ("201610", "201611", "201612"):
+        (tmp_path / f"span-{month}").mkdir()
+        (tmp_path / f"span-{month}" / "trips.csv").write_bytes(b"x" * (10_000 * 128))
+    cfg = load_config(
+        CONFIGS / "local.yaml",
+        ["root=/tmp/taxifare-unit-sizing", f"data.input={tmp_path}",
+         "data.pattern=span-{SPAN}/*.csv", "data.train_spans=3",
+         "data.split.max_eval_rows=1000", "data.split.max_test_rows=1000"],
+    )  # fmt: skip
+    plan = dag.split_plan(cfg, str(tmp_path))
+    assert plan.estimated_rows == 10_000
+    assert (plan.train_buckets, plan.eval_buckets, plan.test_buckets) == (800, 100, 100)
