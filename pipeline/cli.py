@@ -15,8 +15,12 @@ import contextlib
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from pipeline.cli_args import add_config_args
+
+if TYPE_CHECKING:
+    from pipeline.data_checks import InputReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -171,24 +175,31 @@ def _check_roots(cfg) -> bool:
     return True
 
 
-def _check_data(cfg) -> int | None:
+def _check_data(cfg) -> tuple[int | None, InputReport | None]:
     """The input files: what ExampleGen would read wrong or fail on deep in Beam.
 
     Returns:
-      None if they are fine, else the exit code (3: malformed, 2: unreadable).
+      (None, what the check counted) if they are fine, else (the exit code, None): 3 for
+      malformed, 2 for unreadable.
     """
-    from pipeline.data_checks import DataCheckError, DataReadError, check_input
+    from pipeline.data_checks import DataCheckError, DataReadError, check_input_report
     from pipeline.data_source import resolve_input
 
     try:
-        check_input(cfg, resolve_input(cfg))
+        report = check_input_report(cfg, resolve_input(cfg))
     except DataCheckError as e:
         print(f"taxifare: data: {e}; nothing was trained or pushed", file=sys.stderr, flush=True)
-        return EXIT_ANOMALIES
+        return EXIT_ANOMALIES, None
     except DataReadError as e:
         print(f"taxifare: {e}; nothing was run", file=sys.stderr, flush=True)
-        return EXIT_USAGE
-    return None
+        return EXIT_USAGE, None
+    if report.duplicate_share > cfg.data.warn_duplicate_share:
+        _say(
+            f"warning: {report.duplicate_rows:,} of {report.rows:,} rows"
+            f" ({report.duplicate_share:.1%}) repeat another row exactly (above"
+            f" data.warn_duplicate_share {cfg.data.warn_duplicate_share:g}); they are used"
+        )
+    return None, report
 
 
 def _report_crash(cfg, run_id: str, error: BaseException) -> int:
@@ -227,7 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not _check_input(cfg) or not _check_roots(cfg):
         return EXIT_USAGE
-    if (code := _check_data(cfg)) is not None:
+    code, input_report = _check_data(cfg)
+    if code is not None:
         return code
     from pipeline.mlmd_store import StoreError
     from pipeline.root_lock import RootBusyError, hold_root
@@ -247,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = build_summary(
                 cfg, outcome.nodes, outcome.seconds, run_id=run_id, log_path=outcome.log_path
             )
+            summary.duplicate_rows = input_report.duplicate_rows if input_report else None
             _finish_run(summary, cfg, args.config)
     except RootBusyError as e:
         _say(str(e))
@@ -386,7 +399,8 @@ def cmd_infer_schema(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if cfg is None or not _check_input(cfg) or not _check_roots(cfg):
         return EXIT_USAGE
-    if (code := _check_data(cfg)) is not None:
+    code, _ = _check_data(cfg)
+    if code is not None:
         return code
     import shutil
 

@@ -150,6 +150,10 @@ class DataConfig(_Strict):
     # for its blessing threshold to mean anything.
     min_train_trips: int = Field(2_000, ge=0)
     min_test_trips: int = Field(300, ge=0)
+    # Exact duplicate rows in the input (a file copied twice, a re-sent export) above this
+    # share of the rows are warned about before the run and in its summary; they are still
+    # used (a real trip can repeat at the data's resolution).
+    warn_duplicate_share: float = Field(0.01, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check_fares(self) -> DataConfig:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import io
 import os
 import posixpath
 import re
+from typing import Any
 
 import tensorflow as tf
 from tfx.components.example_gen import utils as example_gen_utils
@@ -193,13 +195,18 @@ def _check_long_line(path: str, line_no: int, line: bytes, names: list[str], lim
             )
 
 
-def check_csv_file(path: str) -> tuple[list[str], int]:
+def check_csv_file(path: str, line_hashes: list | None = None) -> tuple[list[str], int]:
     """Checks one CSV file; returns its column names and its number of non-blank data lines.
 
     Raises:
       DataCheckError: the file is empty, starts with a byte-order mark, is not UTF-8 text
         (or holds a NUL byte), has a duplicate or empty column name, or a field over the CSV
         field limit.
+
+    Args:
+      path: the file.
+      line_hashes: when given, an array of the 64-bit hashes of the file's data lines (line
+        ends aside) is appended per chunk read, to count duplicate rows across files.
     """
     limit = csv.field_size_limit()
     names: list[str] | None = None
@@ -247,6 +254,8 @@ def check_csv_file(path: str) -> tuple[list[str], int]:
                         f"{_where(path, line)}: a row of empty cells (only commas); remove it"
                     )
                 rows += len(lines) - lines.count(b"") - lines.count(b"\r")
+                if line_hashes is not None:
+                    line_hashes.append(_line_hashes(lines))
                 line_no += len(lines)
             if not chunk:
                 break
@@ -255,10 +264,18 @@ def check_csv_file(path: str) -> tuple[list[str], int]:
     return names, rows
 
 
-def _check_one(path: str) -> tuple[list[str], int]:
+def _line_hashes(lines: list[bytes]) -> Any:
+    import numpy as np
+
+    return np.fromiter(
+        (hash(line.rstrip(b"\r")) for line in lines if line.strip()), dtype=np.int64
+    )
+
+
+def _check_one(path: str, line_hashes: list | None = None) -> tuple[list[str], int]:
     """`check_csv_file`, with a file that cannot be read named (a dangling link, no access)."""
     try:
-        return check_csv_file(path)
+        return check_csv_file(path, line_hashes)
     except (OSError, tf.errors.OpError) as e:
         message = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
         detail = " ".join(message.split()) or type(e).__name__
@@ -267,8 +284,27 @@ def _check_one(path: str) -> tuple[list[str], int]:
         raise DataReadError(f"data.input: cannot read {path}: {detail}") from e
 
 
+@dataclasses.dataclass(frozen=True)
+class InputReport:
+    """What the check of the input found besides faults."""
+
+    rows: int  # data lines in all files
+    duplicate_rows: int  # lines that repeat an earlier line exactly (any file)
+    files: int
+
+    @property
+    def duplicate_share(self) -> float:
+        """Duplicate lines as a share of all data lines."""
+        return self.duplicate_rows / self.rows if self.rows else 0.0
+
+
 def check_input(cfg: Config, data_root: str) -> int:
-    """Checks every file ExampleGen will read; returns the number of data lines.
+    """Checks every file ExampleGen will read; returns the number of data lines."""
+    return check_input_report(cfg, data_root).rows
+
+
+def check_input_report(cfg: Config, data_root: str) -> InputReport:
+    """Checks every file ExampleGen will read; returns what it counted.
 
     Raises:
       DataCheckError: a file fails `check_csv_file`, the files' headers differ, or there is
@@ -320,7 +356,7 @@ def _check_required_columns(cfg: Config, path: str, header: list[str]) -> None:
         )
 
 
-def _check_files(cfg: Config, data_root: str) -> int:
+def _check_files(cfg: Config, data_root: str) -> InputReport:
     files = input_files(cfg, data_root)
     if not files:
         raise DataCheckError(f"{data_root}: no input file matches {cfg.data.pattern or '*'!r}")
@@ -328,8 +364,9 @@ def _check_files(cfg: Config, data_root: str) -> int:
     total = 0
     for path in files:
         check_file_name(path, cfg.data.pattern or "*")
+    hashes: list = []
     for path in files:
-        names, rows = _check_one(path)
+        names, rows = _check_one(path, hashes)
         if header is None:
             header = names
         elif names != header:
@@ -343,4 +380,8 @@ def _check_files(cfg: Config, data_root: str) -> int:
     if total == 0:
         which = files[0] if len(files) == 1 else f"{len(files)} files under {data_root}"
         raise DataCheckError(f"{which}: a header line and no data rows; nothing to train on")
-    return total
+    import numpy as np
+
+    every = np.concatenate(hashes) if hashes else np.zeros(0, np.int64)
+    duplicates = int(every.size - np.unique(every).size)
+    return InputReport(rows=total, duplicate_rows=duplicates, files=len(files))

@@ -62,6 +62,9 @@ class RunSummary:
     log_path: str | None = None  # the run's full log
     rows_read: int | None = None
     rows_excluded: int | None = None
+    # Data lines of the input that repeat an earlier line exactly (the data check counts
+    # them before the run); None: not counted (the input is not CSV files).
+    duplicate_rows: int | None = None
     examples_uri: str | None = None
     # The newest span (validated, checked for drift, tested) and the spans Transform and the
     # Trainer learned from, oldest first (data.train_spans).
@@ -341,6 +344,13 @@ def render(summary: RunSummary, cfg: Config, config_path: str | None = None) -> 
         lines.append(
             f"data         {summary.rows_read:,} trips read, {summary.rows_excluded:,} excluded"
             f" (fare <= {cfg.data.min_fare:g} or > {cfg.data.max_fare:g})"
+        )
+    if summary.duplicate_rows:
+        share = summary.duplicate_rows / max(summary.rows_read or 0, 1)
+        warn = "WARNING: " if share > cfg.data.warn_duplicate_share else ""
+        lines.append(
+            f"{'':13}{warn}{summary.duplicate_rows:,} rows ({share:.1%}) repeat another row"
+            f" exactly (data.warn_duplicate_share: {cfg.data.warn_duplicate_share:g})"
         )
     if len(summary.train_spans) > 1:
         learned = ", ".join(str(s) for s in summary.train_spans)

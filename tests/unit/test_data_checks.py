@@ -201,3 +201,48 @@ def test_an_older_empty_span_folder_is_no_concern(tmp_path, sample_rows):
     )
     files = data_checks.input_files(cfg, str(data))
     assert [Path(p).parent.name for p in files] == ["span-201612"]
+
+
+def test_exact_duplicate_rows_are_counted_across_files_and_warned_about(
+    tmp_path, sample_rows, capsys
+):
+    from pipeline.config import load_config
+
+    rows = sample_rows[:ROWS]
+    data = tmp_path / "data"
+    _write(data, "a.csv", _csv_text(rows).encode())
+    # A second file re-sends 90 of the first file's trips (30%), one of them twice.
+    _write(data, "b.csv", _csv_text(rows[:90] + rows[:1]).encode())
+    cfg = load_config("configs/smoke.yaml", [f"data.input={data}"])
+    report = data_checks.check_input_report(cfg, str(data))
+    assert report.rows == ROWS + 91 and report.duplicate_rows == 91
+    code, returned = cli._check_data(cfg)
+    assert code is None and returned == report
+    err = capsys.readouterr().err
+    assert "91 of 391 rows (23.3%) repeat another row exactly" in err
+    quiet = load_config("configs/smoke.yaml", [f"data.input={data}",
+                                               "data.warn_duplicate_share=0.5"])
+    assert cli._check_data(quiet)[0] is None and "repeat" not in capsys.readouterr().err
+
+
+def test_the_sample_has_no_duplicate_rows(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.data_source import resolve_input
+
+    cfg = load_config("configs/local.yaml")
+    report = data_checks.check_input_report(cfg, resolve_input(cfg))
+    assert report.rows == 15_002 and report.duplicate_rows == 0
+
+
+def test_the_summary_says_how_many_rows_repeat_and_warns_above_the_share():
+    from pipeline.config import load_config
+    from pipeline.summary import RunSummary, render
+
+    cfg = load_config("configs/smoke.yaml")
+    summary = RunSummary(components={}, durations={}, rows_read=1000, rows_excluded=0)
+    summary.duplicate_rows = 300
+    text = render(summary, cfg)
+    assert "WARNING: 300 rows (30.0%) repeat another row exactly" in text
+    summary.duplicate_rows = 5
+    text = render(summary, cfg)
+    assert "5 rows (0.5%) repeat" in text and "WARNING" not in text
