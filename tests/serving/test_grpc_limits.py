@@ -270,6 +270,11 @@ def test_a_model_must_parse_examples_as_the_server_decodes_them(small_model):
         for key in f.RAW_FEATURE_KEYS
     }
     check_example_parsing(signature(raw))
+    # The pipeline's model also parses the schema's post-trip fields (Transform's raw
+    # feature spec): no request carries them, so they are allowed.
+    with_post_trip = dict(raw, tips=tf.io.VarLenFeature(tf.float32),
+                          trip_seconds=tf.io.VarLenFeature(tf.int64))
+    check_example_parsing(signature(with_post_trip))
     fewer = {k: v for k, v in raw.items() if k != f.COMPANY_KEY}
     other_kind = dict(raw, **{f.HOUR_KEY: tf.io.VarLenFeature(tf.float32)})
     for spec in (fewer, other_kind):
