@@ -15,12 +15,8 @@ import contextlib
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from pipeline.cli_args import add_config_args
-
-if TYPE_CHECKING:
-    from pipeline.data_checks import InputReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -122,84 +118,37 @@ def _say(message: str) -> None:
     print(f"taxifare: {message}", file=sys.stderr, flush=True)
 
 
-def _load(args: argparse.Namespace):
-    from pipeline.config import ConfigError, load_config
+def _plan(args: argparse.Namespace, adjust=None):
+    """The run's validated plan (pipeline/run_plan.py), or the exit code and one line.
 
-    try:
-        # Absolute before anything is written: MLMD and the artifacts record these paths.
-        return load_config(args.config, args.overrides).with_absolute_paths()
-    except ConfigError as e:
-        print(f"taxifare: {e}", file=sys.stderr)
-        return None
-
-
-def _check_input(cfg) -> bool:
-    from pipeline.data_source import DataSourceError, resolve_input
-
-    try:
-        resolve_input(cfg)
-    except DataSourceError as e:
-        print(f"taxifare: {e}", file=sys.stderr)
-        return False
-    logs = cfg.monitoring.skew.serving_logs
-    if logs is not None and not logs.startswith("gs://") and not os.path.isdir(logs):
-        print(
-            f"taxifare: monitoring.skew.serving_logs: request log folder not found: {logs}"
-            " (the --log-dir of `taxifare serve`; null for no skew check)",
-            file=sys.stderr,
-        )
-        return False
-    return True
-
-
-def _check_roots(cfg) -> bool:
-    """The root and a local serving root: usable folders, checked before anything runs."""
-    from pipeline.data_source import resolve_input
-    from pipeline.root_lock import (
-        RootError,
-        check_outside_input,
-        check_writable_dir,
-        prepare_root,
-    )
-
-    try:
-        data_root = resolve_input(cfg)
-        if cfg.serving_root is not None and "://" not in cfg.serving_root:
-            check_outside_input(cfg.serving_root, data_root, "serving_root")
-            check_writable_dir(cfg.serving_root, "serving_root")
-        check_outside_input(cfg.root, data_root, "root")
-        prepare_root(cfg.root)
-    except RootError as e:
-        print(f"taxifare: {e}; nothing was run", file=sys.stderr)
-        return False
-    return True
-
-
-def _check_data(cfg) -> tuple[int | None, InputReport | None]:
-    """The input files: what ExampleGen would read wrong or fail on deep in Beam.
-
-    Returns:
-      (None, what the check counted) if they are fine, else (the exit code, None): 3 for
-      malformed, 2 for unreadable.
+    `adjust`: a change to the loaded config before it is checked (infer-schema's source).
     """
-    from pipeline.data_checks import DataCheckError, DataReadError, check_input_report
-    from pipeline.data_source import resolve_input
+    from pipeline.run_plan import DataError, UsageError, load, plan_run
 
     try:
-        report = check_input_report(cfg, resolve_input(cfg))
-    except DataCheckError as e:
-        print(f"taxifare: data: {e}; nothing was trained or pushed", file=sys.stderr, flush=True)
-        return EXIT_ANOMALIES, None
-    except DataReadError as e:
-        print(f"taxifare: {e}; nothing was run", file=sys.stderr, flush=True)
-        return EXIT_USAGE, None
-    if report.duplicate_share > cfg.data.warn_duplicate_share:
+        cfg = load(args.config, args.overrides)
+        if adjust is not None:
+            cfg = adjust(cfg)
+        if cfg.vertex is not None:
+            raise UsageError(
+                f"{args.config} has a vertex section: it runs on Vertex AI, not here."
+                " Use 'taxifare compile' and 'taxifare submit' (or drop the vertex section)."
+            )
+        plan = plan_run(cfg)
+    except UsageError as e:
+        print(f"taxifare: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except DataError as e:
+        print(f"taxifare: {e}", file=sys.stderr, flush=True)
+        return EXIT_ANOMALIES
+    report = plan.input
+    if report is not None and report.duplicate_share > cfg.data.warn_duplicate_share:
         _say(
             f"warning: {report.duplicate_rows:,} of {report.rows:,} rows"
             f" ({report.duplicate_share:.1%}) repeat another row exactly (above"
             f" data.warn_duplicate_share {cfg.data.warn_duplicate_share:g}); they are used"
         )
-    return None, report
+    return plan
 
 
 def _report_crash(cfg, run_id: str, error: BaseException) -> int:
@@ -226,21 +175,10 @@ def _report_crash(cfg, run_id: str, error: BaseException) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`taxifare run`: the whole pipeline, then the summary."""
-    cfg = _load(args)
-    if cfg is None:
-        return EXIT_USAGE
-    if cfg.vertex is not None:
-        print(
-            f"taxifare: {args.config} has a vertex section: it runs on Vertex AI, not here."
-            " Use 'taxifare compile' and 'taxifare submit' (or drop the vertex section).",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if not _check_input(cfg) or not _check_roots(cfg):
-        return EXIT_USAGE
-    code, input_report = _check_data(cfg)
-    if code is not None:
-        return code
+    plan = _plan(args)
+    if isinstance(plan, int):
+        return plan
+    cfg = plan.cfg
     from pipeline.mlmd_store import StoreError
     from pipeline.root_lock import RootBusyError, hold_root
     from pipeline.runner import new_run_id, run_local
@@ -255,11 +193,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             # Libraries print progress to stdout (Keras' fit); stdout carries only the summary.
             with contextlib.redirect_stdout(sys.stderr):
-                outcome = run_local(cfg, run_id, verbose=args.verbose, notify=_say)
+                outcome = run_local(plan, run_id, verbose=args.verbose, notify=_say)
             summary = build_summary(
                 cfg, outcome.nodes, outcome.seconds, run_id=run_id, log_path=outcome.log_path
             )
-            summary.duplicate_rows = input_report.duplicate_rows if input_report else None
+            summary.duplicate_rows = plan.input.duplicate_rows if plan.input else None
             _finish_run(summary, cfg, args.config)
     except RootBusyError as e:
         _say(str(e))
@@ -396,27 +334,27 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_infer_schema(args: argparse.Namespace) -> int:
     """`taxifare infer-schema`: ExampleGen → StatisticsGen → SchemaGen, schema written out."""
-    cfg = _load(args)
-    if cfg is None or not _check_input(cfg) or not _check_roots(cfg):
-        return EXIT_USAGE
-    code, _ = _check_data(cfg)
-    if code is not None:
-        return code
+    plan = _plan(
+        args,
+        adjust=lambda cfg: cfg.model_copy(
+            update={"schema_": cfg.schema_config.model_copy(update={"source": "inferred"})}
+        ),
+    )
+    if isinstance(plan, int):
+        return plan
     import shutil
 
     from pipeline import dag
     from pipeline.root_lock import hold_root
     from pipeline.runner import error_cause, new_run_id, run_local
 
-    cfg = cfg.model_copy(
-        update={"schema_": cfg.schema_config.model_copy(update={"source": "inferred"})}
-    )
+    cfg = plan.cfg
     from pipeline.mlmd_store import StoreError
 
     run_id = new_run_id()
     try:
         with hold_root(cfg.root, run_id, notify=_say):
-            outcome = run_local(cfg, run_id, until=dag.SCHEMA_GEN_ID, verbose=args.verbose)
+            outcome = run_local(plan, run_id, until=dag.SCHEMA_GEN_ID, verbose=args.verbose)
     except StoreError as e:
         _say(f"{e}; nothing was run")
         return EXIT_USAGE

@@ -36,6 +36,7 @@ from pipeline.mlmd_run import (
 )
 from pipeline.mlmd_store import backup_store, check_store
 from pipeline.progress import attach_progress, detach_progress
+from pipeline.run_plan import RunPlan
 
 _LOG = logging.getLogger(__name__)
 # The loggers whose warnings a person sees during a quiet run; all others go to the log file.
@@ -159,9 +160,14 @@ def _run_log(log_path: str, verbose: bool) -> Iterator[RunLogHandler]:
             h.removeFilter(quiet)
 
 
-def compile_with_run_id(cfg: Config, run_id: str, until: str | None = None):
-    """The pipeline IR with `run_id` as its pipeline run id (TFX's runners keep it)."""
-    pipeline = dag.create_pipeline(cfg, resolve_input(cfg), until=until)
+def compile_with_run_id(
+    cfg: Config, run_id: str, until: str | None = None, data_root: str | None = None
+):
+    """The pipeline IR with `run_id` as its pipeline run id (TFX's runners keep it);
+    `data_root`: the input as the run's plan resolved it (None: resolved here)."""
+    pipeline = dag.create_pipeline(
+        cfg, data_root if data_root is not None else resolve_input(cfg), until=until
+    )
     ir = Compiler().compile(pipeline)
     substitute_runtime_parameter(ir, {compiler_constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     return ir
@@ -195,7 +201,7 @@ def recover_root(cfg: Config, run_id: str) -> list[str]:
 
 
 def run_local(
-    cfg: Config,
+    plan: RunPlan,
     run_id: str,
     until: str | None = None,
     verbose: bool = False,
@@ -208,7 +214,8 @@ def run_local(
     The caller must hold the root's run lock.
 
     Args:
-      cfg: the config, with absolute paths.
+      plan: the run's validated plan (pipeline/run_plan.py): its config, with absolute
+        paths, and its resolved input.
       run_id: the pipeline run id (see new_run_id); MLMD's run context is named by it.
       until: a component id to stop after (None: the whole pipeline).
       verbose: show every library's log on the console (always in the run's log file).
@@ -218,8 +225,8 @@ def run_local(
     Raises:
       StoreError: see `recover_root` (nothing has run).
     """
-    data_root = resolve_input(cfg)
-    ir = compile_with_run_id(cfg, run_id, until=until)
+    cfg, data_root = plan.cfg, plan.data_root
+    ir = compile_with_run_id(cfg, run_id, until=until, data_root=data_root)
     beam_mode = describe_direct_mode(cfg, data_root)
     if beam_mode is not None:
         _LOG.info(beam_mode)

@@ -216,13 +216,16 @@ def test_exact_duplicate_rows_are_counted_across_files_and_warned_about(
     cfg = load_config("configs/smoke.yaml", [f"data.input={data}"])
     report = data_checks.check_input_report(cfg, str(data))
     assert report.rows == ROWS + 91 and report.duplicate_rows == 91
-    code, returned = cli._check_data(cfg)
-    assert code is None and returned == report
+    args = cli.build_parser().parse_args(
+        ["run", "--config", "configs/smoke.yaml", "--set", f"data.input={data}",
+         "--set", f"root={tmp_path / 'root'}"]
+    )  # fmt: skip
+    plan = cli._plan(args)
+    assert plan.input == report
     err = capsys.readouterr().err
     assert "91 of 391 rows (23.3%) repeat another row exactly" in err
-    quiet = load_config("configs/smoke.yaml", [f"data.input={data}",
-                                               "data.warn_duplicate_share=0.5"])
-    assert cli._check_data(quiet)[0] is None and "repeat" not in capsys.readouterr().err
+    args.overrides.append("data.warn_duplicate_share=0.5")
+    assert cli._plan(args).input == report and "repeat" not in capsys.readouterr().err
 
 
 def test_the_sample_has_no_duplicate_rows(tmp_path):
