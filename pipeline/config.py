@@ -129,7 +129,7 @@ class DataConfig(_Strict):
     # How many of the latest spans Transform and the Trainer learn from (with `{SPAN}` in the
     # pattern); the Evaluator tests on the newest span alone. 1: the newest span only, so a
     # run costs one span whatever the span's length (a day of BigQuery, a month of synth);
-    # a window is the data's choice (README, "Configs").
+    # a window is the data's choice (docs/data.md, "A window of spans").
     train_spans: int = Field(1, ge=1)
     split: SplitConfig = SplitConfig()
     # Which executor turns the CSVs into tf.Examples (see pipeline/components/csv_example_gen.py):

@@ -38,8 +38,8 @@ def _restore_hint(store_path: str) -> str:
     newest = backup_path(store_path, 1)
     if os.path.exists(newest):
         return (
-            f"restore the latest backup (cp {newest} {store_path}; README, 'When a run goes"
-            " wrong') or use a new root"
+            f"restore the latest backup (cp {newest} {store_path}; see docs/operations.md)"
+            " or use a new root"
         )
     return "restore it from a backup of the root, or use a new root"
 

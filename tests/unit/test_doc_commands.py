@@ -30,8 +30,12 @@ def _commands(path: Path) -> list[tuple[str, str]]:
     found = []
     text = path.read_text()
     for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
-        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
-            line = line.strip().removeprefix("$ ")
+        lines = [line.strip() for line in re.sub(r"\\\n\s*", " ", block).splitlines()]
+        # A block with a `$ ` prompt shows commands and their output: only prompted lines
+        # are commands (an output line may begin with "taxifare run summary").
+        if any(line.startswith("$ ") for line in lines):
+            lines = [line[2:] for line in lines if line.startswith("$ ")]
+        for line in lines:
             if re.match(r"^(?:\.venv/bin/)?taxifare\s", line):
                 found.append((path.name, line))
     return found
@@ -99,3 +103,19 @@ def test_the_configuration_reference_is_the_one_the_code_generates():
         "docs/configuration.md is out of date: python -m pipeline.config_reference >"
         " docs/configuration.md"
     )
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_points_at_a_file_and_heading_that_exist(path):
+    for target in re.findall(r"\]\(([^)#\s]*)(#[^)\s]*)?\)", path.read_text()):
+        file, anchor = target
+        if re.match(r"^[a-z]+://", file) or not file and not anchor:
+            continue
+        page = (path.parent / file).resolve() if file else path
+        assert page.exists(), f"{path.name}: link to {file} (no such file)"
+        if anchor and page.suffix == ".md":
+            headings = {
+                re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+                for h in re.findall(r"(?m)^#+ (.+)$", page.read_text())
+            }
+            assert anchor[1:] in headings, f"{path.name}: link to {file}{anchor} (no heading)"

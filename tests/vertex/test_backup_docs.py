@@ -1,4 +1,4 @@
-"""The README says how often the Trainer backs up on a training cluster, as the code does it."""
+"""The docs say how often the Trainer backs up on a training cluster, as the code does it."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ def _save_freq() -> object:
     return ast.literal_eval(value)
 
 
-def test_the_readme_backup_frequency_is_the_trainers():
-    readme = " ".join((REPO / "README.md").read_text().split())
-    said = re.findall(r"backed up (every \d+ steps|after every epoch)", readme)
-    assert said, "the README says how often the Trainer backs up"
+def test_the_docs_backup_frequency_is_the_trainers():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    text = " ".join(" ".join(p.read_text().split()) for p in pages)
+    said = re.findall(r"backed up (every \d+ steps|after every epoch)", text)
+    assert said, "the docs say how often the Trainer backs up"
     freq = _save_freq()
     expected = "after every epoch" if freq == "epoch" else f"every {freq} steps"
     assert set(said) == {expected}
