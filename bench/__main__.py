@@ -589,19 +589,22 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report.render_markdown(
         results, _commands(args, argv), monitoring_run, monitoring_note
     )
+    from bench.cli_startup import SECTION_TITLE as CLI_TITLE
     from bench.scale import SECTION_TITLE as SCALE_TITLE
     from bench.trainer_input import SECTION_TITLE as TRAINER_INPUT_TITLE
 
     old_report = args.output.read_text() if args.output.exists() else ""
-    # Measured by --scale and --trainer-input only: kept as they were.
+    # Measured by --scale, --trainer-input and --cli only: kept as they were.
     scale_section = report.section_text(old_report, SCALE_TITLE)
     trainer_input_section = report.section_text(old_report, TRAINER_INPUT_TITLE)
+    cli_section = report.section_text(old_report, CLI_TITLE)
     full = (
         markdown.rstrip("\n")
         + "\n\n"
         + "\n".join(detection.markdown_section(detection_run, detection_note))
         + "\n"
         + (f"\n{trainer_input_section}" if trainer_input_section else "")
+        + (f"\n{cli_section}" if cli_section else "")
         + (f"\n{scale_section}" if scale_section else "")
     )
     # A part skipped in this run keeps the figures an earlier run wrote (marked as such).
