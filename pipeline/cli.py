@@ -198,7 +198,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 cfg, outcome.nodes, outcome.seconds, run_id=run_id, log_path=outcome.log_path
             )
             summary.duplicate_rows = plan.input.duplicate_rows if plan.input else None
-            _finish_run(summary, cfg, args.config)
+            try:
+                _finish_run(summary, cfg, args.config)
+            except OSError as e:
+                if outcome.error is None:
+                    raise
+                # The component's failure is the news (a full disk stops Transform, then
+                # the report cannot be written either): say that one, and this in a line.
+                _say(f"the run's report and summary could not be written: {e}")
     except RootBusyError as e:
         _say(str(e))
         return EXIT_USAGE
