@@ -338,7 +338,13 @@ def required_columns(cfg: Config) -> list[str]:
         importlib.resources.files("pipeline") / "schema" / "schema.pbtxt"
     )
     with tf.io.gfile.GFile(path) as fh:
-        schema = text_format.Parse(fh.read(), schema_pb2.Schema())
+        text = fh.read()
+    try:
+        schema = text_format.Parse(text, schema_pb2.Schema())
+    except text_format.ParseError:
+        # Not a schema: ImportSchemaGen stops the run on it with its own message and
+        # traceback in the run's log; the header check has nothing to go by.
+        return []
     return [
         feature.name
         for feature in schema.feature
