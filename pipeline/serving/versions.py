@@ -39,7 +39,7 @@ ERROR_OK = "OK"
 ERROR_UNKNOWN = "UNKNOWN"
 
 # Signature inputs of a warm-up call: a complete trip of valid values.
-_WARM_UP_TRIP: dict[str, Any] = {
+WARM_UP_TRIP: dict[str, Any] = {
     f.PICKUP_LATITUDE_KEY: 41.88,
     f.PICKUP_LONGITUDE_KEY: -87.63,
     f.DROPOFF_LATITUDE_KEY: 41.98,
@@ -328,10 +328,10 @@ def load_model(path: str, version: int) -> LoadedModel:
         signatures[name] = loaded.signatures[name]
     check_example_parsing(signatures[f.SERVING_TF_EXAMPLE_SIGNATURE])
     model = LoadedModel(version, path, signature_defs, signatures, loaded)
-    example = trip_to_example(_WARM_UP_TRIP).SerializeToString()
+    example = trip_to_example(WARM_UP_TRIP).SerializeToString()
     try:
         for name in signatures:
-            fare = model.predict(name, [_WARM_UP_TRIP], [example])
+            fare = model.predict(name, [WARM_UP_TRIP], [example])
             if fare.shape != (1,) or not np.isfinite(fare).all():
                 raise ModelLoadError(f"signature {name!r} answered {fare!r} for a valid trip")
             _add_flat_caller(model, name, example)
@@ -345,7 +345,7 @@ def load_model(path: str, version: int) -> LoadedModel:
 def _add_flat_caller(model: LoadedModel, name: str, example: bytes) -> None:
     """Uses `flat_caller` for signature `name` if it answers the warm-up trip (one and two
     at a time) exactly as the signature call does."""
-    trips = [_WARM_UP_TRIP, _WARM_UP_TRIP]
+    trips = [WARM_UP_TRIP, WARM_UP_TRIP]
     signature = model.signatures[name]
     caller = flat_caller(signature, model.inputs(name, trips[:1], [example]))
     if caller is None:

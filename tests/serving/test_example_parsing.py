@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from pipeline.serving import versions
 from pipeline.serving.config import ServeConfig
 from pipeline.serving.request_log import read_request_log
 from pipeline.serving.validation import RequestError, parse_examples, parse_predict_request
@@ -31,20 +32,8 @@ TIMEOUT = 30.0
 
 # --- a tf.Example written by hand -----------------------------------------------------------
 
-TRIP = {
-    f.PICKUP_LATITUDE_KEY: 41.88,
-    f.PICKUP_LONGITUDE_KEY: -87.63,
-    f.DROPOFF_LATITUDE_KEY: 41.98,
-    f.DROPOFF_LONGITUDE_KEY: -87.90,
-    f.PICKUP_AREA_KEY: 32,
-    f.DROPOFF_AREA_KEY: 76,
-    f.HOUR_KEY: 12,
-    f.DAY_KEY: 3,
-    f.MONTH_KEY: 6,
-    f.TIMESTAMP_KEY: 1_400_000_000,
-    f.PAYMENT_TYPE_KEY: "Cash",
-    f.COMPANY_KEY: "Taxi Affiliation Services",
-}
+# A complete trip of valid values (the one the server warms a model up with).
+TRIP = dict(versions.WARM_UP_TRIP)
 BYTES, FLOATS, INTS = 0x0A, 0x12, 0x1A  # Feature's oneof tags
 
 
