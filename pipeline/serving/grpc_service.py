@@ -236,32 +236,23 @@ def _serialize(message: Any) -> bytes:
     return message.SerializeToString()
 
 
-def _handlers(core: PredictCore, gate: _Gate) -> grpc.GenericRpcHandler:
-    """The methods served: TF Serving's Predict, GetModelMetadata and GetModelStatus (other
-    methods of its services answer UNIMPLEMENTED)."""
+def _handlers(core: PredictCore, gate: _Gate) -> dict[str, dict[str, Any]]:
+    """The methods served, by service: TF Serving's Predict, GetModelMetadata and
+    GetModelStatus (other methods of its services answer UNIMPLEMENTED)."""
     prediction, models = PredictionService(core), ModelService(core)
-    methods = {
-        f"/{_PREDICTION_SERVICE}/Predict": _decoding(
-            prediction.Predict, predict_pb2.PredictRequest, gate
-        ),
-        f"/{_PREDICTION_SERVICE}/GetModelMetadata": _decoding(
-            prediction.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest, gate
-        ),
-        f"/{_MODEL_SERVICE}/GetModelStatus": _decoding(
-            models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest, gate
-        ),
+    return {
+        _PREDICTION_SERVICE: {
+            "Predict": _decoding(prediction.Predict, predict_pb2.PredictRequest, gate),
+            "GetModelMetadata": _decoding(
+                prediction.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest, gate
+            ),
+        },
+        _MODEL_SERVICE: {
+            "GetModelStatus": _decoding(
+                models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest, gate
+            ),
+        },
     }
-    return _MethodTable(methods)
-
-
-class _MethodTable(grpc.GenericRpcHandler):
-    """Looks a method up by its full name."""
-
-    def __init__(self, methods: dict[str, Any]) -> None:
-        self._methods = methods
-
-    def service(self, handler_call_details: Any) -> Any:
-        return self._methods.get(handler_call_details.method)
 
 
 class GrpcServer:
@@ -316,7 +307,9 @@ async def start_grpc_server(core: PredictCore, host: str, port: int) -> tuple[Gr
         maximum_concurrent_rpcs=config.grpc_max_calls,
     )
     gate = _Gate()
-    server.add_generic_rpc_handlers((_handlers(core, gate),))
+    # Registered methods take grpcio's fast path (a generic handler is looked up per call).
+    for service, methods in _handlers(core, gate).items():
+        server.add_registered_method_handlers(service, methods)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
