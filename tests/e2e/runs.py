@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,4 +24,14 @@ def serving_state(root: Path) -> dict[str, float]:
     serving = root / "serving"
     return {
         str(p.relative_to(serving)): p.stat().st_mtime for p in serving.rglob("*") if p.is_file()
+    }
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every file under `folder` with the SHA-256 of its bytes (folders as "dir")."""
+    return {
+        str(p.relative_to(folder)): "dir"
+        if p.is_dir()
+        else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
     }

@@ -6,7 +6,6 @@ One root goes through these in order (each run after the first reuses its cached
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ import pytest
 
 from pipeline import cli, dag
 from pipeline.mlmd_run import ABANDONED_PROPERTY, open_store, read_run, run_context
+from tests.e2e.runs import tree_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +28,6 @@ SMOKE = str(Path(__file__).parents[2] / "configs" / "smoke.yaml")
 def _summary(root: Path, run_id: str) -> dict:
     with open(root / "runs" / run_id / "summary.json") as fh:
         return json.load(fh)
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): "dir"
-        if p.is_dir()
-        else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-    }
 
 
 def _start(root: Path, *overrides: str) -> subprocess.Popen:
@@ -177,7 +168,7 @@ def small_serving_root(base):
 def test_a_push_to_a_full_disk_changes_nothing_and_says_so_in_one_line(
     root, first_run, small_serving_root, capsys
 ):
-    before = _tree(small_serving_root)
+    before = tree_digest(small_serving_root)
     code = cli.main(
         [
             "run",
@@ -198,7 +189,7 @@ def test_a_push_to_a_full_disk_changes_nothing_and_says_so_in_one_line(
     with open(log_path) as fh:
         log = fh.read()
     assert "Traceback (most recent call last)" in log and "PushError" in log
-    assert _tree(small_serving_root) == before
+    assert tree_digest(small_serving_root) == before
     with open(root / "summary.json") as fh:
         summary = json.load(fh)
     assert summary["failed_node"] == dag.PUSHER_ID and summary["pushed_to"] is None

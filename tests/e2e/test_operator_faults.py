@@ -7,7 +7,6 @@ leave the served model and the history of the root as they were.
 from __future__ import annotations
 
 import csv
-import hashlib
 import shutil
 import sqlite3
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from pipeline import cli, dag
 from pipeline.mlmd_run import open_store
 from pipeline.mlmd_store import backup_path, count_runs
+from tests.e2e.runs import tree_digest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -31,15 +31,6 @@ def _write_csv(folder: Path, rows: list[dict[str, str]], name: str = "trips.csv"
         writer.writeheader()
         writer.writerows(rows)
     return folder
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): "dir"
-        if p.is_dir()
-        else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-    }
 
 
 def _pushes(root: Path) -> list[str]:
@@ -84,9 +75,9 @@ def served(tmp_path_factory, sample_rows) -> Path:
 @pytest.fixture
 def unchanged(served):
     """Asserts after the test that the served model and the pushes MLMD records stayed."""
-    serving, pushes = _tree(served / "serving"), _pushes(served)
+    serving, pushes = tree_digest(served / "serving"), _pushes(served)
     yield served
-    assert _tree(served / "serving") == serving
+    assert tree_digest(served / "serving") == serving
     assert _pushes(served) == pushes
 
 
@@ -157,10 +148,14 @@ def copy_of_served(served, tmp_path) -> Path:
 def _damage_and_run(root: Path, damage, capsys) -> tuple[int, list[str]]:
     store = root / "metadata.sqlite"
     damage(store)
-    before = _tree(root / "serving"), _tree(root / "pipeline"), store.read_bytes()
+
+    def state() -> tuple:
+        return tree_digest(root / "serving"), tree_digest(root / "pipeline"), store.read_bytes()
+
+    before = state()
     code = _run(SMOKE, root)
     err = _messages(capsys.readouterr().err)
-    assert (_tree(root / "serving"), _tree(root / "pipeline"), store.read_bytes()) == before
+    assert state() == before
     return code, err
 
 
