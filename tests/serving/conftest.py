@@ -65,3 +65,13 @@ def direct_fares(small_model, trip_rows):
         raw[f.PREDICTION_KEY].numpy().reshape(-1),
         by_example[f.PREDICTION_KEY].numpy().reshape(-1),
     )
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    """A TF Serving PredictionService stub on the gRPC port of the module's `server`."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)

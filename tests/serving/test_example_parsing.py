@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
 
 from pipeline.serving import versions
 from pipeline.serving.config import ServeConfig
@@ -279,12 +279,6 @@ def server(model_dir, tmp_path_factory):
     )
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def stub(server):
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
 @pytest.fixture(scope="module")

@@ -57,12 +57,6 @@ def server(model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
 def rows100(sample_rows):
     """100 real trips (some with missing optional fields)."""
     return sample_rows[:100]
