@@ -264,18 +264,26 @@ def spans_text(span: int | None, train_spans: list[int]) -> str:
     return "-" if span is None else str(span)
 
 
-def _split_rows(statistics) -> dict[str, int]:
-    """Examples per split, from StatisticsGen's FeatureStats.pb files (read as
+def split_names(artifact) -> list[str]:
+    """The splits of an MLMD artifact, as TFX recorded them (a JSON list:
+    artifact_utils.encode_split_names), read without importing TFX."""
+    return json.loads(artifact.properties["split_names"].string_value or "[]")
+
+
+def read_split_statistics(statistics_uri: str, split: str) -> Any:
+    """StatisticsGen's DatasetFeatureStatisticsList of one split (read as
     `tfdv.load_stats_binary` does, without importing TFDV)."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
+    path = os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb")
+    return statistics_pb2.DatasetFeatureStatisticsList.FromString(artifact_io.read_bytes(path))
+
+
+def _split_rows(statistics) -> dict[str, int]:
+    """Examples per split, from StatisticsGen's statistics."""
     rows = {}
-    # TFX records split names as a JSON list (artifact_utils.encode_split_names).
-    for split in json.loads(statistics.properties["split_names"].string_value or "[]"):
-        path = os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb")
-        stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(
-            artifact_io.read_bytes(path)
-        )
+    for split in split_names(statistics):
+        stats = read_split_statistics(statistics.uri, split)
         rows[split] = int(stats.datasets[0].num_examples) if stats.datasets else 0
     return rows
 

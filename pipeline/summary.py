@@ -7,7 +7,6 @@ import json
 import os
 
 from tfx.dsl.io import fileio
-from tfx.types import artifact_utils
 
 from pipeline import dag
 from pipeline.anomalies import Anomaly, read_anomalies
@@ -27,6 +26,7 @@ from pipeline.runs import (
     evaluated_split,
     read_best_hyperparameters,
     read_overall_metrics,
+    split_names,
     trained_spans,
 )
 from pipeline.split_sizing import describe_recorded
@@ -117,10 +117,6 @@ def _first(node: NodeExecution | None, key: str):
     if node is None or not node.outputs.get(key):
         return None
     return node.outputs[key][0]
-
-
-def _split_names(artifact) -> list[str]:
-    return artifact_utils.decode_split_names(artifact.properties["split_names"].string_value)
 
 
 def _blessing_reasons(evaluation_uri: str) -> list[str]:
@@ -261,7 +257,7 @@ def build_summary(
 
     anomalies = _first(nodes.get(dag.EXAMPLE_VALIDATOR_ID), "anomalies")
     if anomalies is not None:
-        summary.anomalies = read_anomalies(anomalies.uri, _split_names(anomalies))
+        summary.anomalies = read_anomalies(anomalies.uri, split_names(anomalies))
 
     model = _first(nodes.get(dag.TRAINER_ID), "model")
     summary.model_uri = model.uri if model is not None else None

@@ -24,6 +24,7 @@ from pipeline.runs import (
     RunRecord,
     iso_time,
     load_run,
+    split_names,
 )
 from taxifare_modules import features as f
 
@@ -98,9 +99,7 @@ def _why_stopped(record: RunRecord, nodes: dict[str, NodeExecution], summary) ->
         anomalies = _first(nodes.get(names.EXAMPLE_VALIDATOR_ID), "anomalies")
         found = []
         if anomalies is not None:
-            # TFX records split names as a JSON list (artifact_utils.encode_split_names).
-            splits = json.loads(anomalies.properties["split_names"].string_value or "[]")
-            found = read_anomalies(anomalies.uri, splits)
+            found = read_anomalies(anomalies.uri, split_names(anomalies))
         rows = [[_e(a.split), _e(a.feature), _e(a.kind), _e(a.description)] for a in found]
         return [
             '<div class="why" id="why">',

@@ -60,10 +60,9 @@ class FeatureSplits:
 
 
 def _split_stats(uri: str, split: str):
-    from tensorflow_metadata.proto.v0 import statistics_pb2
+    from pipeline.runs import read_split_statistics
 
-    path = os.path.join(uri, f"Split-{split}", "FeatureStats.pb")
-    stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(artifact_io.read_bytes(path))
+    stats = read_split_statistics(uri, split)
     return stats.datasets[0] if stats.datasets else None
 
 
