@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import posixpath
 
 import tensorflow_model_analysis as tfma
@@ -39,6 +38,7 @@ from pipeline.components.csv_example_gen import CsvExampleGen as CuratedCsvExamp
 from pipeline.components.fare_filter import FareFilter
 from pipeline.components.monitoring import DriftCheck, MonitoringGate, SkewCheck
 from pipeline.config import AUTO_MULTI_PROCESSING_BYTES, BIGQUERY, Config, ConfigError
+from pipeline.curated_schema import curated_schema_file
 from pipeline.data_source import (
     bigquery_query,
     input_size_bytes,
@@ -91,19 +91,6 @@ def drift_baseline_dir(cfg: Config) -> str:
     each run writes its artifacts under a folder of its own.
     """
     return posixpath.join(cfg.pipeline_root, "baselines", cfg.name, "drift")
-
-
-def curated_schema_file(cfg: Config) -> str:
-    """The curated schema file ImportSchemaGen imports.
-
-    On Vertex, ImportSchemaGen runs in the pipeline image: the shipped schema is read there
-    (see vertex.component_config.IMAGE_SCHEMA_FILE), and `schema.path` must be on gs://.
-    """
-    if cfg.schema_config.path:
-        return cfg.schema_config.path
-    if cfg.vertex is not None:
-        return vertex_config.IMAGE_SCHEMA_FILE
-    return str(importlib.resources.files("pipeline") / "schema" / "schema.pbtxt")
 
 
 def eval_config(cfg: Config) -> tfma.EvalConfig:

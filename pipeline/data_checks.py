@@ -329,14 +329,12 @@ def required_columns(cfg: Config) -> list[str]:
     it at once."""
     if cfg.schema_config.source != "curated" or cfg.vertex is not None:
         return []
-    import importlib.resources
-
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    path = cfg.schema_config.path or str(
-        importlib.resources.files("pipeline") / "schema" / "schema.pbtxt"
-    )
+    from pipeline.curated_schema import curated_schema_file
+
+    path = curated_schema_file(cfg)
     with tf.io.gfile.GFile(path) as fh:
         text = fh.read()
     try:

@@ -35,7 +35,6 @@ value, blank lines skipped.
 from __future__ import annotations
 
 import csv
-import importlib.resources
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -45,7 +44,6 @@ import tensorflow as tf
 from absl import logging
 from apache_beam.io import filebasedsink, filesystems
 from apache_beam.io.filesystem import CompressionTypes
-from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen import write_split
@@ -59,6 +57,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from pipeline.anomalies import DataFaultError
+from pipeline.curated_schema import read_shipped_schema
 from pipeline.serving.request_log import frame_record
 
 # A split's output rolls over to a new file after this many records (about 4 MB of gzip):
@@ -81,9 +80,7 @@ class CsvCellError(DataFaultError):
 
 def curated_column_types() -> dict[str, int]:
     """Column name -> schema_pb2.FeatureType (INT, FLOAT, BYTES), from the curated schema."""
-    schema = schema_pb2.Schema()
-    text = (importlib.resources.files("pipeline") / "schema" / "schema.pbtxt").read_text()
-    text_format.Parse(text, schema)
+    schema = read_shipped_schema()
     types = {}
     for feature in schema.feature:
         if feature.type not in (_INT, _FLOAT, _BYTES):

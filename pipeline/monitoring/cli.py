@@ -8,13 +8,13 @@ threshold out of range); 1 the check itself failed.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import os
 import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.curated_schema import shipped_schema_file
 from taxifare_modules import features as f
 
 EXIT_OK = 0
@@ -89,9 +89,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _curated_schema_file() -> str:
-    # The shipped schema, as pipeline.dag.curated_schema_file resolves it without a config
+    # The shipped schema, as curated_schema_file resolves it without a config
     # (importing the DAG would load all of TFX for a path).
-    return str(importlib.resources.files("pipeline") / "schema" / "schema.pbtxt")
+    return shipped_schema_file()
 
 
 def _load_schema(path: str) -> Any:

@@ -233,14 +233,11 @@ def instance_examples(instances: list[Instance]) -> list[bytes]:
 @functools.lru_cache(maxsize=1)
 def _column_types() -> dict[str, str]:
     """Column -> "INT" / "FLOAT" / "BYTES", as the curated schema types the sample's columns."""
-    import importlib.resources
-
-    from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    schema = schema_pb2.Schema()
-    text = (importlib.resources.files("pipeline") / "schema" / "schema.pbtxt").read_text()
-    text_format.Parse(text, schema)
+    from pipeline.curated_schema import read_shipped_schema
+
+    schema = read_shipped_schema()
     return {feature.name: schema_pb2.FeatureType.Name(feature.type) for feature in schema.feature}
 
 

@@ -82,13 +82,9 @@ def schema_ranges(
 
 @functools.lru_cache(maxsize=1)
 def _curated_schema() -> Any:
-    import importlib.resources
+    from pipeline.curated_schema import read_shipped_schema
 
-    from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    text = (importlib.resources.files("pipeline") / "schema" / "schema.pbtxt").read_text()
-    return text_format.Parse(text, schema_pb2.Schema())
+    return read_shipped_schema()
 
 
 def label_maximum() -> float:

@@ -450,11 +450,10 @@ def _last_error(log: Path) -> str:
 
 def image_schema_paths() -> tuple[str, str]:
     """(the schema path the spec names inside the image, this machine's copy of it)."""
-    import importlib.resources
-
+    from pipeline.curated_schema import shipped_schema_file
     from pipeline.vertex.component_config import IMAGE_SCHEMA_FILE
 
-    return IMAGE_SCHEMA_FILE, str(importlib.resources.files("pipeline") / "schema" / "schema.pbtxt")
+    return IMAGE_SCHEMA_FILE, shipped_schema_file()
 
 
 def rehearse(cfg: Config, root: Path, runs: int = 2, printer: Any = _print) -> bool:
