@@ -43,7 +43,7 @@ _DTYPE_NAMES = {
     DT_STRING: "DT_STRING",
     DT_INT64: "DT_INT64",
 }
-_FIELD_DTYPES = {
+FIELD_DTYPES = {
     **{key: DT_FLOAT for key in f.FLOAT_FEATURE_KEYS},
     **{key: DT_INT64 for key in f.INT_FEATURE_KEYS},
     **{key: DT_STRING for key in f.STRING_FEATURE_KEYS},
@@ -79,10 +79,7 @@ def _values(name: str, tensor: Any, max_instances: int, max_bytes: int | None) -
     if dtype == DT_STRING:
         if tensor.tensor_content:
             raise RequestError(f"{where}: a DT_STRING tensor carries its values in string_val")
-        held = tensor.string_val
-        if len(held) == 1 and count > 1:
-            _check_fill(where, count, len(held[0]), max_bytes)
-        values = list(held)
+        values = list(tensor.string_val)
     elif tensor.tensor_content:
         content = tensor.tensor_content
         itemsize = _NUMPY_DTYPES[dtype].itemsize
@@ -101,7 +98,8 @@ def _values(name: str, tensor: Any, max_instances: int, max_bytes: int | None) -
     else:
         values = list(tensor.int64_val)
     if len(values) == 1 and count > 1:  # TensorProto's shorthand: one value fills the shape
-        _check_fill(where, count, _NUMPY_DTYPES[dtype].itemsize, max_bytes)
+        size = len(values[0]) if dtype == DT_STRING else _NUMPY_DTYPES[dtype].itemsize
+        _check_fill(where, count, size, max_bytes)
         values = values * count
     if len(values) != count:
         raise RequestError(f"{where}: shape says {count} values, the tensor holds {len(values)}")
@@ -184,7 +182,7 @@ def _parse_named(
     columns: dict[str, list] = {}
     for name in inputs:  # keys, then lookups: a protobuf map's items() view is slower
         tensor = inputs[name]
-        expected = _FIELD_DTYPES.get(name)
+        expected = FIELD_DTYPES.get(name)
         if expected is None:
             raise RequestError(
                 f"inputs: unknown input {name!r} (the raw trip fields are:"

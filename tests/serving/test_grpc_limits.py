@@ -98,6 +98,13 @@ def test_one_string_filling_a_shape_past_the_message_limit_is_refused(sample_row
         parse_tensor_request(f.SERVING_DEFAULT_SIGNATURE, hours, 10_000, False, 4000)
 
 
+def test_one_string_filling_a_shape_within_the_limit_is_expanded():
+    from pipeline.serving.tensors import _values
+
+    tensor = _tensor(DT_STRING, 3, string_val=[b"Cash"])
+    assert _values(f.PAYMENT_TYPE_KEY, tensor, 10, 1000) == [b"Cash"] * 3
+
+
 def test_version_names_must_fit_in_int64(tmp_path, caplog):
     assert is_version_name(str(2**63 - 1)) and not is_version_name(str(2**63))
     assert not is_version_name(HUGE_VERSION)
