@@ -62,7 +62,6 @@ class Prediction:
     fares: np.ndarray  # float32, one per instance
     version: int
     request_id: str
-    logged: bool = False  # its instances went to the request log
 
 
 @dataclasses.dataclass
@@ -187,14 +186,13 @@ class PredictCore:
             answered = await self.batcher.submit((model, request.signature_name), job, len(request))
         except Exception as e:
             raise self._refusal(job, e) from None
-        logged = False
         if answered.records is not None:
             if delivered is None or delivered():
-                logged = self._write_log(answered.records)
+                self._write_log(answered.records)
             else:
                 with self._counters:
                     self.undelivered += len(answered.records)
-        return Prediction(answered.fares, model.version, job.request_id, logged)
+        return Prediction(answered.fares, model.version, job.request_id)
 
     def _admit(
         self,
@@ -319,8 +317,8 @@ class PredictCore:
             f" {index} (the limit is {self.config.max_fare:g})"
         )
 
-    def _write_log(self, records: list[bytes]) -> bool:
-        """Writes one answered request's records; False if they could not be written."""
+    def _write_log(self, records: list[bytes]) -> None:
+        """Writes one answered request's records (a failure is counted, said once)."""
         try:
             self.request_log.write(records)
         except OSError as e:
@@ -335,11 +333,10 @@ class PredictCore:
                     self.request_log.log_dir,
                     e.strerror or e,
                 )
-            return False
+            return
         if self._log_failing:
             self._log_failing = False
             _LOG.warning("request log: writing to %s again", self.request_log.log_dir)
-        return True
 
     # --- versions ---------------------------------------------------------------------------
 

@@ -130,7 +130,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 # logged (a call the handler is cancelled in never returns here at all).
                 delivered=lambda: (
                     not context.cancelled()
-                    and (context.time_remaining() is None or context.time_remaining() > 0)
+                    and ((left := context.time_remaining()) is None or left > 0)
                 ),
             )
         except RequestError as e:

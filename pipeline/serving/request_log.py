@@ -438,8 +438,7 @@ class RequestLog:
             return
         data = b"".join(frame_record(r) for r in records)
         with self._lock:
-            if self._fd is not None:
-                self._check_path()
+            self._check_path()
             if self._fd is not None and (
                 self._size + len(data) > self.rotate_bytes or self._too_old()
             ):
@@ -461,8 +460,7 @@ class RequestLog:
     def rotate_if_due(self) -> None:
         """Closes the current file if it is older than `rotate_seconds` (called on a timer)."""
         with self._lock:
-            if self._fd is not None:
-                self._check_path()
+            self._check_path()
             if self._fd is not None and self._too_old():
                 self._finish_file(*self._detach())
 
@@ -470,8 +468,7 @@ class RequestLog:
         """Flushes, closes and renames the current file (graceful stop); never raises: a
         file it cannot finish is left `.inprogress`, for the next start to recover."""
         with self._lock:
-            if self._fd is not None:
-                self._check_path()
+            self._check_path()
             if self._fd is not None:
                 self._finish_file(*self._detach())
         self.wait_rotated()
@@ -505,6 +502,8 @@ class RequestLog:
 
     def _check_path(self) -> None:
         """Lets go of the open file if it is no longer at its path (deleted or moved)."""
+        if self._fd is None:
+            return
         opened = os.fstat(self._fd)
         try:
             current = os.stat(self._path)

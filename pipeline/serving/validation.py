@@ -566,7 +566,7 @@ _TAG_PACKED = 0x0A  # a list's `value` = 1, packed (length-delimited)
 _TAG_FIXED32 = 0x0D  # FloatList.value = 1, one unpacked float
 _TAG_VARINT = 0x08  # Int64List.value = 1, one unpacked int64
 # raw field -> the list kind a tf.Example carries it in (and the signature parses it from).
-EXAMPLE_KINDS = _EXPECTED_KINDS = {
+_EXPECTED_KINDS = {
     **{key: "float_list" for key in f.FLOAT_FEATURE_KEYS},
     **{key: "int64_list" for key in f.INT_FEATURE_KEYS},
     **{key: "bytes_list" for key in f.STRING_FEATURE_KEYS},

@@ -254,7 +254,6 @@ def flat_caller(signature: Any, inputs: dict[str, Any]) -> Callable[[dict[str, A
 
 
 # tensorflow.DataType values (types.proto) of each tf.Example list kind.
-_KIND_DTYPES = {"float_list": 1, "int64_list": 9, "bytes_list": 7}
 
 
 def check_example_parsing(signature: Any) -> None:
@@ -293,9 +292,9 @@ def check_example_parsing(signature: Any) -> None:
         )
     keys = [k.decode() for k in tf.make_ndarray(consts[keys_input].attr["value"].tensor)]
     parsed = dict(zip(keys, node.attr["sparse_types"].list.type, strict=True))
-    from pipeline.serving.validation import EXAMPLE_KINDS
+    from pipeline.serving.tensors import FIELD_DTYPES
 
-    expected = {key: _KIND_DTYPES[kind] for key, kind in EXAMPLE_KINDS.items()}
+    expected = FIELD_DTYPES
     # Every field the server decodes must be parsed the same way. The signature may also
     # parse fields no request carries (the schema's post-trip fields, in the raw feature
     # spec Transform exports): the model gets tf.Examples re-encoded from the decoded trips,
