@@ -51,6 +51,7 @@ from pipeline.monitoring.thresholds import thresholds_to_json
 from pipeline.names import (
     ANOMALY_GATE_ID,
     DRIFT_CHECK_ID,
+    EVAL_SPLIT,
     EVALUATOR_ID,
     EXAMPLE_GEN_ID,
     EXAMPLE_VALIDATOR_ID,
@@ -61,6 +62,8 @@ from pipeline.names import (
     SCHEMA_GEN_ID,
     SKEW_CHECK_ID,
     STATISTICS_GEN_ID,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
     TRAINER_ID,
     TRANSFORM_ID,
     TUNER_ID,
@@ -75,13 +78,6 @@ from taxifare_modules import tuning as tuning_module
 PREPROCESSING_FN = "taxifare_modules.preprocessing.preprocessing_fn"
 RUN_FN = "taxifare_modules.trainer.run_fn"
 TUNER_FN = "taxifare_modules.tuning.tuner_fn"
-
-# ExampleGen's splits: the Trainer learns on train and stops early on eval (the Tuner scores
-# its trials on eval too); the Evaluator blesses on test, which nothing else looks at.
-TRAIN_SPLIT = "train"
-EVAL_SPLIT = "eval"
-TEST_SPLIT = "test"
-
 
 
 def drift_baseline_dir(cfg: Config) -> str:

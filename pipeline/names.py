@@ -25,6 +25,12 @@ MODEL_RESOLVER_ID = "LatestBlessedModelResolver"
 EVALUATOR_ID = "Evaluator"
 PUSHER_ID = "Pusher"
 
+# ExampleGen's splits: the Trainer learns on train and stops early on eval (the Tuner scores
+# its trials on eval too); the Evaluator blesses on test, which nothing else looks at.
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+TEST_SPLIT = "test"
+
 # Custom properties of the FareFilter's output examples.
 ROWS_READ_PROPERTY = "rows_read"
 ROWS_EXCLUDED_PROPERTY = "rows_excluded"

@@ -42,12 +42,17 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
 from pipeline.anomalies import DataFaultError
-from pipeline.names import ROWS_EXCLUDED_PROPERTY, ROWS_READ_PROPERTY
+from pipeline.names import (
+    EVAL_SPLIT,
+    ROWS_EXCLUDED_PROPERTY,
+    ROWS_READ_PROPERTY,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+)
 from pipeline.serving.request_log import frame_record, scan_records
 from taxifare_modules import features as f
 
 _NAMESPACE = "taxifare.fare_filter"
-TRAIN_SPLIT = "train"
 
 
 class TooFewTripsError(DataFaultError):
@@ -56,7 +61,7 @@ class TooFewTripsError(DataFaultError):
 
 def tested_split(splits: list[str]) -> str:
     """The split the Evaluator blesses on: test when there is one, else eval."""
-    return "test" if "test" in splits else "eval"
+    return TEST_SPLIT if TEST_SPLIT in splits else EVAL_SPLIT
 
 
 def check_enough_trips(
