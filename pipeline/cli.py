@@ -281,7 +281,7 @@ def _finish_run(summary, cfg, config_path: str) -> None:
 
     own = run_dir(cfg, summary.run_id)
     if (summary.pushed_to or summary.already_serving) and summary.examples_uri:
-        import tensorflow as tf
+        from pipeline import artifact_io
 
         # A random sample of the split the model was tested on, large enough for the skew
         # check the summary prints next to judge (the first rows of a split are not a sample).
@@ -293,9 +293,9 @@ def _finish_run(summary, cfg, config_path: str) -> None:
         )
         if rows:
             summary.trips_file = os.path.join(own, TRIPS_FILE)
-            tf.io.gfile.makedirs(own)
-            with tf.io.gfile.GFile(summary.trips_file, "w") as fh:
-                fh.write(json.dumps(reads.trips_request(rows), indent=2))
+            artifact_io.write_text(
+                summary.trips_file, json.dumps(reads.trips_request(rows), indent=2)
+            )
     summary.next_steps = next_steps(summary, cfg, config_path)
     if summary.components:  # MLMD recorded the run (it may have failed before any component)
         summary.report = os.path.join(own, REPORT_FILE)

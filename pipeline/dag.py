@@ -40,7 +40,6 @@ from pipeline.components.monitoring import DriftCheck, MonitoringGate, SkewCheck
 from pipeline.config import AUTO_MULTI_PROCESSING_BYTES, BIGQUERY, Config, ConfigError
 from pipeline.curated_schema import curated_schema_file
 from pipeline.data_source import (
-    bigquery_query,
     input_size_bytes,
     window_spans,
     with_input_beam_args,
@@ -289,7 +288,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         # Runs the query over the BigQuery table for the month's span (TFX's static span
         # range fills the query's span placeholder) and splits train/eval/test.
         example_gen = BigQueryExampleGen(
-            query=bigquery_query(bq),
+            query=bigquery.bigquery_query(bq),
             output_config=output_config,
             range_config=_span_range(bigquery.month_span(bq.month)),
             custom_config=bigquery_executor.custom_config(

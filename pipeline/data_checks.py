@@ -298,11 +298,6 @@ class InputReport:
         return self.duplicate_rows / self.rows if self.rows else 0.0
 
 
-def check_input(cfg: Config, data_root: str) -> int:
-    """Checks every file ExampleGen will read; returns the number of data lines."""
-    return check_input_report(cfg, data_root).rows
-
-
 def check_input_report(cfg: Config, data_root: str) -> InputReport:
     """Checks every file ExampleGen will read; returns what it counted.
 

@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 
-from pipeline.config import BIGQUERY, TFX_SAMPLE, BigQueryConfig, Config
+from pipeline.config import BIGQUERY, TFX_SAMPLE, Config
 
 # Inside the installed tfx package: real Chicago taxi trips (City of Chicago open data).
 _SAMPLE_PARTS = ("examples", "chicago_taxi_pipeline", "data", "simple")
@@ -114,7 +114,8 @@ def _input_files(cfg: Config, data_root: str) -> list[str]:
     spans = files_by_span(cfg, data_root)
     if not spans and "{SPAN}" not in (cfg.data.pattern or "*"):
         return _matching_files(cfg, data_root)
-    return [p for span in window_spans(cfg, data_root) for p in spans[span]]
+    # window_spans, without listing the input a second time.
+    return [p for span in sorted(spans)[-cfg.data.train_spans :] for p in spans[span]]
 
 
 def input_size_bytes(cfg: Config, data_root: str) -> int | None:
@@ -138,13 +139,6 @@ def describe_direct_mode(cfg: Config, data_root: str) -> str | None:
     else:
         why = f"auto: input {size / 2**20:,.1f} MiB"
     return f"Beam DirectRunner {mode}, {processes} ({why})"
-
-
-def bigquery_query(bq: BigQueryConfig) -> str:
-    """The query of every span, with TFX's span placeholder (see pipeline/bigquery.py)."""
-    from pipeline import bigquery
-
-    return bigquery.bigquery_query(bq)
 
 
 def bigquery_beam_args(cfg: Config) -> list[str]:

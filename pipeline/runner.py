@@ -26,7 +26,7 @@ from pipeline import dag
 from pipeline.anomalies import DataFaultError
 from pipeline.components.atomic_pusher import reconcile_pushes
 from pipeline.config import Config
-from pipeline.data_source import describe_direct_mode, resolve_input
+from pipeline.data_source import describe_direct_mode
 from pipeline.mlmd_run import (
     NodeExecution,
     abandon_unfinished,
@@ -160,14 +160,10 @@ def _run_log(log_path: str, verbose: bool) -> Iterator[RunLogHandler]:
             h.removeFilter(quiet)
 
 
-def compile_with_run_id(
-    cfg: Config, run_id: str, until: str | None = None, data_root: str | None = None
-):
+def compile_with_run_id(cfg: Config, run_id: str, data_root: str, until: str | None = None):
     """The pipeline IR with `run_id` as its pipeline run id (TFX's runners keep it);
-    `data_root`: the input as the run's plan resolved it (None: resolved here)."""
-    pipeline = dag.create_pipeline(
-        cfg, data_root if data_root is not None else resolve_input(cfg), until=until
-    )
+    `data_root`: the input as the run's plan resolved it."""
+    pipeline = dag.create_pipeline(cfg, data_root, until=until)
     ir = Compiler().compile(pipeline)
     substitute_runtime_parameter(ir, {compiler_constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     return ir
@@ -226,7 +222,7 @@ def run_local(
       StoreError: see `recover_root` (nothing has run).
     """
     cfg, data_root = plan.cfg, plan.data_root
-    ir = compile_with_run_id(cfg, run_id, until=until, data_root=data_root)
+    ir = compile_with_run_id(cfg, run_id, data_root, until=until)
     beam_mode = describe_direct_mode(cfg, data_root)
     if beam_mode is not None:
         _LOG.info(beam_mode)

@@ -149,7 +149,7 @@ def test_only_the_latest_span_is_checked(tmp_path, sample_rows):
         Path("span-2/part-0.csv"),
         Path("span-2/part-1.csv"),
     ]
-    assert data_checks.check_input(cfg, cfg.data.input) == 40
+    assert data_checks.check_input_report(cfg, cfg.data.input).rows == 40
 
 
 @pytest.mark.parametrize("column", [f.LABEL_KEY, f.TIMESTAMP_KEY, f.COMPANY_KEY])

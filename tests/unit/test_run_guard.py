@@ -218,11 +218,12 @@ def test_relative_paths_are_made_absolute_and_remote_ones_kept(tmp_path, monkeyp
 
 
 def test_the_run_id_is_the_pipeline_run_id_tfx_records(tmp_path):
+    from pipeline.data_source import resolve_input
     from pipeline.runner import compile_with_run_id, new_run_id
 
     cfg = load_config(SMOKE, [f"root={tmp_path}"]).with_absolute_paths()
     run_id = new_run_id()
     assert run_id != new_run_id()
-    ir = compile_with_run_id(cfg, run_id)
+    ir = compile_with_run_id(cfg, run_id, data_root=resolve_input(cfg))
     assert ir.runtime_spec.pipeline_run_id.field_value.string_value == run_id
     assert time.strftime("%Y%m%d", time.gmtime()) in run_id
