@@ -238,14 +238,14 @@ class SplitScore:
 
 
 def _split_files(patterns: list[str]) -> list[str]:
-    import tensorflow as tf
+    from taxifare_modules.task import expand_paths
 
     files = []
     for pattern in patterns:
-        matched = sorted(tf.io.gfile.glob(pattern))
-        if not matched:
-            raise OracleError(f"--examples {pattern}: no files match")
-        files += matched
+        try:
+            files += expand_paths([pattern])
+        except ValueError:
+            raise OracleError(f"--examples {pattern}: no files match") from None
     return files
 
 
@@ -368,19 +368,18 @@ def load_manifest(folder: str) -> dict:
     Raises:
       OracleError: the file is missing or not a JSON object.
     """
-    import json
     import posixpath
 
     import tensorflow as tf
 
-    path = posixpath.join(folder, "synth.json")
+    from pipeline.data.synth import MANIFEST_NAME, read_manifest
+
+    path = posixpath.join(folder, MANIFEST_NAME)
     if not tf.io.gfile.exists(path):
         raise OracleError(f"--synth {folder}: no synth.json (not a `taxifare data synth` folder)")
-    with tf.io.gfile.GFile(path) as fh:
-        text = fh.read()
     try:
-        manifest = json.loads(text)
-    except ValueError as err:
+        manifest = read_manifest(folder)
+    except ValueError as err:  # json's decode error
         raise OracleError(f"{path}: not JSON ({err})") from None
     if not isinstance(manifest, dict):
         raise OracleError(f"{path}: not a JSON object")

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline import artifact_io
 from pipeline.example_wire import decode_example
+from pipeline.report.svg import log_axis
 from taxifare_modules import features as f
 
 _RMSE = "root_mean_squared_error"
@@ -141,10 +142,6 @@ def _log_offset(buckets: list[tuple[float, float, float]], low: float, high: flo
     return _round_sig(typical / 10, 1) if typical > 0 else None
 
 
-def _to_axis(value: float, log_offset: float | None) -> float:
-    return value if log_offset is None else math.log10(1 + value / log_offset)
-
-
 def _from_axis(value: float, log_offset: float | None) -> float:
     return value if log_offset is None else log_offset * (10**value - 1)
 
@@ -185,7 +182,7 @@ def _numeric_edges(low: float, high: float, log_offset: float | None) -> list[fl
         start = math.floor(low / step) * step
         count = max(1, math.ceil((high - start) / step - 1e-9))
         return [_round_sig(start + i * step, 12) for i in range(count + 1)]
-    a, b = _to_axis(low, log_offset), _to_axis(high, log_offset)
+    a, b = log_axis(low, log_offset), log_axis(high, log_offset)
     inner = [
         _round_sig(_from_axis(a + (b - a) * i / _NUMERIC_BINS, log_offset))
         for i in range(1, _NUMERIC_BINS)
@@ -200,7 +197,7 @@ def _spread(
     """Each bin's share of the values: a bucket's count split by overlap on the drawn axis."""
     total = sum(c for _, _, c in buckets)
     shares = [0.0] * (len(edges) - 1)
-    axis = [_to_axis(e, log_offset) for e in edges]
+    axis = [log_axis(e, log_offset) for e in edges]
     last = len(shares) - 1
     for low, high, count in buckets:
         if count <= 0:
@@ -209,7 +206,7 @@ def _spread(
             i = min(max(bisect.bisect_right(edges, low) - 1, 0), last)
             shares[i] += count / total
             continue
-        lo, hi = _to_axis(low, log_offset), _to_axis(high, log_offset)
+        lo, hi = log_axis(low, log_offset), log_axis(high, log_offset)
         for i in range(len(shares)):
             overlap = min(hi, axis[i + 1]) - max(lo, axis[i])
             if overlap > 0:

@@ -235,7 +235,8 @@ def scatter(points: list[tuple[float, float]], x_label: str, y_label: str, title
     return _svg(parts, title)
 
 
-def _log_axis(value: float, log_offset: float | None) -> float:
+def log_axis(value: float, log_offset: float | None) -> float:
+    """Where `value` lies on an axis: itself, or log10(1 + value / log_offset) on a log one."""
     return value if log_offset is None else math.log10(1 + value / log_offset)
 
 
@@ -262,10 +263,10 @@ def _value_marks(
     for value in [*decades, *between]:
         if not low <= value <= high:
             continue
-        px = frame.x(_log_axis(value, log_offset))
-        if all(abs(px - frame.x(_log_axis(v, log_offset))) >= 40 for v in chosen):
+        px = frame.x(log_axis(value, log_offset))
+        if all(abs(px - frame.x(log_axis(v, log_offset))) >= 40 for v in chosen):
             chosen.append(value)
-    return [(_log_axis(v, log_offset), value_format(_round(v))) for v in sorted(chosen)]
+    return [(log_axis(v, log_offset), value_format(_round(v))) for v in sorted(chosen)]
 
 
 def _round(value: float) -> float:
@@ -299,7 +300,7 @@ def histogram(
     values = [v for vs in series.values() for v in vs]
     if len(edges) < 2 or not values:
         return ""
-    axis = [_log_axis(e, log_offset) for e in edges]
+    axis = [log_axis(e, log_offset) for e in edges]
     frame = _Frame((axis[0], axis[-1]), (0.0, _nice_top(max(values))))
     if log_offset is not None:
         x_label += " (log scale)"
@@ -307,7 +308,7 @@ def histogram(
     ticks = (
         _value_marks(edges[0], edges[-1], log_offset, frame, text)
         if marks is None
-        else [(_log_axis(v, log_offset), text(v)) for v in marks]
+        else [(log_axis(v, log_offset), text(v)) for v in marks]
     )
     parts = frame.axes(x_label, y_label, x_marks=ticks)
     bottom = _HEIGHT - _BOTTOM
