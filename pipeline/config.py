@@ -405,6 +405,134 @@ def _check_gcs_field(value: str | None) -> str | None:
     return value
 
 
+# A Cloud KMS key, a Vertex TensorBoard and a VPC network peered with Vertex, as the Vertex
+# and Dataflow APIs name them.
+_KMS_KEY_PATTERN = re.compile(
+    r"^projects/[^/\s]+/locations/(?P<location>[a-z0-9-]+)/keyRings/[A-Za-z0-9_-]{1,63}"
+    r"/cryptoKeys/[A-Za-z0-9_-]{1,63}$"
+)
+_TENSORBOARD_PATTERN = re.compile(
+    r"^projects/[^/\s]+/locations/(?P<location>[a-z0-9-]+)/tensorboards/[0-9]+$"
+)
+_VERTEX_NETWORK_PATTERN = re.compile(
+    r"^projects/[0-9]+/global/networks/[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+)
+
+# The five fields of a cron line: (name, lowest, highest, names allowed for values).
+_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_CRON_FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {name: i + 1 for i, name in enumerate(_MONTH_NAMES)}),
+    ("day of week", 0, 7, {name: i for i, name in enumerate(_DAY_NAMES)}),
+)
+
+
+def _cron_value(text: str, field: tuple[str, int, int, dict[str, int]]) -> int:
+    name, low, high, names = field
+    value = names.get(text.upper()) if not text.isdigit() else int(text)
+    if value is None or not low <= value <= high:
+        raise ValueError(f"{name} {text!r} is not in {low}-{high}")
+    return value
+
+
+def check_cron(value: str) -> str:
+    """A five-field cron line (minute hour day-of-month month day-of-week), as Vertex takes
+    it, optionally after a time zone: "TZ=America/Chicago 0 6 * * 1". Raises ValueError."""
+    line = value.strip()
+    zone = re.match(r"^(CRON_)?TZ=(\S+)\s+", line)
+    if zone:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(zone.group(2))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"time zone {zone.group(2)!r} is not an IANA time zone (e.g. America/Chicago)"
+            ) from None
+        line = line[zone.end() :]
+    parts = line.split()
+    if len(parts) != 5:
+        raise ValueError(
+            f"{value!r}: a cron line has five fields (minute hour day-of-month month"
+            f" day-of-week), optionally after TZ=Area/City; this one has {len(parts)}"
+        )
+    for part, field in zip(parts, _CRON_FIELDS, strict=True):
+        for item in part.split(","):
+            span, _, step = item.partition("/")
+            if step and (not step.isdigit() or int(step) == 0):
+                raise ValueError(f"{field[0]} {item!r}: a step is a positive number")
+            if span == "*":
+                continue
+            first, dash, last = span.partition("-")
+            low = _cron_value(first, field)
+            if dash and _cron_value(last, field) < low:
+                raise ValueError(f"{field[0]} {item!r}: a range goes from low to high")
+    return value
+
+
+def _check_timestamp(value: Any) -> str | None:
+    # YAML reads an unquoted 2027-01-01T06:00:00Z as a datetime: keep it, as text.
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO-8601 time (e.g. 2027-01-01T06:00:00Z)"
+            ) from None
+    else:
+        raise ValueError(f"{value!r} is not an ISO-8601 time (e.g. 2027-01-01T06:00:00Z)")
+    if moment.tzinfo is None:
+        raise ValueError(
+            f"{moment.isoformat()} has no time zone: end it with Z or an offset (+01:00)"
+        )
+    return moment.isoformat()
+
+
+class ScheduleConfig(_Strict):
+    """The Vertex pipeline schedule `taxifare schedule` creates for the compiled spec."""
+
+    # When runs start: five cron fields (minute hour day-of-month month day-of-week), UTC
+    # unless prefixed with an IANA time zone as "TZ=America/Chicago 0 6 1 * *"; None: the
+    # config cannot be scheduled.
+    cron: str | None = None
+    # Runs of this schedule running at once; a start due while as many run is skipped (the
+    # pipeline's drift pointer and endpoint expect one run at a time).
+    max_concurrent_runs: int = Field(1, ge=1)
+    # The schedule completes after this many runs; None: until end_time, a pause or a delete.
+    max_runs: int | None = Field(None, ge=1)
+    # ISO-8601 times with a zone (2027-01-01T06:00:00Z) between which runs start; None: from
+    # the schedule's creation, and with no end.
+    start_time: str | None = None
+    end_time: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
+
+    @field_validator("start_time", "end_time", mode="before")
+    @classmethod
+    def _check_time(cls, value: Any) -> str | None:
+        return _check_timestamp(value)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> ScheduleConfig:
+        if self.start_time is not None and self.end_time is not None:
+            start = datetime.datetime.fromisoformat(self.start_time)
+            if datetime.datetime.fromisoformat(self.end_time) <= start:
+                raise ValueError(
+                    f"end_time ({self.end_time}) must be after start_time ({self.start_time})"
+                )
+        return self
+
+
 class DataflowConfig(_Strict):
     """How the Beam components (ExampleGen, FareFilter, StatisticsGen, Transform, ...) run."""
 
@@ -421,7 +549,8 @@ class DataflowConfig(_Strict):
     # Dataflow Shuffle). Transform and StatisticsGen spill to it on large spans.
     disk_size_gb: int | None = Field(None, ge=30, le=2000)
     # The VPC network and subnetwork the workers join; None: the project's `default` network.
-    # A subnetwork is a full URL or regions/REGION/subnetworks/NAME.
+    # A subnetwork is a full URL or regions/REGION/subnetworks/NAME. (The PipelineJob and
+    # the training jobs join vertex.network.)
     network: str | None = Field(None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
     subnetwork: str | None = Field(
         None,
@@ -452,6 +581,16 @@ class TrainingScaleConfig(_Strict):
     workers: int | None = Field(None, ge=1, le=64)
     # custom only: Vertex worker pools, snake_case, pool 0 the chief (replica_count 1).
     worker_pool_specs: tuple[dict[str, Any], ...] = ()
+    # true: the Trainer's and the Tuner's VMs are Spot VMs (cheaper, but Compute Engine can
+    # reclaim them at any time: Vertex then restarts the job's workers, which resume from
+    # the Trainer's last backup).
+    spot: bool = False
+    # Vertex stops a Trainer or Tuner job still running after this many hours; None:
+    # Vertex's default (7 days).
+    timeout_hours: float | None = Field(None, gt=0.0, le=24.0 * 7, allow_inf_nan=False)
+    # true: when any worker of a multi-VM job restarts (a reclaimed Spot VM), Vertex restarts
+    # all of them, for training that cannot take a worker back mid-run (MultiWorkerMirrored).
+    restart_job_on_worker_restart: bool = False
 
     @model_validator(mode="after")
     def _check_tier(self) -> TrainingScaleConfig:
@@ -575,9 +714,26 @@ class VertexConfig(_Strict):
     # <serving_root>/<name>/<version>/ on gs:// (serving_root required).
     push: Literal["endpoint", "directory"] = "endpoint"
     endpoint: EndpointConfig = EndpointConfig()
-    # Labels of every billed resource a run creates (the pipeline job, the training job, the
-    # Dataflow jobs), e.g. {team: pricing, cost-center: ml}: the bill can be split by them.
+    # Labels of every billed resource a run creates (the pipeline job, the training and
+    # tuning jobs, the Dataflow jobs, the BigQuery query jobs, the model and the endpoint),
+    # e.g. {team: pricing, cost-center: ml}: the bill can be split by them.
     labels: dict[str, str] = {}
+    # A Cloud KMS key (CMEK), projects/P/locations/L/keyRings/R/cryptoKeys/K, in `region`:
+    # it encrypts the pipeline job, the training and tuning jobs, the Dataflow jobs' state
+    # and the model and endpoint. None: Google-managed encryption. The Vertex AI and the
+    # Dataflow service agents need roles/cloudkms.cryptoKeyEncrypterDecrypter on it.
+    encryption_key: str | None = None
+    # The VPC network peered with Vertex AI (private services access) that the pipeline job
+    # and the training and tuning jobs join: projects/<project NUMBER>/global/networks/NAME.
+    # None: no peering. The Dataflow workers' network is dataflow.network/subnetwork.
+    network: str | None = Field(None, pattern=_VERTEX_NETWORK_PATTERN.pattern)
+    # A Vertex AI TensorBoard in `region`, projects/P/locations/REGION/tensorboards/ID: the
+    # Trainer's and the Tuner's jobs stream their TensorBoard logs to it (they write them
+    # under <pipeline_root>/tensorboard/). None: no TensorBoard. The pipeline's service
+    # account needs roles/aiplatform.user and write access to the pipeline root.
+    tensorboard: str | None = None
+    # The Vertex schedule `taxifare schedule` creates.
+    schedule: ScheduleConfig = ScheduleConfig()
 
     @field_validator("labels")
     @classmethod
@@ -596,6 +752,52 @@ class VertexConfig(_Strict):
                     " 63 characters"
                 )
         return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _check_encryption_key(cls, value: str | None) -> str | None:
+        if value is not None and not _KMS_KEY_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a Cloud KMS key: projects/P/locations/L/keyRings/R/cryptoKeys/K"
+            )
+        return value
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _check_tensorboard(cls, value: str | None) -> str | None:
+        if value is not None and not _TENSORBOARD_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a Vertex TensorBoard:"
+                " projects/P/locations/REGION/tensorboards/ID"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_regional_resources(self) -> VertexConfig:
+        # Vertex and Dataflow refuse a key or a TensorBoard of another region, when the job
+        # is created: say so at load time instead.
+        if self.encryption_key is not None:
+            location = _KMS_KEY_PATTERN.match(self.encryption_key)["location"]
+            if location != self.region:
+                raise ValueError(
+                    f"encryption_key: the key is in {location!r} but vertex.region is"
+                    f" {self.region!r}: Vertex AI takes a key in the job's region only"
+                )
+            dataflow_region = self.dataflow.region or self.region
+            if self.dataflow.runner == "DataflowRunner" and dataflow_region != location:
+                raise ValueError(
+                    f"encryption_key: the key is in {location!r} but the Dataflow jobs run in"
+                    f" {dataflow_region!r} (vertex.dataflow.region): Dataflow takes a key in"
+                    " the job's region only"
+                )
+        if self.tensorboard is not None:
+            location = _TENSORBOARD_PATTERN.match(self.tensorboard)["location"]
+            if location != self.region:
+                raise ValueError(
+                    f"tensorboard: the TensorBoard is in {location!r} but vertex.region is"
+                    f" {self.region!r}: the training jobs can only write to one in their region"
+                )
+        return self
 
     @field_validator("pipeline_root")
     @classmethod
