@@ -355,15 +355,28 @@ def _check_required_columns(cfg: Config, path: str, header: list[str]) -> None:
         )
 
 
-def _check_files(cfg: Config, data_root: str) -> InputReport:
-    files = input_files(cfg, data_root)
-    if not files:
-        raise DataCheckError(f"{data_root}: no input file matches {cfg.data.pattern or '*'!r}")
+def earlier_window_files(cfg: Config, data_root: str) -> list[list[str]]:
+    """The files of the training window's earlier spans (data.train_spans > 1), one list per
+    span, oldest first: each span is read by an ExampleGen of its own (pipeline/dag.py), so
+    its files are checked as the newest span's are."""
+    if cfg.data.train_spans == 1 or "{SPAN}" not in (cfg.data.pattern or ""):
+        return []
+    from pipeline.data_source import DataSourceError, files_by_span
+
+    try:
+        spans = files_by_span(cfg, data_root)
+    except DataSourceError as e:
+        raise DataCheckError(str(e)) from None
+    window = sorted(spans)[-cfg.data.train_spans :]
+    return [sorted(spans[span]) for span in window[:-1]]
+
+
+def _check_span_files(cfg: Config, data_root: str, files: list[str], hashes: list | None) -> int:
+    """Checks the files one ExampleGen reads (one span); returns their data lines."""
     header: list[str] | None = None
     total = 0
     for path in files:
         check_file_name(path, cfg.data.pattern or "*")
-    hashes: list = []
     for path in files:
         names, rows = _check_one(path, hashes)
         if header is None:
@@ -379,6 +392,19 @@ def _check_files(cfg: Config, data_root: str) -> InputReport:
     if total == 0:
         which = files[0] if len(files) == 1 else f"{len(files)} files under {data_root}"
         raise DataCheckError(f"{which}: a header line and no data rows; nothing to train on")
+    return total
+
+
+def _check_files(cfg: Config, data_root: str) -> InputReport:
+    files = input_files(cfg, data_root)
+    if not files:
+        raise DataCheckError(f"{data_root}: no input file matches {cfg.data.pattern or '*'!r}")
+    hashes: list = []
+    total = _check_span_files(cfg, data_root, files, hashes)
+    # The window's earlier spans: the same checks; their duplicates are not counted (the
+    # summary's share is of the newest span's rows, the ones FareFilter reports).
+    for span_files in earlier_window_files(cfg, data_root):
+        _check_span_files(cfg, data_root, span_files, None)
     import numpy as np
 
     every = np.concatenate(hashes) if hashes else np.zeros(0, np.int64)

@@ -152,6 +152,56 @@ def test_only_the_latest_span_is_checked(tmp_path, sample_rows):
     assert data_checks.check_input_report(cfg, cfg.data.input).rows == 40
 
 
+def _window_data(tmp_path: Path, sample_rows, older: bytes) -> Path:
+    data = tmp_path / "trips"
+    _write(data / "span-1", "part-0.csv", _csv_text(sample_rows[:20]).encode())
+    _write(data / "span-2", "part-0.csv", older)
+    _write(data / "span-3", "part-0.csv", _csv_text(sample_rows[20:40]).encode())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("older", "expected"),
+    [
+        (b"\xff not even text", "span-2/part-0.csv: line 1"),
+        ("HEADER_ONLY", "span-2/part-0.csv: a header line and no data rows"),
+        ("NO_FARE", "no column 'fare'"),
+    ],
+)
+def test_every_span_of_a_training_window_is_checked(tmp_path, sample_rows, older, expected):
+    # data.train_spans: 2 reads span 2 with an ExampleGen of its own: its faults must stop
+    # the run before anything runs, as the newest span's do.
+    from pipeline.config import load_config
+
+    if older == "NO_FARE":
+        columns = [c for c in sample_rows[0] if c != f.LABEL_KEY]
+        older = _csv_text(sample_rows[:20], columns).encode()
+    elif older == "HEADER_ONLY":
+        older = _csv_text(sample_rows[:1]).splitlines(keepends=True)[0].encode()
+    data = _window_data(tmp_path, sample_rows, older)
+    overrides = [f"data.input={data}", "data.pattern=span-{SPAN}/*.csv"]
+    window = load_config("configs/smoke.yaml", [*overrides, "data.train_spans=2"])
+    with pytest.raises(data_checks.DataCheckError, match=expected.replace(".", r"\.")):
+        data_checks.check_input_report(window, str(data))
+    # Outside the window (one span, or a window of two that ends before it) it is no concern.
+    single = load_config("configs/smoke.yaml", overrides)
+    assert data_checks.check_input_report(single, str(data)).rows == 20
+
+
+def test_the_newest_spans_rows_and_duplicates_are_reported_for_a_window(tmp_path, sample_rows):
+    from pipeline.config import load_config
+
+    data = _window_data(tmp_path, sample_rows, _csv_text(sample_rows[:20] * 2).encode())
+    cfg = load_config(
+        "configs/smoke.yaml",
+        [f"data.input={data}", "data.pattern=span-{SPAN}/*.csv", "data.train_spans=3"],
+    )
+    report = data_checks.check_input_report(cfg, str(data))
+    # The summary's share is of the newest span's rows (FareFilter's count).
+    assert (report.rows, report.duplicate_rows, report.files) == (20, 0, 1)
+    assert [len(files) for files in data_checks.earlier_window_files(cfg, str(data))] == [1, 1]
+
+
 @pytest.mark.parametrize("column", [f.LABEL_KEY, f.TIMESTAMP_KEY, f.COMPANY_KEY])
 def test_a_missing_required_column_is_named_before_anything_runs(
     tmp_path, sample_rows, capsys, column
