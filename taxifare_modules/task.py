@@ -64,6 +64,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -167,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="training.seed: seeds initialisation and shuffling",
     )
     length.add_argument(
+        "--validation-examples",
+        type=_non_negative_int,
+        default=training.validation_examples or 0,
+        help="training.validation_examples: validate every this many training examples when a"
+        " pass over the train files is longer (0: once per pass)",
+    )
+    length.add_argument(
         "--in-memory-max-rows",
         type=int,
         default=training.in_memory_max_rows,
@@ -250,6 +267,7 @@ def params_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         seed=args.seed,
         in_memory=args.in_memory_max_rows > 0,
         in_memory_max_rows=args.in_memory_max_rows,
+        validation_examples=args.validation_examples or None,
     )
     return params, settings
 

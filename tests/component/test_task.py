@@ -141,7 +141,7 @@ def test_each_flag_family_lands_where_it_says():
             "--epochs", "7", "--early-stopping-patience", "2", "--train-steps", "90",
             "--early-stopping-min-delta", "0.05",
             "--eval-steps", "4", "--batch-size", "16", "--eval-batch-size", "48", "--seed", "3",
-            "--in-memory-max-rows", "0",
+            "--in-memory-max-rows", "0", "--validation-examples", "1000",
             "--hidden-units", "32,16,8", "--embedding-dim", "6", "--learning-rate", "0.01",
             "--dropout", "0.1", "--fare-prior", "10", "--huber-delta", "0",
             "--coordinate-buckets", "32", "--cross-hash-buckets", "777",
@@ -151,8 +151,17 @@ def test_each_flag_family_lands_where_it_says():
     assert settings == TrainingSettings(
         batch_size=16, eval_batch_size=48, epochs=7, early_stopping_patience=2,
         early_stopping_min_delta=0.05, train_steps=90, eval_steps=4, seed=3, in_memory=False,
-        in_memory_max_rows=0,
+        in_memory_max_rows=0, validation_examples=1000,
     )  # fmt: skip
+    # 0: validate once per pass; the default is the pipeline's.
+    for flags, every in (
+        (["--validation-examples", "0"], None),
+        ([], TrainingSettings().validation_examples),
+    ):
+        parsed = task.build_parser().parse_args(
+            ["--train-data-paths", "a", "--eval-data-paths", "b", "--output-dir", "o", *flags]
+        )
+        assert task.params_from_args(parsed)[1].validation_examples == every
     assert params == ModelParams(
         hidden_units=(32, 16, 8), embedding_dim=6, learning_rate=0.01, dropout=0.1,
         fare_prior=10.0, huber_delta=None, coordinate_buckets=32, cross_hash_buckets=777,
