@@ -582,15 +582,12 @@ class TrainingScaleConfig(_Strict):
     # custom only: Vertex worker pools, snake_case, pool 0 the chief (replica_count 1).
     worker_pool_specs: tuple[dict[str, Any], ...] = ()
     # true: the Trainer's and the Tuner's VMs are Spot VMs (cheaper, but Compute Engine can
-    # reclaim them at any time: Vertex then restarts the job's workers, which resume from
-    # the Trainer's last backup).
+    # reclaim them at any time: Vertex then restarts the job's workers, a Trainer resuming
+    # from its last epoch's backup; the Trainer of a multi-VM tier restarts all its VMs).
     spot: bool = False
     # Vertex stops a Trainer or Tuner job still running after this many hours; None:
     # Vertex's default (7 days).
     timeout_hours: float | None = Field(None, gt=0.0, le=24.0 * 7, allow_inf_nan=False)
-    # true: when any worker of a multi-VM job restarts (a reclaimed Spot VM), Vertex restarts
-    # all of them, for training that cannot take a worker back mid-run (MultiWorkerMirrored).
-    restart_job_on_worker_restart: bool = False
 
     @model_validator(mode="after")
     def _check_tier(self) -> TrainingScaleConfig:
@@ -796,6 +793,11 @@ class VertexConfig(_Strict):
                 raise ValueError(
                     f"tensorboard: the TensorBoard is in {location!r} but vertex.region is"
                     f" {self.region!r}: the training jobs can only write to one in their region"
+                )
+            if self.service_account is None:
+                raise ValueError(
+                    "tensorboard: set vertex.service_account too: Vertex AI streams a training"
+                    " job's logs to a TensorBoard only for a job run as a service account"
                 )
         return self
 
