@@ -34,6 +34,15 @@ TEST_SPLIT = "test"
 # Custom properties of the FareFilter's output examples.
 ROWS_READ_PROPERTY = "rows_read"
 ROWS_EXCLUDED_PROPERTY = "rows_excluded"
+# Where the fare range was applied (data.fold_fare_filter): 1 on the FareFilter's output when
+# ExampleGen had already dropped the implausible fares (FareFilter copied its files), 0 when
+# FareFilter read and filtered every record itself.
+FARE_FILTER_FOLDED_PROPERTY = "fare_filter_folded"
+# Custom properties of the streaming ExampleGen's examples when it applied the fare range
+# itself: the range (a fare must be above the min and at most the max), and per split and in
+# all the rows read and excluded, named as on the FareFilter's output.
+FARE_RANGE_MIN_PROPERTY = "fare_range_min"
+FARE_RANGE_MAX_PROPERTY = "fare_range_max"
 
 # Custom properties of the Pusher's pushed_model artifact.
 PUSHED_PROPERTY = "pushed"

@@ -22,6 +22,16 @@ This executor differs in exactly those two places and nowhere else:
   downstream depends on record order. Output files roll over every `SHARD_RECORDS` records,
   so a large split is several files that readers take in parallel.
 
+With a fare range in its `custom_config` (see `custom_config`; data.fold_fare_filter), it
+also drops the rows whose fare is implausible as it builds them, with FareFilter's rule
+(`fare_filter.fare_in_range`, on the fare as the tf.Example holds it, a float32), keeping
+a row whose fare cell is empty as FareFilter keeps a fare it cannot read. It counts the rows
+read and excluded per split exactly as FareFilter counts them and records them, and the
+range, on its examples; FareFilter then copies the files instead of reading them again. The
+split of a kept row does not change: it is a hash of the row's own serialized example, so
+dropping other rows before the split puts every kept row where it was. An excluded row's
+split (for the counts) is found with the same partition function of the base executor.
+
 Everything else is TFX's: the component (FileBasedExampleGen, its driver: spans, versions,
 `input_fingerprint`), the hash-bucket split of `output_config` (the base executor's
 partition, which hashes the serialized example, so a row lands in the same split as with
@@ -40,13 +50,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import tensorflow as tf
 from absl import logging
 from apache_beam.io import filebasedsink, filesystems
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.metrics import Metrics
+from google.protobuf import json_format, struct_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx.components.example_gen import base_example_gen_executor, write_split
 from tfx.components.example_gen import utils as example_gen_utils
-from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.util import examples_utils
@@ -57,8 +70,16 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from pipeline.anomalies import DataFaultError
+from pipeline.components.fare_filter import beam_counter, fare_in_range
 from pipeline.curated_schema import read_shipped_schema
+from pipeline.names import (
+    FARE_RANGE_MAX_PROPERTY,
+    FARE_RANGE_MIN_PROPERTY,
+    ROWS_EXCLUDED_PROPERTY,
+    ROWS_READ_PROPERTY,
+)
 from pipeline.serving.request_log import frame_record
+from taxifare_modules import features as f
 
 # A split's output rolls over to a new file after this many records (about 4 MB of gzip):
 # gzip files are read whole, so a large split needs many for parallel reads (Dataflow's
@@ -68,6 +89,72 @@ SHARD_RECORDS = 100_000
 _INT = schema_pb2.FeatureType.INT
 _FLOAT = schema_pb2.FeatureType.FLOAT
 _BYTES = schema_pb2.FeatureType.BYTES
+
+# The custom_config key of the fare range [min_fare, max_fare] to apply while reading.
+FARE_RANGE_KEY = "fare_range"
+_NAMESPACE = "taxifare.csv_example_gen"
+
+
+def custom_config(min_fare: float, max_fare: float) -> example_gen_pb2.CustomConfig:
+    """The custom_config that has this ExampleGen drop the fares FareFilter would drop."""
+    struct = struct_pb2.Struct()
+    struct.update({FARE_RANGE_KEY: [min_fare, max_fare]})
+    config = example_gen_pb2.CustomConfig()
+    config.custom_config.Pack(struct)
+    return config
+
+
+def read_fare_range(exec_properties: dict[str, Any]) -> tuple[float, float] | None:
+    """The (min_fare, max_fare) the custom_config asks to apply; None when it asks none."""
+    text = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+    if not text:
+        return None
+    config = example_gen_pb2.CustomConfig()
+    proto_utils.json_to_proto(text, config)
+    struct = struct_pb2.Struct()
+    if not config.custom_config.Unpack(struct):
+        raise ValueError(
+            f"CsvExampleGen custom_config holds {config.custom_config.type_url}, not the Struct"
+            " pipeline.components.csv_example_gen.custom_config writes"
+        )
+    fare_range = json_format.MessageToDict(struct).get(FARE_RANGE_KEY)
+    if fare_range is None:
+        return None
+    min_fare, max_fare = (float(v) for v in fare_range)
+    return min_fare, max_fare
+
+
+class _SplitOf:
+    """The output split a serialized example lands in, by the base executor's partition."""
+
+    def __init__(self, exec_properties: dict[str, Any], split_pattern: str):
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config
+        )
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config
+        )
+        self._split_config = output_config.split_config
+        self._names = [split.name for split in self._split_config.splits]
+        self._buckets = []
+        total = 0
+        for split in self._split_config.splits:
+            total += split.hash_buckets
+            self._buckets.append(total)
+        # Without output splits the input splits are the output's, one pattern each.
+        self._input_split = next(
+            (s.name for s in input_config.splits if s.pattern == split_pattern), None
+        )
+
+    def __call__(self, serialized: bytes) -> str:
+        if not self._names:
+            return self._input_split
+        index = base_example_gen_executor._PartitionFn(  # noqa: SLF001 (the same hash)
+            serialized, len(self._buckets), self._buckets, self._split_config
+        )
+        return self._names[index]
 
 
 class CsvHeaderError(DataFaultError):
@@ -134,10 +221,25 @@ class _TFRecordSink(filebasedsink.FileBasedSink):
 
 
 class _CsvFileToExamples(beam.DoFn):
-    """One CSV file -> its rows as serialized tf.Examples, in file order."""
+    """One CSV file -> its rows as serialized tf.Examples, in file order; with a fare range,
+    only the rows whose fare is plausible (the others counted per split)."""
 
-    def __init__(self, types: dict[str, int]):
+    def __init__(
+        self,
+        types: dict[str, int],
+        fare_range: tuple[float, float] | None = None,
+        split_of: _SplitOf | None = None,
+    ):
         self._types = types
+        self._fare_range = fare_range
+        self._split_of = split_of
+        self._excluded: dict[str, Any] = {}
+
+    def _count_excluded(self, serialized: bytes) -> None:
+        split = self._split_of(serialized)
+        if split not in self._excluded:
+            self._excluded[split] = Metrics.counter(_NAMESPACE, f"{split}/{ROWS_EXCLUDED_PROPERTY}")
+        self._excluded[split].inc()
 
     def process(self, path: str) -> Iterator[bytes]:
         # Beam's file systems (any URI), compression by suffix, as TFX's executor reads.
@@ -150,6 +252,7 @@ class _CsvFileToExamples(beam.DoFn):
             check_header(path, header, self._types)
             columns = [(name, self._types[name]) for name in header]
             width = len(columns)
+            fare_at = header.index(f.LABEL_KEY) if self._fare_range else None
             for row in reader:
                 if not row:
                     continue  # a blank line
@@ -158,9 +261,17 @@ class _CsvFileToExamples(beam.DoFn):
                         f"{path}: line {reader.line_num}: {len(row)} cells, the header has {width}"
                     )
                 try:
-                    yield _row_to_example(columns, row)
+                    serialized = _row_to_example(columns, row)
                 except ValueError as e:
                     raise CsvCellError(f"{path}: line {reader.line_num}, {e}") from None
+                # The fare as the tf.Example holds it (float32) and FareFilter reads it; an
+                # empty cell (no fare) is kept.
+                if fare_at is not None and row[fare_at]:
+                    fare = float(np.float32(float(row[fare_at])))
+                    if not fare_in_range(fare, *self._fare_range):
+                        self._count_excluded(serialized)
+                        continue
+                yield serialized
 
 
 def _row_to_example(columns: list[tuple[str, int]], row: list[str]) -> bytes:
@@ -209,14 +320,30 @@ def _CsvToSerializedExample(  # noqa: N802 (a Beam PTransform)
     # Every header checked before Beam starts: a wrong column fails here, named.
     for path in files:
         check_header(path, _read_header(path), types)
+    fare_range = read_fare_range(exec_properties)
     logging.info(
-        "CsvExampleGen: %d file(s) of %s, typed by the curated schema", len(files), pattern
+        "CsvExampleGen: %d file(s) of %s, typed by the curated schema%s",
+        len(files),
+        pattern,
+        f", fares kept in ({fare_range[0]:g}, {fare_range[1]:g}]" if fare_range else "",
     )
+    split_of = _SplitOf(exec_properties, split_pattern) if fare_range else None
     return (
         pipeline
         | "CreateFilenames" >> beam.Create(files)
-        | "CsvToExamples" >> beam.ParDo(_CsvFileToExamples(types))
+        | "CsvToExamples" >> beam.ParDo(_CsvFileToExamples(types, fare_range, split_of))
     )
+
+
+class _CountKept(beam.DoFn):
+    """Counts the kept rows of a split (read = kept + excluded)."""
+
+    def __init__(self, split: str):
+        self._kept = Metrics.counter(_NAMESPACE, f"{split}/kept")
+
+    def process(self, record: bytes) -> Iterator[bytes]:
+        self._kept.inc()
+        yield record
 
 
 @beam.ptransform_fn
@@ -270,11 +397,17 @@ class Executor(BaseExampleGenExecutor):
         )
         write_split.to_file_format_str(output_file_format)  # only gzip TFRecords
 
+        fare_range = read_fare_range(exec_properties)
         with self._make_beam_pipeline() as pipeline:
             splits = self.GenerateExamplesByBeam(pipeline, exec_properties)
             for split_name, records in splits.items():
                 split_uri = artifact_utils.get_split_uri(examples, split_name)
+                if fare_range:
+                    records = records | f"Count[{split_name}]" >> beam.ParDo(_CountKept(split_name))
                 _ = records | f"WriteSplit[{split_name}]" >> _WriteSplitInOrder(split_uri)
+        if fare_range:
+            for each in examples:
+                _record_fare_range(each, pipeline.result, list(splits), fare_range)
 
         for each in examples:
             if output_payload_format:
@@ -284,6 +417,31 @@ class Executor(BaseExampleGenExecutor):
                     each, write_split.to_file_format_str(output_file_format)
                 )
         logging.info("CsvExampleGen: examples written")
+
+
+def _record_fare_range(
+    examples,
+    result: beam.runners.runner.PipelineResult,
+    splits: list[str],
+    fare_range: tuple[float, float],
+) -> None:
+    """Records the range applied and the rows read and excluded, per split and in all, as
+    FareFilter records them on its output."""
+    examples.set_float_custom_property(FARE_RANGE_MIN_PROPERTY, fare_range[0])
+    examples.set_float_custom_property(FARE_RANGE_MAX_PROPERTY, fare_range[1])
+    total_read = total_excluded = 0
+    for split in splits:
+        excluded = beam_counter(result, _NAMESPACE, f"{split}/{ROWS_EXCLUDED_PROPERTY}")
+        read = beam_counter(result, _NAMESPACE, f"{split}/kept") + excluded
+        examples.set_int_custom_property(f"{split}_{ROWS_READ_PROPERTY}", read)
+        examples.set_int_custom_property(f"{split}_{ROWS_EXCLUDED_PROPERTY}", excluded)
+        total_read += read
+        total_excluded += excluded
+    examples.set_int_custom_property(ROWS_READ_PROPERTY, total_read)
+    examples.set_int_custom_property(ROWS_EXCLUDED_PROPERTY, total_excluded)
+    logging.info(
+        "CsvExampleGen: %d rows read, %d excluded by the fare range", total_read, total_excluded
+    )
 
 
 class CsvExampleGen(FileBasedExampleGen):

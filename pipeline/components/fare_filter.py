@@ -16,6 +16,13 @@ dropped silently).
 
 Rows whose fare cannot be read as a number are kept: the schema gate reports them.
 
+Folded into ExampleGen (data.fold_fare_filter): the streaming ExampleGen already holds each
+row's fare as a number, so it can drop the implausible ones as it writes them, with the same
+rule (`fare_in_range`) and the same counts. When its examples say they were filtered with
+exactly this component's range, this component reads no record: it copies the files (one
+Beam element per file, `tf.io.gfile.copy`, so on `gs://` too), carries the counts over and
+still applies the too-few checks. Any other input is filtered here as described above.
+
 Too little left to learn from (every trip excluded, or fewer trips in a split than the
 config's minimum) stops the run here, before the statistics and Transform: a model learned
 from a handful of trips would otherwise be trained, blessed on a threshold its few test trips
@@ -44,6 +51,9 @@ from tfx.types import artifact_utils, standard_artifacts
 from pipeline.anomalies import DataFaultError
 from pipeline.names import (
     EVAL_SPLIT,
+    FARE_FILTER_FOLDED_PROPERTY,
+    FARE_RANGE_MAX_PROPERTY,
+    FARE_RANGE_MIN_PROPERTY,
     ROWS_EXCLUDED_PROPERTY,
     ROWS_READ_PROPERTY,
     TEST_SPLIT,
@@ -105,6 +115,16 @@ def check_enough_trips(
         )
 
 
+def fare_in_range(fare, min_fare: float, max_fare: float):
+    """The rule of a plausible fare: above `min_fare` and at most `max_fare`.
+
+    `fare` is a number or a numpy array of numbers (then the answer is an array), read as a
+    tf.Example holds it: a float32 fare widened to a Python float. The one rule for this
+    component and for the streaming ExampleGen that applies the range itself.
+    """
+    return (fare > min_fare) & (fare <= max_fare)
+
+
 def is_plausible(serialized: bytes, min_fare: float, max_fare: float) -> bool:
     """True unless the example has a numeric fare <= min_fare or > max_fare."""
     example = tf.train.Example.FromString(serialized)
@@ -118,7 +138,7 @@ def is_plausible(serialized: bytes, min_fare: float, max_fare: float) -> bool:
         fare = float(feature.int64_list.value[0])
     else:
         return True
-    return min_fare < fare <= max_fare
+    return bool(fare_in_range(fare, min_fare, max_fare))
 
 
 # Records whose fares are read by one `tf.io.parse_example` call.
@@ -142,7 +162,7 @@ def plausible_mask(records: list[bytes], min_fare: float, max_fare: float) -> np
     indices, values = fares.indices.numpy(), fares.values.numpy()
     first = indices[:, 1] == 0  # the first value of each record, as `is_plausible` reads
     rows, fare = indices[first, 0], values[first].astype(np.float64)
-    keep[rows] = (fare > min_fare) & (fare <= max_fare)
+    keep[rows] = fare_in_range(fare, min_fare, max_fare)
     return keep
 
 
@@ -194,11 +214,47 @@ class _FilterFile(beam.DoFn):
         return int(len(batch) - keep.sum())
 
 
-def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
-    counters = result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE).with_name(name))[
+class _CopyFile(beam.DoFn):
+    """One input file of a split -> a copy of the same name in `output_dir` (its trips were
+    filtered by ExampleGen already)."""
+
+    def __init__(self, output_dir: str):
+        self._output_dir = output_dir
+
+    def process(self, path: str) -> Iterator[str]:
+        target = os.path.join(self._output_dir, os.path.basename(path))
+        tf.io.gfile.copy(path, target, overwrite=True)
+        yield target
+
+
+def beam_counter(result: beam.runners.runner.PipelineResult, namespace: str, name: str) -> int:
+    """The value of a Beam counter of a finished pipeline (committed where the runner has it)."""
+    counters = result.metrics().query(MetricsFilter().with_namespace(namespace).with_name(name))[
         "counters"
     ]
     return int(sum(c.committed if c.committed is not None else c.attempted for c in counters))
+
+
+def folded_counts(
+    examples: standard_artifacts.Examples, splits: list[str], min_fare: float, max_fare: float
+) -> dict[str, tuple[int, int]] | None:
+    """Per split (rows read, rows excluded) as ExampleGen recorded them when it applied
+    exactly this fare range itself; None when it did not (then this component filters)."""
+    if not (
+        examples.has_custom_property(FARE_RANGE_MIN_PROPERTY)
+        and examples.has_custom_property(FARE_RANGE_MAX_PROPERTY)
+        and float(examples.get_float_custom_property(FARE_RANGE_MIN_PROPERTY)) == min_fare
+        and float(examples.get_float_custom_property(FARE_RANGE_MAX_PROPERTY)) == max_fare
+    ):
+        return None
+    counts = {}
+    for split in splits:
+        names = (f"{split}_{ROWS_READ_PROPERTY}", f"{split}_{ROWS_EXCLUDED_PROPERTY}")
+        if not all(examples.has_custom_property(name) for name in names):
+            return None
+        read, excluded = (int(examples.get_int_custom_property(name)) for name in names)
+        counts[split] = (read, excluded)
+    return counts
 
 
 @component(use_beam=True)
@@ -211,7 +267,8 @@ def FareFilter(  # noqa: N802 (a TFX component is named like a class)
     min_test_trips: Parameter[int] = 0,
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-    """Copies `examples` without the trips whose fare is implausible.
+    """Copies `examples` without the trips whose fare is implausible (a plain copy when
+    ExampleGen applied this range already: see `folded_counts`).
 
     Raises:
       TooFewTripsError: see `check_enough_trips` (the counts are recorded first).
@@ -228,6 +285,8 @@ def FareFilter(  # noqa: N802 (a TFX component is named like a class)
     examples_utils.set_payload_format(
         filtered_examples, examples_utils.get_payload_format(examples)
     )
+    folded = folded_counts(examples, splits, min_fare, max_fare)
+    filtered_examples.set_int_custom_property(FARE_FILTER_FOLDED_PROPERTY, int(folded is not None))
     pipeline = beam_pipeline
     for split in splits:
         files = sorted(
@@ -242,15 +301,23 @@ def FareFilter(  # noqa: N802 (a TFX component is named like a class)
             | f"Files[{split}]" >> beam.Create(files)
             # One file per worker at a time, as many at once as there are files.
             | f"Spread[{split}]" >> beam.Reshuffle()
-            | f"Filter[{split}]" >> beam.ParDo(_FilterFile(split, min_fare, max_fare, output_dir))
+            | f"Filter[{split}]"
+            >> beam.ParDo(
+                _CopyFile(output_dir)
+                if folded is not None
+                else _FilterFile(split, min_fare, max_fare, output_dir)
+            )
         )
     result = pipeline.run()
     result.wait_until_finish()
     total_read = total_excluded = 0
     kept: dict[str, int] = {}
     for split in splits:
-        read = _counter(result, f"{split}/{ROWS_READ_PROPERTY}")
-        excluded = _counter(result, f"{split}/{ROWS_EXCLUDED_PROPERTY}")
+        if folded is not None:
+            read, excluded = folded[split]
+        else:
+            read = beam_counter(result, _NAMESPACE, f"{split}/{ROWS_READ_PROPERTY}")
+            excluded = beam_counter(result, _NAMESPACE, f"{split}/{ROWS_EXCLUDED_PROPERTY}")
         filtered_examples.set_int_custom_property(f"{split}_{ROWS_READ_PROPERTY}", read)
         filtered_examples.set_int_custom_property(f"{split}_{ROWS_EXCLUDED_PROPERTY}", excluded)
         total_read += read
