@@ -144,6 +144,12 @@ class DataConfig(_Strict):
     # Trips whose fare is <= min_fare or > max_fare are excluded from training and evaluation.
     min_fare: float = Field(0.0, ge=0.0)
     max_fare: float = Field(250.0, gt=0.0)
+    # Where that range is applied: true, by the streaming ExampleGen as it reads the rows
+    # (FareFilter then copies its files and checks the counts, no second pass over the data);
+    # false, or with another ExampleGen (tfx, BigQuery), by FareFilter reading every record.
+    # The same examples, splits and counts either way; the summary and `taxifare runs` say
+    # which ran.
+    fold_fare_filter: bool = True
     # The fewest trips the train split and the tested split (test, else eval) may hold after
     # the fare range: fewer stops the run before Transform (exit 3). A model learned from a
     # few dozen trips is not worth serving, and an RMSE on a few dozen test trips is too noisy

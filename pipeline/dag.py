@@ -35,6 +35,7 @@ from tfx.types.channel import union as channel_union
 from pipeline.components import atomic_pusher
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.csv_example_gen import CsvExampleGen as CuratedCsvExampleGen
+from pipeline.components.csv_example_gen import custom_config as fare_range_custom_config
 from pipeline.components.fare_filter import FareFilter
 from pipeline.components.monitoring import DriftCheck, MonitoringGate, SkewCheck
 from pipeline.config import AUTO_MULTI_PROCESSING_BYTES, BIGQUERY, Config, ConfigError
@@ -304,17 +305,25 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         # Reads the trip CSVs (the latest span when the pattern has {SPAN}), splits train/eval/test:
         # typed by the shipped curated schema and streamed (memory flat in the rows); TFX's,
         # which infers the column types, for another schema (a new data source).
-        example_gen_class = (
-            CuratedCsvExampleGen if streaming_example_gen(cfg, data_root) else CsvExampleGen
+        # The streaming one also drops the implausible fares as it reads them
+        # (data.fold_fare_filter), so that FareFilter copies its files instead of a second pass.
+        streaming = streaming_example_gen(cfg, data_root)
+        example_gen_class = CuratedCsvExampleGen if streaming else CsvExampleGen
+        fare_range_config = (
+            {"custom_config": fare_range_custom_config(cfg.data.min_fare, cfg.data.max_fare)}
+            if streaming and cfg.data.fold_fare_filter
+            else {}
         )
         example_gen = example_gen_class(
             input_base=data_root,
             input_config=input_config,
             output_config=output_config,
             range_config=_span_range(window[-1]) if window else None,
+            **fare_range_config,
         ).with_id(EXAMPLE_GEN_ID)
 
-    # Drops trips whose fare is not a plausible label and counts them.
+    # Drops trips whose fare is not a plausible label and counts them (copies the files and
+    # counts when ExampleGen applied the same range).
     fare_filter = FareFilter(
         examples=example_gen.outputs["examples"],
         min_fare=cfg.data.min_fare,
@@ -335,6 +344,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             input_config=input_config,
             output_config=output_config,
             range_config=_span_range(span),
+            **fare_range_config,
         ).with_id(span_node_id(EXAMPLE_GEN_ID, span))
         span_fare_filter = FareFilter(
             examples=span_example_gen.outputs["examples"],
