@@ -24,6 +24,7 @@ from pipeline.mlmd_run import (
 )
 from pipeline.names import (
     ALREADY_SERVING_PROPERTY,
+    FARE_FILTER_FOLDED_PROPERTY,
     PUSHED_DESTINATION_PROPERTY,
     PUSHED_PROPERTY,
     PUSHED_VERSION_PROPERTY,
@@ -71,6 +72,9 @@ class RunRecord:
     train_spans: list[int] = dataclasses.field(default_factory=list)
     rows_read: int | None = None
     rows_excluded: int | None = None
+    # Where the fare range was applied: True in ExampleGen (data.fold_fare_filter; FareFilter
+    # copied its files), False by FareFilter itself, None when not recorded.
+    fare_filter_folded: bool | None = None
     split_rows: dict[str, int] = dataclasses.field(default_factory=dict)
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
     hyperparameters_source: str | None = None  # tuner / trainer
@@ -306,6 +310,8 @@ def build_record(
     if filtered is not None:
         record.rows_read = custom_value(filtered, ROWS_READ_PROPERTY)
         record.rows_excluded = custom_value(filtered, ROWS_EXCLUDED_PROPERTY)
+        folded = custom_value(filtered, FARE_FILTER_FOLDED_PROPERTY)
+        record.fare_filter_folded = None if folded is None else bool(folded)
     examples = _first(nodes.get(names.EXAMPLE_GEN_ID), "examples")
     if examples is not None:
         record.span = artifact_span(examples)
@@ -429,6 +435,21 @@ def _pushed_text(record: RunRecord) -> str:
     return record.pushed_version + (" (missing)" if record.pushed_missing else "")
 
 
+def fare_filter_text(folded: bool) -> str:
+    """Where the fare range was applied, for the run summary."""
+    if folded:
+        return "in ExampleGen (folded, data.fold_fare_filter); FareFilter copied its files"
+    return "in FareFilter (every record read again)"
+
+
+def rows_text(record: RunRecord) -> str:
+    """The trips read, e.g. `15,002`, or `15,002 folded` when ExampleGen applied the fare
+    range itself (data.fold_fare_filter)."""
+    if record.rows_read is None:
+        return "-"
+    return f"{record.rows_read:,}" + (" folded" if record.fare_filter_folded else "")
+
+
 def format_table(records: list[RunRecord]) -> str:
     """The runs as a table for a terminal, one line per run."""
     header = (
@@ -455,7 +476,7 @@ def format_table(records: list[RunRecord]) -> str:
                 iso_time(r.started).replace("T", " ").rstrip("Z"),
                 status,
                 spans_text(r.span, r.train_spans),
-                "-" if r.rows_read is None else f"{r.rows_read:,}",
+                rows_text(r),
                 training_steps(r),
                 split_text(r),
                 r.metrics_split or "-",

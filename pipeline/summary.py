@@ -16,6 +16,7 @@ from pipeline.mlmd_run import NodeExecution, custom_value
 from pipeline.monitoring.compare import TOO_FEW
 from pipeline.names import (
     ALREADY_SERVING_PROPERTY,
+    FARE_FILTER_FOLDED_PROPERTY,
     PUSHED_DESTINATION_PROPERTY,
     PUSHED_PROPERTY,
     ROWS_EXCLUDED_PROPERTY,
@@ -24,6 +25,7 @@ from pipeline.names import (
 from pipeline.runs import (
     artifact_span,
     evaluated_split,
+    fare_filter_text,
     read_best_hyperparameters,
     read_overall_metrics,
     split_names,
@@ -62,6 +64,9 @@ class RunSummary:
     log_path: str | None = None  # the run's full log
     rows_read: int | None = None
     rows_excluded: int | None = None
+    # Where the fare range was applied: True in ExampleGen (data.fold_fare_filter), False by
+    # FareFilter reading every record, None when not recorded.
+    fare_filter_folded: bool | None = None
     # Data lines of the input that repeat an earlier line exactly (the data check counts
     # them before the run); None: not counted (the input is not CSV files).
     duplicate_rows: int | None = None
@@ -251,6 +256,8 @@ def build_summary(
     if filtered is not None:
         summary.rows_read = custom_value(filtered, ROWS_READ_PROPERTY)
         summary.rows_excluded = custom_value(filtered, ROWS_EXCLUDED_PROPERTY)
+        folded = custom_value(filtered, FARE_FILTER_FOLDED_PROPERTY)
+        summary.fare_filter_folded = None if folded is None else bool(folded)
         summary.examples_uri = filtered.uri
         summary.span = artifact_span(filtered)
     summary.train_spans = trained_spans(nodes)
@@ -341,6 +348,8 @@ def render(summary: RunSummary, cfg: Config, config_path: str | None = None) -> 
             f"data         {summary.rows_read:,} trips read, {summary.rows_excluded:,} excluded"
             f" (fare <= {cfg.data.min_fare:g} or > {cfg.data.max_fare:g})"
         )
+        if summary.fare_filter_folded is not None:
+            lines.append(f"{'':13}fare filter: {fare_filter_text(summary.fare_filter_folded)}")
     if summary.duplicate_rows:
         share = summary.duplicate_rows / max(summary.rows_read or 0, 1)
         warn = "WARNING: " if share > cfg.data.warn_duplicate_share else ""
