@@ -549,8 +549,10 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             raise ValueError(f"unknown component id {until!r}; expected one of {ids}")
         components = components[: ids.index(until) + 1]
     if cfg.vertex is not None:
+        from tfx.dsl.components.base.executor_spec import BeamExecutorSpec
+
         # Vertex keeps its own ML Metadata; the Beam options come from vertex.dataflow.
-        return Pipeline(
+        vertex_pipeline = Pipeline(
             pipeline_name=cfg.name,
             pipeline_root=cfg.pipeline_root,
             components=components,
@@ -559,6 +561,15 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
                 cfg, vertex_config.beam_pipeline_args(cfg.vertex, cfg.beam)
             ),
         )
+        for component in components:
+            spec = getattr(component, "executor_spec", None)
+            if isinstance(spec, BeamExecutorSpec):
+                # Labels naming the pipeline and the component on its Dataflow job, ahead of
+                # the pipeline's options (which Pipeline copied in), so that beam.extra_args
+                # stay last and override.
+                labels = vertex_config.component_beam_args(cfg.vertex, cfg.name, component.id)
+                spec.beam_pipeline_args = labels + list(spec.beam_pipeline_args)
+        return vertex_pipeline
     return Pipeline(
         pipeline_name=cfg.name,
         pipeline_root=cfg.pipeline_root,

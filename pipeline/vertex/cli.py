@@ -1,4 +1,4 @@
-"""`taxifare compile` and `taxifare submit`: the pipeline on Vertex AI Pipelines.
+"""`taxifare compile`, `submit` and `schedule`: the pipeline on Vertex AI Pipelines.
 
 Exit codes: 0 success; 1 the compile or the submission failed; 2 usage or config error
 (including missing Google Cloud credentials: nothing was sent).
@@ -100,37 +100,54 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return _compile(cfg, Path(args.output) if args.output else default_output(cfg))
 
 
+def _template(cfg: Config, args: argparse.Namespace) -> tuple[Path | None, int]:
+    """The compiled spec to send: --template as is, else the config compiled to --output."""
+    if args.template:
+        template = Path(args.template)
+        if not template.is_file():
+            return None, _fail(f"compiled pipeline not found: {template}", EXIT_USAGE)
+        return template, EXIT_OK
+    template = Path(args.output) if args.output else default_output(cfg)
+    code = _compile(cfg, template)
+    return (template if code == EXIT_OK else None), code
+
+
+def _check_tags(job: dict, args: argparse.Namespace, command: str) -> int:
+    """EXIT_OK unless the spec runs an image by tag and --allow-tag was not given (a dry
+    run only warns)."""
+    from pipeline.vertex import submit
+
+    tags = submit.mutable_images(job)
+    if tags and not args.allow_tag:
+        note = f"the pipeline's image is a mutable tag ({', '.join(tags)}): " + submit.DIGEST_HELP
+        if not args.dry_run:
+            return _fail(note, EXIT_USAGE)
+        print(f"taxifare: warning: a real {command} refuses this: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     """`taxifare submit`: compiles, builds the PipelineJob and submits it (or prints it)."""
     cfg = _load(args)
     if cfg is None:
         return EXIT_USAGE
-    if args.template:
-        template = Path(args.template)
-        if not template.is_file():
-            return _fail(f"compiled pipeline not found: {template}", EXIT_USAGE)
-    else:
-        template = Path(args.output) if args.output else default_output(cfg)
-        code = _compile(cfg, template)
-        if code != EXIT_OK:
-            return code
+    template, code = _template(cfg, args)
+    if template is None:
+        return code
 
     from pipeline.vertex import submit
 
     with open(template) as fh:  # a local file: compiled here or given by --template
-        tags = submit.mutable_images(json.load(fh))
-    if tags and not args.allow_tag:
-        note = f"the pipeline's image is a mutable tag ({', '.join(tags)}): " + submit.DIGEST_HELP
-        if not args.dry_run:
-            return _fail(note, EXIT_USAGE)
-        print(f"taxifare: warning: a real submit refuses this: {note}", file=sys.stderr)
+        code = _check_tags(json.load(fh), args, "submit")
+    if code != EXIT_OK:
+        return code
 
     if args.dry_run:
         from google.auth.credentials import AnonymousCredentials
 
         # No request is sent: anonymous credentials let aiplatform build its client offline.
         job = submit.build_pipeline_job(cfg, template, AnonymousCredentials())
-        request = submit.create_request(job, cfg.vertex.service_account)
+        request = submit.create_request(job, cfg.vertex.service_account, cfg.vertex.network)
         print(
             f"taxifare: dry run, nothing sent. The request: POST {submit.request_url(job)}",
             file=sys.stderr,
@@ -147,7 +164,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     job = submit.build_pipeline_job(cfg, template, credentials)
     try:
-        job.submit(service_account=cfg.vertex.service_account)
+        job.submit(service_account=cfg.vertex.service_account, network=cfg.vertex.network)
     except (GoogleAPIError, GoogleAuthError) as e:
         return _fail(f"Vertex AI did not accept the pipeline job: {e}", EXIT_FAILED)
     dashboard = compat.pipeline_job_dashboard_uri(job)
@@ -162,6 +179,66 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except RuntimeError as e:  # aiplatform raises it when the job ends failed or cancelled
         return _fail(f"the pipeline job did not succeed: {e}", EXIT_FAILED)
     print(f"taxifare: pipeline job {job.resource_name} succeeded", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """`taxifare schedule`: compiles and creates a Vertex pipeline schedule (or prints it)."""
+    cfg = _load(args)
+    if cfg is None:
+        return EXIT_USAGE
+    if cfg.vertex.schedule.cron is None:
+        return _fail(
+            "vertex.schedule.cron is not set: give the schedule's times as five cron fields,"
+            " e.g. --set 'vertex.schedule.cron=0 6 1 * *' (06:00 UTC on the 1st of each month)",
+            EXIT_USAGE,
+        )
+    template, code = _template(cfg, args)
+    if template is None:
+        return code
+
+    from pipeline.vertex import schedule, submit
+
+    with open(template) as fh:  # a local file: compiled here or given by --template
+        spec = json.load(fh)
+    problem = schedule.schedule_problem(cfg, spec)
+    if problem:
+        return _fail(f"cannot schedule {template}: {problem}", EXIT_USAGE)
+    code = _check_tags(spec, args, "schedule")
+    if code != EXIT_OK:
+        return code
+
+    if args.dry_run:
+        from google.auth.credentials import AnonymousCredentials
+
+        # No request is sent: anonymous credentials let aiplatform build the job offline.
+        job = submit.build_pipeline_job(cfg, template, AnonymousCredentials())
+        request = schedule.build_request(cfg, job)
+        print(
+            f"taxifare: dry run, nothing sent. The request: POST {schedule.request_url(cfg)}",
+            file=sys.stderr,
+        )
+        print(json.dumps(schedule.request_json(request), indent=2, sort_keys=True))
+        return EXIT_OK
+
+    try:
+        credentials = submit.find_credentials()
+    except submit.MissingCredentialsError as e:
+        return _fail(str(e).replace("taxifare submit", "taxifare schedule"), EXIT_USAGE)
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    job = submit.build_pipeline_job(cfg, template, credentials)
+    try:
+        created = schedule.create(cfg, schedule.build_request(cfg, job), credentials)
+    except (GoogleAPIError, GoogleAuthError) as e:
+        return _fail(f"Vertex AI did not accept the schedule: {e}", EXIT_FAILED)
+    print(
+        f"taxifare: created schedule {created.name} ({created.cron})\n"
+        f"  next run: {created.next_run_time}\n"
+        f"  watch: {schedule.console_url(cfg, created.name)}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -231,7 +308,8 @@ def cmd_check_image(args: argparse.Namespace) -> int:
 def add_vertex_parsers(
     subparsers: argparse._SubParsersAction,
 ) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Registers `compile` and `submit` on the CLI's subparsers.
+    """Registers the Vertex commands (`compile`, `submit`, `schedule`, ...) on the CLI's
+    subparsers.
 
     Returns:
       The command functions by subcommand name, for the CLI's dispatch table.
@@ -267,6 +345,28 @@ def add_vertex_parsers(
         "--allow-tag",
         action="store_true",
         help="submit even though vertex.image is a tag, not a digest (@sha256:...)",
+    )
+    schedule_parser = subparsers.add_parser(
+        "schedule",
+        help="compile the pipeline and create a Vertex AI pipeline schedule (vertex.schedule)",
+    )
+    _add_config_args(schedule_parser)
+    schedule_source = schedule_parser.add_mutually_exclusive_group()
+    schedule_source.add_argument(
+        "--output", help="where to write the compiled spec (default: build/<name>_pipeline.json)"
+    )
+    schedule_source.add_argument(
+        "--template", help="schedule this compiled spec as is instead of compiling the config"
+    )
+    schedule_parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the schedule and print the request it would send; send nothing",
+    )
+    schedule_parser.add_argument(
+        "--allow-tag",
+        action="store_true",
+        help="schedule even though vertex.image is a tag, not a digest (@sha256:...)",
     )
     rehearse_parser = subparsers.add_parser(
         "rehearse",
@@ -312,6 +412,7 @@ def add_vertex_parsers(
     return {
         "compile": cmd_compile,
         "submit": cmd_submit,
+        "schedule": cmd_schedule,
         "rehearse": cmd_rehearse,
         "check-image": cmd_check_image,
     }

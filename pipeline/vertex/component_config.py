@@ -8,6 +8,7 @@ Dataflow jobs, and where the curated schema is inside the pipeline image.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from tfx.extensions.google_cloud_ai_platform import constants as vertex_keys
@@ -54,21 +55,74 @@ def worker_pool_specs(vertex: VertexConfig) -> list[dict[str, Any]]:
     return scale_tiers.worker_pool_specs(training.tier, vertex.image, shape=training.shape())
 
 
-def training_job_args(vertex: VertexConfig) -> dict[str, Any]:
-    """The Vertex CustomJob the Trainer starts (TFX's TRAINING_ARGS_KEY value)."""
-    pools = worker_pool_specs(vertex)
+# The folder under the pipeline root that the training jobs' base_output_directory is in
+# when vertex.tensorboard is set: <pipeline_root>/tensorboard/<component>/.
+TENSORBOARD_FOLDER = "tensorboard"
+
+
+def _scheduling(vertex: VertexConfig, restart_together: bool) -> dict[str, Any]:
+    """The CustomJob's `scheduling` (aiplatform_v1.Scheduling, as a dict the client takes)."""
+    training = vertex.training
+    scheduling: dict[str, Any] = {}
+    if training.spot:
+        # Spot VMs: Compute Engine may reclaim them; Vertex restarts the reclaimed workers.
+        scheduling["strategy"] = "SPOT"
+    if training.timeout_hours is not None:
+        # A google.protobuf.Duration, in whole seconds.
+        scheduling["timeout"] = {"seconds": round(training.timeout_hours * 3600)}
+    if restart_together:
+        scheduling["restart_job_on_worker_restart"] = True
+    return scheduling
+
+
+def _custom_job_args(
+    vertex: VertexConfig, pools: list[dict[str, Any]], component: str, restart_together: bool
+) -> dict[str, Any]:
+    """TFX's job args of a Vertex CustomJob (the Trainer's or the Tuner's): the job spec
+    with the config's operating options, and the labels and CMEK of the job itself.
+
+    TFX's VertexJobClient.create_training_job takes `job_spec`, `labels` and
+    `encryption_spec` from these args and hands the resulting dict to
+    JobServiceClient.create_custom_job, which reads it as an aiplatform_v1.CustomJob.
+    """
     job_spec: dict[str, Any] = {"worker_pool_specs": pools}
     if vertex.service_account:
         job_spec["service_account"] = vertex.service_account
-    if scale_tiers.replica_total(pools) > 1:
-        # A worker that restarts (maintenance, preemption) breaks the others' collectives:
-        # restart them all so they resume together from the backup in the model run dir.
-        job_spec["scheduling"] = {"restart_job_on_worker_restart": True}
+    scheduling = _scheduling(vertex, restart_together)
+    if scheduling:
+        job_spec["scheduling"] = scheduling
+    if vertex.network:
+        # The VPC peered with Vertex (private services access), as the pipeline job's.
+        job_spec["network"] = vertex.network
+    if vertex.tensorboard:
+        # Vertex sets AIP_TENSORBOARD_LOG_DIR to a folder under base_output_directory in the
+        # job's containers and streams what is written there to the TensorBoard.
+        job_spec["tensorboard"] = vertex.tensorboard
+        job_spec["base_output_directory"] = {
+            "output_uri_prefix": tensorboard_output_directory(vertex, component)
+        }
     args: dict[str, Any] = {"project": vertex.project, "job_spec": job_spec}
     if vertex.labels:
         # TFX adds these to the CustomJob's labels (beside its own telemetry label).
         args["labels"] = dict(vertex.labels)
+    if vertex.encryption_key:
+        args["encryption_spec"] = {"kms_key_name": vertex.encryption_key}
     return args
+
+
+def tensorboard_output_directory(vertex: VertexConfig, component: str) -> str:
+    """The base_output_directory of a training job streaming to vertex.tensorboard."""
+    return "/".join((vertex.pipeline_root.rstrip("/"), TENSORBOARD_FOLDER, component.lower()))
+
+
+def training_job_args(vertex: VertexConfig) -> dict[str, Any]:
+    """The Vertex CustomJob the Trainer starts (TFX's TRAINING_ARGS_KEY value)."""
+    pools = worker_pool_specs(vertex)
+    # A worker that restarts (maintenance, a reclaimed Spot VM) breaks the others'
+    # collectives: restart them all so they resume together from the backup in the model
+    # run dir.
+    restart_together = scale_tiers.replica_total(pools) > 1
+    return _custom_job_args(vertex, pools, "trainer", restart_together)
 
 
 def trainer_custom_config(vertex: VertexConfig) -> dict[str, Any]:
@@ -98,13 +152,9 @@ def tuning_job_args(vertex: VertexConfig, parallel_trials: int) -> dict[str, Any
     pools = [dict(chief, replica_count=1)]
     if parallel_trials > 1:
         pools.append(dict(chief, replica_count=parallel_trials - 1))
-    job_spec: dict[str, Any] = {"worker_pool_specs": pools}
-    if vertex.service_account:
-        job_spec["service_account"] = vertex.service_account
-    args: dict[str, Any] = {"project": vertex.project, "job_spec": job_spec}
-    if vertex.labels:
-        args["labels"] = dict(vertex.labels)
-    return args
+    # The search loops are independent (each asks the chief's oracle for its next trial): a
+    # restarted loop rejoins alone, so the others are not restarted with it.
+    return _custom_job_args(vertex, pools, "tuner", restart_together=False)
 
 
 def tuner_custom_config(vertex: VertexConfig, parallel_trials: int) -> dict[str, Any]:
@@ -185,8 +235,43 @@ def beam_pipeline_args(vertex: VertexConfig, beam: BeamConfig) -> list[str]:
         args.append(f"--subnetwork={dataflow.subnetwork}")
     if not dataflow.use_public_ips:
         args.append("--no_use_public_ips")
+    if vertex.encryption_key:
+        # CMEK for the jobs' state (shuffle, streaming state, the workers' disks).
+        args.append(f"--dataflow_kms_key={vertex.encryption_key}")
     # Beam takes one --labels=key=value per label.
     args += [f"--labels={key}={value}" for key, value in sorted(vertex.labels.items())]
     if vertex.service_account:
         args.append(f"--service_account_email={vertex.service_account}")
     return args + list(beam.extra_args)
+
+
+# The labels that say which pipeline and which component a Dataflow job belongs to.
+PIPELINE_LABEL = "taxifare-pipeline"
+COMPONENT_LABEL = "taxifare-component"
+
+
+def component_label_value(component_id: str) -> str:
+    """A component id as a label value: lowercase letters, digits, _ and -, <= 63."""
+    return re.sub(r"[^a-z0-9_-]", "-", component_id.lower())[:63]
+
+
+def component_beam_args(vertex: VertexConfig, pipeline_name: str, component_id: str) -> list[str]:
+    """The Beam options of one component's Dataflow job beside beam_pipeline_args: labels
+    naming the pipeline and the component (none with the DirectRunner: no Dataflow job).
+
+    Labels, not a --job_name per component: Dataflow refuses a job whose name is the name
+    of a job still running in the region, so a fixed name per component would fail the
+    second of two overlapping runs (a schedule's and a manual one, or two configs), and a
+    name made unique per run cannot be compiled with TFX 1.16: its Vertex compiler
+    (KubeflowV2DagRunner's step builder) copies beam_pipeline_args into the container's
+    arguments as plain strings (a TFX placeholder such as the pipeline run id is not
+    resolved there), and KFP's run-time placeholders ({{$.pipeline_job_uuid}}) are
+    documented for component inputs, not inside a container argument. Dataflow's own
+    names (beamapp-<user>-<time>-<random>) stay unique; TFX adds a tfx_executor label.
+    """
+    if vertex.dataflow.runner != "DataflowRunner":
+        return []
+    return [
+        f"--labels={PIPELINE_LABEL}={pipeline_name}",
+        f"--labels={COMPONENT_LABEL}={component_label_value(component_id)}",
+    ]

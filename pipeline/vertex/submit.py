@@ -64,6 +64,8 @@ def build_pipeline_job(cfg: Config, template_path: str | os.PathLike[str], crede
         parameter_values={},
         # The compiled spec's own labels (TFX's) plus the config's, for the bill.
         labels={**_spec_labels(template_path), **vertex.labels} or None,
+        # CMEK: the pipeline job's own data (its context, executions, artifacts' metadata).
+        encryption_spec_key_name=vertex.encryption_key,
         credentials=credentials,
     )
 
@@ -73,18 +75,33 @@ def _spec_labels(template_path: str | os.PathLike[str]) -> dict[str, str]:
         return dict(json.load(fh).get("labels", {}))
 
 
-def create_request(job: Any, service_account: str | None) -> dict[str, Any]:
-    """The CreatePipelineJobRequest `job.submit(service_account=...)` sends, as JSON."""
-    from google.cloud.aiplatform_v1.types import pipeline_service
+def pipeline_job_resource(job: Any, service_account: str | None, network: str | None) -> Any:
+    """The aiplatform_v1.PipelineJob `job.submit(service_account=..., network=...)` sends.
 
-    # A copy: the service account is set on the request only, not on the job.
+    A copy: the service account and the network are set on it as PipelineJob.submit sets
+    them on its own resource, and `job` is left as it was.
+    """
     original = compat.pipeline_job_resource(job)
     message_type = type(original)
     resource = message_type.deserialize(message_type.serialize(original))
     if service_account:
-        resource.service_account = service_account  # as PipelineJob.submit sets it
+        resource.service_account = service_account
+    if network:
+        resource.network = network
+    return resource
+
+
+def create_request(
+    job: Any, service_account: str | None, network: str | None = None
+) -> dict[str, Any]:
+    """The CreatePipelineJobRequest `job.submit(service_account=..., network=...)` sends,
+    as JSON."""
+    from google.cloud.aiplatform_v1.types import pipeline_service
+
     request = pipeline_service.CreatePipelineJobRequest(
-        parent=compat.pipeline_job_parent(job), pipeline_job=resource, pipeline_job_id=job.job_id
+        parent=compat.pipeline_job_parent(job),
+        pipeline_job=pipeline_job_resource(job, service_account, network),
+        pipeline_job_id=job.job_id,
     )
     return json.loads(pipeline_service.CreatePipelineJobRequest.to_json(request))
 
