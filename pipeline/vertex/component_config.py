@@ -171,14 +171,34 @@ def endpoint_name(vertex: VertexConfig, pipeline_name: str) -> str:
     return vertex.endpoint.name or pipeline_name
 
 
+# The Pusher's custom_config keys of the Model Registry entry and the endpoint's creation
+# (read by pipeline.vertex.pusher.Executor): the Model's display name, the labels of the
+# Model, its versions and the endpoint, and the CMEK key that encrypts them.
+MODEL_DISPLAY_NAME_KEY = "taxifare_model_display_name"
+LABELS_KEY = "taxifare_labels"
+ENCRYPTION_KEY_KEY = "taxifare_encryption_key"
+# The label that ties the Model, its versions and the endpoint to the pipeline.
+PIPELINE_LABEL = "taxifare-pipeline"
+# Vertex takes at most 64 labels on a resource; the Pusher adds one of its own to a version.
+_MAX_LABELS = 64
+
+
 def pusher_custom_config(vertex: VertexConfig, pipeline_name: str) -> dict[str, Any]:
-    """The Vertex Pusher's custom_config: deploy to the autoscaling endpoint, then log."""
+    """The Vertex Pusher's custom_config: a version of the pipeline's Model, deployed to the
+    autoscaling endpoint unless it serves there already, then the endpoint's logging."""
     endpoint = vertex.endpoint
+    labels = {**vertex.labels, PIPELINE_LABEL: pipeline_name}
+    if len(labels) + 1 > _MAX_LABELS:
+        raise ValueError(
+            f"vertex.labels: {len(vertex.labels)} labels; the Model versions take at most"
+            f" {_MAX_LABELS - 2} of them (the Pusher adds {PIPELINE_LABEL} and the model's"
+            " digest)"
+        )
     return {
         vertex_keys.ENABLE_VERTEX_KEY: True,
         vertex_keys.VERTEX_REGION_KEY: vertex.region,
         vertex_keys.VERTEX_CONTAINER_IMAGE_URI_KEY: serving_image(vertex),
-        # Forwarded to aiplatform.Model.deploy; min < max replicas makes it autoscale.
+        # aiplatform.Model.deploy's arguments; min < max replicas makes it autoscale.
         vertex_keys.SERVING_ARGS_KEY: {
             "project_id": vertex.project,
             "endpoint_name": endpoint_name(vertex, pipeline_name),
@@ -186,9 +206,14 @@ def pusher_custom_config(vertex: VertexConfig, pipeline_name: str) -> dict[str, 
             "min_replica_count": endpoint.min_replicas,
             "max_replica_count": endpoint.max_replicas,
         },
+        # One Model per pipeline in the registry, a version per push.
+        MODEL_DISPLAY_NAME_KEY: pipeline_name,
+        LABELS_KEY: labels,
+        ENCRYPTION_KEY_KEY: vertex.encryption_key,
         # Read by pipeline.vertex.pusher.Executor after a successful deploy.
         KEEP_PREVIOUS_KEY: endpoint.keep_previous,
-        # Read by pipeline.vertex.pusher.Executor after a successful deploy.
+        # Read by pipeline.vertex.pusher.Executor after the push (also when nothing new
+        # was deployed).
         REQUEST_LOGGING_KEY: request_logging_settings(endpoint.request_logging),
     }
 

@@ -10,13 +10,33 @@ A rehearsed task runs the spec's own entrypoint (TFX's `kubeflow_v2_run_executor
 - Cloud Storage for Beam: Beam has no filesystem for `file://` URIs (TFX's `fileio` and
   TensorFlow do), so `FileUriFileSystem` maps them to local paths, as Beam's GCS filesystem
   maps `gs://` on Dataflow;
-- the Pusher's upload and deploy: the arguments are built into `aiplatform_v1.Model` and
-  `aiplatform_v1.DeployedModel` and checked against `aiplatform.Model.deploy`'s parameters;
-  the exported model is called as the prediction container calls it (`serving_default` on a
-  JSON instance, `serving_tf_example` on the rawPredict body of a trip with unknown
-  coordinates); the deployed model is recorded on a stand-in endpoint (a JSON file beside
-  the rehearsal's metadata), which the Pusher's logging and undeploy steps then talk to
-  through the real `aiplatform_v1` request types.
+- the Pusher's Vertex EndpointService and ModelService (`StandInVertex`, on one JSON file
+  beside the rehearsal's metadata, named by ENDPOINT_FILE_ENV): every request the Pusher
+  sends is parsed as its `aiplatform_v1` request type and sent through the wire format
+  (unknown or mistyped fields fail), and is recorded; uploads become Model versions with
+  Vertex's rules for labels and aliases (an alias names one version of a Model and moves to
+  the version that takes it; the first version is "default"); a deploy calls the exported
+  model as the prediction container calls it (`serving_default` on a JSON instance,
+  `serving_tf_example` on the rawPredict body of a trip with unknown coordinates) and puts
+  it on the stand-in endpoint, where the Pusher's logging and undeploy steps find it.
+
+The stand-in file (JSON) holds the state and the calls:
+
+    {
+      "endpoint": <the Endpoint, aiplatform_v1.Endpoint's JSON mapping> or null,
+      "models": [<one aiplatform_v1.Model JSON mapping per version: name
+                  "projects/P/locations/R/models/<id>" (no "@"), versionId "1", "2", ...,
+                  versionAliases, labels, artifactUri, encryptionSpec, ...>],
+      "calls": [{"method": "UploadModel" | "DeployModel" | "UndeployModel" |
+                 "CreateEndpoint" | "UpdateEndpoint" | "MergeVersionAliases",
+                 "request": <the request's aiplatform_v1 JSON mapping>}, ...]
+    }
+
+Only calls that change something are recorded (not List/Get). Read it with
+`StandInVertex(path)`: `.load()` (the Endpoint or None), `.models()` (the Model versions) and
+`.calls("DeployModel")` (the requests of one method, as `aiplatform_v1` objects, oldest
+first). A run that deployed nothing adds no "UploadModel" and no "DeployModel" call. Deployed
+model ids count the deploys: "1", "2", ...
 
 Nothing here is used by a real run.
 """
@@ -24,10 +44,10 @@ Nothing here is used by a real run.
 from __future__ import annotations
 
 import datetime
-import inspect
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -134,66 +154,340 @@ def run_training_job(
 
 
 class _DoneOperation:
-    def result(self, timeout: float | None = None) -> None:
+    """A long-running operation that is done: `result()` is its response."""
+
+    def __init__(self, response: Any = None) -> None:
+        self.response = response
+
+    def result(self, timeout: float | None = None) -> Any:
         del timeout
+        return self.response
 
 
-class StandInEndpointClient:
-    """An EndpointService on a JSON file: list, update and undeploy with the real types."""
+# Vertex's rules for labels (keys and values) and version aliases.
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_ALIAS = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]$")
+_DEFAULT_ALIAS = "default"
 
-    def __init__(self, path: str) -> None:
+
+def _wire(request_type: Any, request: Any) -> Any:
+    """`request` as the service would receive it: typed, then through the wire format."""
+    typed = request_type(request)
+    return request_type.deserialize(request_type.serialize(typed))
+
+
+def _check_labels(labels: Any, what: str) -> None:
+    if len(labels) > 64:
+        raise ValueError(f"{what}: {len(labels)} labels, Vertex takes at most 64")
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            raise ValueError(f"{what}: label {key}={value!r} is not a valid Vertex label")
+
+
+class StandInVertex:
+    """Vertex's EndpointService and ModelService on a JSON file (format in the module doc).
+
+    Args:
+      path: the stand-in file (created by the first change).
+      call_model: whether a deploy calls the model as the prediction container would (the
+        rehearsal does; a test of the push logic on a placeholder SavedModel does not).
+    """
+
+    def __init__(self, path: str, call_model: bool = True) -> None:
         self.path = path
+        self.call_model = call_model
+
+    # The file: a file of this machine, not an artifact.
+    def _read(self) -> dict[str, Any]:
+        if not os.path.exists(self.path):
+            return {"endpoint": None, "models": [], "calls": []}
+        with open(self.path) as fh:
+            state = json.load(fh)
+        if not isinstance(state, dict) or set(state) != {"endpoint", "models", "calls"}:
+            raise ValueError(
+                f"{self.path} is not a stand-in Vertex file (keys endpoint, models, calls):"
+                " delete it, or rehearse in a new root"
+            )
+        return state
+
+    def _write(self, state: dict[str, Any]) -> None:
+        with open(self.path + ".tmp", "w") as fh:
+            json.dump(state, fh, indent=1)
+        os.replace(self.path + ".tmp", self.path)
+
+    def _record(self, state: dict[str, Any], method: str, request: Any) -> None:
+        state["calls"].append(
+            {"method": method, "request": json.loads(type(request).to_json(request))}
+        )
 
     def load(self) -> Any:
-        """The endpoint (an `aiplatform_v1.Endpoint`), or None before the first deploy."""
+        """The endpoint (an `aiplatform_v1.Endpoint`), or None before it is created."""
         from google.cloud import aiplatform_v1
 
-        if not os.path.exists(self.path):
-            return None
-        with open(self.path) as fh:  # a file of this machine, not an artifact
-            return aiplatform_v1.Endpoint.from_json(fh.read())
+        found = self._read()["endpoint"]
+        return None if found is None else aiplatform_v1.Endpoint.from_json(json.dumps(found))
 
     def save(self, endpoint: Any) -> None:
         """Writes the endpoint back."""
         from google.cloud import aiplatform_v1
 
-        with open(self.path, "w") as fh:
-            fh.write(aiplatform_v1.Endpoint.to_json(endpoint))
+        state = self._read()
+        state["endpoint"] = json.loads(aiplatform_v1.Endpoint.to_json(endpoint))
+        self._write(state)
+
+    def models(self) -> list[Any]:
+        """Every Model version (`aiplatform_v1.Model`), oldest first."""
+        from google.cloud import aiplatform_v1
+
+        return [aiplatform_v1.Model.from_json(json.dumps(m)) for m in self._read()["models"]]
+
+    def calls(self, method: str) -> list[Any]:
+        """The recorded requests of one method (e.g. "DeployModel"), oldest first."""
+        from google.cloud import aiplatform_v1
+
+        request_type = getattr(aiplatform_v1, f"{method}Request")
+        return [
+            request_type.from_json(json.dumps(c["request"]))
+            for c in self._read()["calls"]
+            if c["method"] == method
+        ]
+
+    def _save_models(self, state: dict[str, Any], models: list[Any]) -> None:
+        from google.cloud import aiplatform_v1
+
+        state["models"] = [json.loads(aiplatform_v1.Model.to_json(m)) for m in models]
+
+    def _endpoint(self, name: str) -> Any:
+        from google.api_core import exceptions
+
+        endpoint = self.load()
+        if endpoint is None or endpoint.name != name:
+            raise exceptions.NotFound(f"endpoint {name} not found")
+        return endpoint
+
+    # EndpointService
 
     def list_endpoints(self, request: Any) -> list[Any]:
         """ListEndpoints with a display_name filter."""
         from google.cloud import aiplatform_v1
 
-        request = aiplatform_v1.ListEndpointsRequest(request)
+        request = _wire(aiplatform_v1.ListEndpointsRequest, request)
         endpoint = self.load()
         if endpoint is None or f'display_name="{endpoint.display_name}"' != request.filter:
             return []
         return [endpoint]
 
+    def create_endpoint(self, request: Any) -> _DoneOperation:
+        """CreateEndpoint (this stand-in holds one endpoint)."""
+        from google.cloud import aiplatform_v1
+
+        request = _wire(aiplatform_v1.CreateEndpointRequest, request)
+        if self.load() is not None:
+            raise RuntimeError("the stand-in holds one endpoint, and it exists")
+        _check_labels(request.endpoint.labels, "CreateEndpoint")
+        endpoint = aiplatform_v1.Endpoint(request.endpoint)
+        endpoint.name = f"{request.parent}/endpoints/{_ENDPOINT_ID}"
+        endpoint.create_time = datetime.datetime.now(datetime.timezone.utc)
+        state = self._read()
+        self._record(state, "CreateEndpoint", request)
+        state["endpoint"] = json.loads(aiplatform_v1.Endpoint.to_json(endpoint))
+        self._write(state)
+        return _DoneOperation(endpoint)
+
     def update_endpoint(self, request: Any) -> Any:
         """UpdateEndpoint: the masked fields only."""
         from google.cloud import aiplatform_v1
 
-        request = aiplatform_v1.UpdateEndpointRequest(request)
-        endpoint = self.load()
+        request = _wire(aiplatform_v1.UpdateEndpointRequest, request)
+        endpoint = self._endpoint(request.endpoint.name)
         for path in request.update_mask.paths:
-            setattr(endpoint, path, getattr(request.endpoint, path))
-        self.save(endpoint)
+            if path == "traffic_split":
+                ids = {m.id for m in endpoint.deployed_models}
+                split = dict(request.endpoint.traffic_split)
+                if set(split) - ids or sum(split.values()) != 100:
+                    raise ValueError(f"traffic split {split} for deployed models {sorted(ids)}")
+                endpoint.traffic_split.clear()
+                endpoint.traffic_split.update(split)
+            else:
+                setattr(endpoint, path, getattr(request.endpoint, path))
+        state = self._read()
+        self._record(state, "UpdateEndpoint", request)
+        state["endpoint"] = json.loads(aiplatform_v1.Endpoint.to_json(endpoint))
+        self._write(state)
         return endpoint
+
+    def deploy_model(self, request: Any) -> _DoneOperation:
+        """DeployModel of a Model version: checked, called, recorded, given its traffic."""
+        from google.cloud import aiplatform_v1
+
+        request = _wire(aiplatform_v1.DeployModelRequest, request)
+        endpoint = self._endpoint(request.endpoint)
+        model = self.get_model(aiplatform_v1.GetModelRequest(name=request.deployed_model.model))
+        resources = request.deployed_model.dedicated_resources
+        if not resources.machine_spec.machine_type or resources.min_replica_count < 1:
+            raise ValueError("a deploy needs a machine type and at least one replica")
+        if resources.max_replica_count < resources.min_replica_count:
+            raise ValueError("max_replica_count is below min_replica_count")
+        if self.call_model:
+            call_as_prediction_container(model.artifact_uri)
+        state = self._read()
+        number = 1 + sum(c["method"] == "DeployModel" for c in state["calls"])
+        deployed = aiplatform_v1.DeployedModel(request.deployed_model)
+        deployed.id = str(number)
+        deployed.model = model.name
+        deployed.model_version_id = model.version_id
+        deployed.create_time = datetime.datetime.now(datetime.timezone.utc)
+        split = dict(request.traffic_split)
+        if split:
+            split[deployed.id] = split.pop("0", 0)
+            ids = {m.id for m in endpoint.deployed_models} | {deployed.id}
+            if set(split) - ids or sum(split.values()) != 100:
+                raise ValueError(f"traffic split {dict(request.traffic_split)} does not add up")
+            endpoint.traffic_split.clear()
+            endpoint.traffic_split.update({k: v for k, v in split.items() if v})
+        endpoint.deployed_models.append(deployed)
+        self._record(state, "DeployModel", request)
+        state["endpoint"] = json.loads(aiplatform_v1.Endpoint.to_json(endpoint))
+        self._write(state)
+        return _DoneOperation(aiplatform_v1.DeployModelResponse(deployed_model=deployed))
 
     def undeploy_model(self, request: Any) -> _DoneOperation:
         """UndeployModel: refused for a model that has traffic, as Vertex does."""
         from google.cloud import aiplatform_v1
 
-        request = aiplatform_v1.UndeployModelRequest(request)
-        endpoint = self.load()
+        request = _wire(aiplatform_v1.UndeployModelRequest, request)
+        endpoint = self._endpoint(request.endpoint)
         if endpoint.traffic_split.get(request.deployed_model_id):
             raise RuntimeError(f"deployed model {request.deployed_model_id} has traffic")
         kept = [m for m in endpoint.deployed_models if m.id != request.deployed_model_id]
         del endpoint.deployed_models[:]
         endpoint.deployed_models.extend(kept)
-        self.save(endpoint)
-        return _DoneOperation()
+        state = self._read()
+        self._record(state, "UndeployModel", request)
+        state["endpoint"] = json.loads(aiplatform_v1.Endpoint.to_json(endpoint))
+        self._write(state)
+        return _DoneOperation(aiplatform_v1.UndeployModelResponse())
+
+    # ModelService
+
+    def list_models(self, request: Any) -> list[Any]:
+        """ListModels with a display_name filter: each Model's default version."""
+        from google.cloud import aiplatform_v1
+
+        request = _wire(aiplatform_v1.ListModelsRequest, request)
+        return [
+            m
+            for m in self.models()
+            if _DEFAULT_ALIAS in m.version_aliases
+            and m.name.startswith(request.parent + "/")
+            and f'display_name="{m.display_name}"' == request.filter
+        ]
+
+    def list_model_versions(self, request: Any) -> list[Any]:
+        """ListModelVersions of one Model."""
+        from google.cloud import aiplatform_v1
+
+        request = _wire(aiplatform_v1.ListModelVersionsRequest, request)
+        return [m for m in self.models() if m.name == request.name]
+
+    def get_model(self, request: Any) -> Any:
+        """GetModel by `models/<id>` (the default version), `@<version id>` or `@<alias>`."""
+        from google.api_core import exceptions
+        from google.cloud import aiplatform_v1
+
+        request = _wire(aiplatform_v1.GetModelRequest, request)
+        name, _, version = request.name.partition("@")
+        version = version or _DEFAULT_ALIAS
+        for model in self.models():
+            if model.name == name and version in (model.version_id, *model.version_aliases):
+                return model
+        raise exceptions.NotFound(f"model {request.name} not found")
+
+    def upload_model(self, request: Any) -> _DoneOperation:
+        """UploadModel: a new Model, or a new version of `parent_model`; aliases move."""
+        from google.cloud import aiplatform_v1
+
+        request = _wire(aiplatform_v1.UploadModelRequest, request)
+        model = aiplatform_v1.Model(request.model)
+        if not model.display_name or not model.artifact_uri or not model.container_spec.image_uri:
+            raise ValueError("UploadModel needs a display name, an artifact_uri and an image")
+        _check_labels(model.labels, "UploadModel")
+        bad = [a for a in model.version_aliases if not _ALIAS.match(a)]
+        if bad:
+            raise ValueError(f"UploadModel: version aliases {bad} are not valid")
+        models = self.models()
+        if request.parent_model:
+            versions = [m for m in models if m.name == request.parent_model]
+            if not versions:
+                raise ValueError(f"UploadModel: parent_model {request.parent_model} not found")
+            model.name = request.parent_model
+            model.version_id = str(1 + max(int(m.version_id) for m in versions))
+        else:
+            number = 1 + len({m.name for m in models})
+            model.name = f"{request.parent}/models/{number}"
+            model.version_id = "1"
+            if _DEFAULT_ALIAS not in model.version_aliases:
+                model.version_aliases.append(_DEFAULT_ALIAS)
+        model.create_time = model.version_create_time = datetime.datetime.now(datetime.timezone.utc)
+        models = self._move_aliases(models, model, list(model.version_aliases))
+        state = self._read()
+        self._record(state, "UploadModel", request)
+        self._save_models(state, models)
+        self._write(state)
+        return _DoneOperation(
+            aiplatform_v1.UploadModelResponse(model=model.name, model_version_id=model.version_id)
+        )
+
+    def merge_version_aliases(self, request: Any) -> Any:
+        """MergeVersionAliases: the aliases move to the version; "-alias" removes one."""
+        from google.cloud import aiplatform_v1
+
+        request = _wire(aiplatform_v1.MergeVersionAliasesRequest, request)
+        target = self.get_model(aiplatform_v1.GetModelRequest(name=request.name))
+        added = [a for a in request.version_aliases if not a.startswith("-")]
+        removed = {a[1:] for a in request.version_aliases if a.startswith("-")}
+        if _DEFAULT_ALIAS in removed:
+            raise ValueError("the default alias can only move, not be removed")
+        kept = [a for a in target.version_aliases if a not in removed]
+        del target.version_aliases[:]
+        target.version_aliases.extend(kept)
+        models = self._move_aliases(self.models(), target, added)
+        state = self._read()
+        self._record(state, "MergeVersionAliases", request)
+        self._save_models(state, models)
+        self._write(state)
+        return target
+
+    @staticmethod
+    def _move_aliases(models: list[Any], target: Any, aliases: list[str]) -> list[Any]:
+        """`models` with `target` in its place (or last), holding `aliases`, which no other
+        version of its Model keeps."""
+        for alias in aliases:
+            if alias not in target.version_aliases:
+                target.version_aliases.append(alias)
+        result = []
+        for model in models:
+            if version_key(model) == version_key(target):
+                result.append(target)
+                continue
+            if model.name == target.name:
+                kept = [a for a in model.version_aliases if a not in aliases]
+                del model.version_aliases[:]
+                model.version_aliases.extend(kept)
+            result.append(model)
+        if target not in result:
+            result.append(target)
+        return result
+
+
+def version_key(model: Any) -> tuple[str, str]:
+    """A Model version's (name, version id)."""
+    return model.name, model.version_id
+
+
+# The name the rehearsal reads the stand-in endpoint by.
+StandInEndpointClient = StandInVertex
 
 
 def _sample_trip() -> dict[str, Any]:
@@ -247,61 +541,6 @@ def call_as_prediction_container(serving_path: str) -> list[float]:
         if not math.isfinite(value):
             raise RuntimeError(f"the model answered a non-finite fare {value}")
     return [by_name, fare]
-
-
-def deploy_model(
-    serving_path: str,
-    model_version_name: str,
-    ai_platform_serving_args: dict[str, Any],
-    labels: dict[str, str],
-    serving_container_image_uri: str | None = None,
-    endpoint_region: str | None = None,
-    enable_vertex: bool | None = False,
-    **kwargs: Any,
-) -> str:
-    """Stands in for TFX's upload and deploy to a Vertex endpoint (see the module doc)."""
-    from google.cloud import aiplatform, aiplatform_v1
-
-    del kwargs, labels
-    if not enable_vertex or not endpoint_region or not serving_container_image_uri:
-        raise RuntimeError("the Pusher would not deploy to a Vertex endpoint")
-    args = dict(ai_platform_serving_args)
-    project = args.pop("project_id", None) or args.pop("project")
-    endpoint_name = args.pop("endpoint_name")
-    args.setdefault("traffic_percentage", 100)
-    accepted = set(inspect.signature(aiplatform.Model.deploy).parameters) - {"self"}
-    unknown = sorted(set(args) - accepted)
-    if unknown:
-        raise RuntimeError(f"aiplatform.Model.deploy takes no {unknown}")
-    parent = f"projects/{project}/locations/{endpoint_region}"
-    aiplatform_v1.Model(
-        display_name=model_version_name,
-        artifact_uri=serving_path,
-        container_spec=aiplatform_v1.ModelContainerSpec(image_uri=serving_container_image_uri),
-    )
-    client = StandInEndpointClient(os.environ[ENDPOINT_FILE_ENV])
-    endpoint = client.load() or aiplatform_v1.Endpoint(
-        name=f"{parent}/endpoints/{_ENDPOINT_ID}", display_name=endpoint_name
-    )
-    number = 1 + max([int(m.id) for m in endpoint.deployed_models] or [0])
-    deployed = aiplatform_v1.DeployedModel(
-        id=str(number),
-        model=f"{parent}/models/{number}",
-        display_name=model_version_name,
-        create_time=datetime.datetime.now(datetime.timezone.utc),
-        dedicated_resources=aiplatform_v1.DedicatedResources(
-            machine_spec=aiplatform_v1.MachineSpec(machine_type=args["machine_type"]),
-            min_replica_count=int(args.get("min_replica_count", 1)),
-            max_replica_count=int(args.get("max_replica_count", 1)),
-        ),
-    )
-    call_as_prediction_container(serving_path)
-    endpoint.deployed_models.append(deployed)
-    traffic = int(args["traffic_percentage"])
-    endpoint.traffic_split.clear()
-    endpoint.traffic_split[deployed.id] = traffic
-    client.save(endpoint)
-    return deployed.model
 
 
 _FILE_SCHEME = "file://"
@@ -390,9 +629,7 @@ def _offline_job_client(region: str) -> Any:
 
 
 def install() -> None:
-    """Puts the stand-ins in place of the training job, the deploy and the endpoint client."""
-    from tfx.extensions.google_cloud_ai_platform import runner
-
+    """Puts the stand-ins in place of the training job and the Vertex endpoint and models."""
     global FileUriFileSystem
     FileUriFileSystem = _file_uri_filesystem()  # registered with Beam by being defined
 
@@ -400,8 +637,8 @@ def install() -> None:
 
     compat.replace_tfx_vertex_job_client(_offline_job_client)
     compat.replace_tfx_vertex_training_launch(run_training_job)
-    runner.deploy_model_for_aip_prediction = deploy_model
-    pusher.endpoint_client = lambda region: StandInEndpointClient(os.environ[ENDPOINT_FILE_ENV])
+    pusher.endpoint_client = lambda region: StandInVertex(os.environ[ENDPOINT_FILE_ENV])
+    pusher.model_client = lambda region: StandInVertex(os.environ[ENDPOINT_FILE_ENV])
 
 
 def main() -> None:
