@@ -531,10 +531,6 @@ def instance_problems(
             )
     if not instances:
         return problems + ["no instances to check"]
-    try:
-        json.dumps(list(instances), allow_nan=False)
-    except ValueError as e:
-        problems.append(f"the instances are not strict JSON ({e})")
     shapes: dict[str, list[int]] = {}
     for index, instance in enumerate(instances):
         where = f"instance {index}"
@@ -561,10 +557,12 @@ def instance_problems(
                     f"{where} {name!r}: a value of rank {len(shape)}; the input's shape {dims}"
                     f" takes rank {len(dims) - 1} per instance"
                 )
-            elif dims is not None and any(
+                continue
+            if dims is not None and any(
                 d not in (-1, s) for d, s in zip(dims[1:], shape, strict=True)
             ):
                 problems.append(f"{where} {name!r}: shape {shape} does not fit {dims[1:]}")
+                continue
             if shapes.setdefault(name, shape) != shape:
                 problems.append(f"{where} {name!r}: shape {shape}, unlike instance 0's")
             for leaf in leaves:
