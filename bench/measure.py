@@ -14,10 +14,13 @@ from pathlib import Path
 
 import psutil
 
-from bench.tree_sampler import TreePeak, TreeSampler
+from bench.tree_sampler import LimitReached, Sample, TreePeak, TreeSampler, decimate
 
 SAMPLE_INTERVAL_SECONDS = 0.5
 """How often the whole process tree's RSS is sampled."""
+
+STOPPED_BY_TIMEOUT = "timeout"
+STOPPED_BY_MEMORY = "memory cap"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,13 @@ class Measurement:
         tree: Peaks from sampling the whole tree with psutil.
         stdout_path: File holding the command's standard output.
         stderr_path: File holding the command's standard error.
+        rss_series: The tree's sampled RSS over time, at most
+            ``tree_sampler.MAX_SERIES_POINTS`` samples (peaks kept, see ``decimate``).
+        stopped: Why the benchmark stopped the command (``STOPPED_BY_TIMEOUT`` or
+            ``STOPPED_BY_MEMORY``); None if it exited by itself.
+        limit_reached: With a memory cap: the sample that passed it, if one did.
+        max_rss_sampled: ``max_rss_bytes`` is the sampled largest process, not getrusage's:
+            the wrapper was stopped before it could report.
     """
 
     name: str
@@ -49,6 +59,10 @@ class Measurement:
     tree: TreePeak
     stdout_path: Path
     stderr_path: Path
+    rss_series: tuple[Sample, ...] = ()
+    stopped: str | None = None
+    limit_reached: LimitReached | None = None
+    max_rss_sampled: bool = False
 
     def stderr_tail(self, lines: int = 40) -> str:
         """Returns the last ``lines`` lines of the command's standard error.
@@ -87,6 +101,7 @@ def run_measured(
     env: Mapping[str, str],
     log_dir: Path,
     timeout_seconds: float | None = None,
+    memory_cap_bytes: int | None = None,
 ) -> Measurement:
     """Runs ``command`` through ``bench.rss_wrapper`` and measures it.
 
@@ -100,9 +115,12 @@ def run_measured(
         env: Complete environment for the command.
         log_dir: Directory for the stdout/stderr logs and the wrapper's JSON result.
         timeout_seconds: Kill the run after this long; None waits forever.
+        memory_cap_bytes: Kill the run once the sampled RSS of its whole tree passes this;
+            None: no cap.
 
     Returns:
-        The measurement. A timed-out run has ``returncode`` None.
+        The measurement. A run stopped by the timeout or the memory cap has ``returncode``
+        None and says which in ``stopped``.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     stdout_path = log_dir / f"{name}.stdout.log"
@@ -125,7 +143,12 @@ def run_measured(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        sampler = TreeSampler(process.pid, SAMPLE_INTERVAL_SECONDS)
+        sampler = TreeSampler(
+            process.pid,
+            SAMPLE_INTERVAL_SECONDS,
+            limit_bytes=memory_cap_bytes,
+            on_limit=lambda: _signal_session(process.pid),
+        )
         timed_out = False
         stragglers = False
         try:
@@ -142,25 +165,42 @@ def run_measured(
             raise
     outer_seconds = time.perf_counter() - start
     machine_busy = _machine_busy_seconds() - busy_before
-    if timed_out:
+    capped = sampler.limit_reached
+    stopped = STOPPED_BY_MEMORY if capped else STOPPED_BY_TIMEOUT if timed_out else None
+    if capped:
+        _note(
+            stderr_path,
+            f"killed after {capped.seconds:.0f} s: the process tree's RSS reached"
+            f" {capped.total_bytes / 2**30:.2f} GiB, past the {capped.limit_bytes / 2**30:.2f}"
+            " GiB cap",
+        )
+    elif timed_out:
         _note(stderr_path, f"killed after the {timeout_seconds:.0f} s timeout")
     elif stragglers:
         _note(stderr_path, "processes left running after the command exited were killed")
     result = _read_result(result_path)
+    # A wrapper killed with its command cannot report getrusage: the sampled peak stands in.
+    reported = "max_rss_kib" in result
     cpu_seconds = float(result.get("user_cpu_seconds", 0.0)) + float(
         result.get("system_cpu_seconds", 0.0)
     )
     return Measurement(
         name=name,
         command=tuple(command),
-        returncode=None if timed_out else int(result.get("returncode", process.returncode)),
+        returncode=None if stopped else int(result.get("returncode", process.returncode)),
         wall_seconds=float(result.get("wall_seconds", outer_seconds)),
-        max_rss_bytes=int(result.get("max_rss_kib", 0)) * 1024,
+        max_rss_bytes=(
+            int(result["max_rss_kib"]) * 1024 if reported else sampler.peak.largest_process_bytes
+        ),
         cpu_seconds=cpu_seconds,
         other_cpu_seconds=max(0.0, machine_busy - cpu_seconds),
         tree=sampler.peak,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
+        rss_series=tuple(decimate(sampler.series)),
+        stopped=stopped,
+        limit_reached=capped,
+        max_rss_sampled=not reported,
     )
 
 
@@ -179,6 +219,14 @@ def _machine_busy_seconds() -> float:
 def _package_parent() -> Path:
     """Returns the directory that holds the ``bench`` package, so ``-m bench...`` resolves."""
     return Path(__file__).resolve().parent.parent
+
+
+def _signal_session(pid: int) -> None:
+    """Kills the session led by `pid` without waiting (the measuring thread waits)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _kill_session(process: subprocess.Popen[bytes]) -> bool:

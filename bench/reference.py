@@ -4,10 +4,18 @@ The example script reads ``$HOME/taxi/data/simple`` and
 ``$HOME/taxi/taxi_utils_native_keras.py`` and writes under ``$HOME/tfx`` and
 ``$HOME/taxi/serving_model``. It is run unmodified from the installed ``tfx`` package,
 with ``HOME`` pointed at a fresh directory laid out the way it expects.
+
+Beyond the rows the whole example can take on this machine, only its CsvExampleGen is run:
+``python -m bench.reference --example-gen-only`` (with the same ``HOME``) imports the
+example's script as a module, builds its pipeline with the script's own ``_create_pipeline``
+and constants, and runs it with TFX's partial run (``RunOptions(to_nodes=[ExampleGen])``)
+under the script's ``BeamDagRunner`` and Beam arguments: the example's ExampleGen exactly,
+and nothing after it.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import re
@@ -21,6 +29,9 @@ PIPELINE_SCRIPT = "taxi_pipeline_native_keras.py"
 MODULE_FILE = "taxi_utils_native_keras.py"
 DATA_FILE = Path("data", "simple", "data.csv")
 PIPELINE_NAME = "chicago_taxi_native_keras"
+# The example's ExampleGen: its id in the pipeline (the class name, no with_id).
+EXAMPLE_GEN_ID = "CsvExampleGen"
+EXAMPLE_GEN_ONLY_FLAG = "--example-gen-only"
 
 EXTRA_ENV = {"TF_USE_LEGACY_KERAS": "1"}
 """Environment the example needs: it is written for Keras 2 (``tf-keras``), while
@@ -113,9 +124,29 @@ def command(example: ReferenceExample) -> list[str]:
     return [sys.executable, str(example.script)]
 
 
+def example_gen_command(example: ReferenceExample) -> list[str]:
+    """The command that runs only the example's CsvExampleGen (see the module's docstring)."""
+    return [sys.executable, "-m", "bench.reference", EXAMPLE_GEN_ONLY_FLAG, str(example.script)]
+
+
 def environment(home: Path) -> dict[str, str]:
-    """This process's environment with ``HOME`` redirected and the example's needs added."""
-    return {**os.environ, **EXTRA_ENV, "HOME": str(home)}
+    """This process's environment with ``HOME`` redirected and the example's needs added.
+
+    ``PYTHONPATH`` gets the folder holding the ``bench`` package, so that
+    ``python -m bench.reference`` resolves from the example's working directory too."""
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    python_path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, **EXTRA_ENV, "HOME": str(home), "PYTHONPATH": python_path}
+
+
+def example_gen_dir(home: Path) -> Path:
+    """Where the example's CsvExampleGen writes its examples (under its pipeline root)."""
+    return home / "tfx" / "pipelines" / PIPELINE_NAME / EXAMPLE_GEN_ID
+
+
+def metadata_path(home: Path) -> Path:
+    """The example's MLMD SQLite file."""
+    return home / "tfx" / "metadata" / PIPELINE_NAME / "metadata.db"
 
 
 def pushed_model(home: Path) -> Path | None:
@@ -123,3 +154,55 @@ def pushed_model(home: Path) -> Path | None:
     serving_dir = home / "taxi" / "serving_model" / PIPELINE_NAME
     versions = sorted(p for p in serving_dir.glob("*") if p.is_dir())
     return versions[-1] if versions else None
+
+
+def run_example_gen_only(script: Path) -> None:
+    """Runs the example's pipeline up to its CsvExampleGen, in this process.
+
+    The script is imported as a module (its ``__main__`` block does not run) after
+    ``HOME`` is set, since it reads ``$HOME`` at import; its ``_create_pipeline`` builds the
+    whole pipeline with the script's own paths and Beam arguments, and TFX's partial run
+    marks every node but the ExampleGen as skipped.
+    """
+    from tfx.orchestration import pipeline as tfx_pipeline
+
+    spec = importlib.util.spec_from_file_location("tfx_taxi_example_pipeline", script)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"cannot import the example's script {script}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pipeline = module._create_pipeline(  # the example's own builder, as its __main__ calls it
+        pipeline_name=module._pipeline_name,
+        pipeline_root=module._pipeline_root,
+        data_root=module._data_root,
+        module_file=module._module_file,
+        metadata_path=module._metadata_path,
+        serving_model_dir=module._serving_model_dir,
+        beam_pipeline_args=module._beam_pipeline_args,
+    )
+    ids = [component.id for component in pipeline.components]
+    if EXAMPLE_GEN_ID not in ids:
+        raise ValueError(f"the example's pipeline has no {EXAMPLE_GEN_ID} (its nodes: {ids})")
+    module.BeamDagRunner().run(
+        pipeline, run_options=tfx_pipeline.RunOptions(to_nodes=[EXAMPLE_GEN_ID])
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.reference --example-gen-only SCRIPT``: see `run_example_gen_only`."""
+    parser = argparse.ArgumentParser(prog="python -m bench.reference")
+    parser.add_argument(
+        EXAMPLE_GEN_ONLY_FLAG,
+        dest="script",
+        type=Path,
+        required=True,
+        help="the example's pipeline script; run only its CsvExampleGen",
+    )
+    args = parser.parse_args(argv)
+    os.environ.update(EXTRA_ENV)
+    run_example_gen_only(args.script)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
