@@ -249,12 +249,14 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.runs < 1:
         return _fail(f"--runs must be at least 1, not {args.runs}", EXIT_USAGE)
-    from pipeline.vertex.rehearse import rehearse
+    if args.parallel < 1:
+        return _fail(f"--parallel must be at least 1, not {args.parallel}", EXIT_USAGE)
+    from pipeline.vertex.rehearse import RehearsalError, rehearse
     from pipeline.vertex.spec_checks import SpecCheckError
 
     try:
-        ok = rehearse(cfg, Path(args.root), runs=args.runs)
-    except SpecCheckError as e:
+        ok = rehearse(cfg, Path(args.root), runs=args.runs, parallel=args.parallel)
+    except (SpecCheckError, RehearsalError) as e:
         return _fail(str(e), EXIT_FAILED)
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -374,7 +376,17 @@ def add_vertex_parsers(
     )
     _add_config_args(rehearse_parser)
     rehearse_parser.add_argument(
-        "--runs", type=int, default=2, help="pipeline runs, one after another (default 2)"
+        "--runs",
+        type=int,
+        default=3,
+        help="pipeline runs, one after another (default 3: a first span, a new span, the same"
+        " data again)",
+    )
+    rehearse_parser.add_argument(
+        "--parallel",
+        type=int,
+        default=2,
+        help="tasks run at the same time once their inputs are ready (default 2)",
     )
     rehearse_parser.add_argument(
         "--root",
