@@ -601,12 +601,8 @@ def move_aliases_request(name: str) -> Any:
     )
 
 
-def find_or_create_endpoint(endpoints: Any, target: PushTarget) -> Any:
-    """The endpoint named as configured; created with the labels and the key if missing."""
-    request = list_endpoints_request(target.project, target.region, target.endpoint_name)
-    found = list(endpoints.list_endpoints(request=request))
-    if found:
-        return found[0]
+def create_endpoint(endpoints: Any, target: PushTarget) -> Any:
+    """Creates the configured endpoint, with the labels and the CMEK key."""
     endpoint = endpoints.create_endpoint(request=create_endpoint_request(target)).result(
         timeout=_OPERATION_TIMEOUT
     )
@@ -669,7 +665,7 @@ def push_model(
                 name,
             )
             return PushResult("routed", name, deployed.id)
-    endpoint = existing[0] if existing else find_or_create_endpoint(endpoints, target)
+    endpoint = existing[0] if existing else create_endpoint(endpoints, target)
     parent = find_registered_model(models, target)
     version = (
         find_uploaded_version(models, parent.name.split("@")[0], digest, serving_paths)

@@ -381,3 +381,29 @@ def test_the_push_through_the_real_vertex_clients(tmp_path, monkeypatch, models,
     assert len(vertex.calls("UploadModel")) == 2 and len(vertex.calls("DeployModel")) == 2
     assert [(m.name, m.version_id) for m in vertex.models()] == [(MODEL, "1"), (MODEL, "2")]
     assert dict(vertex.load().traffic_split) == {"2": 100}
+
+
+def test_the_digest_tells_real_saved_models_apart_by_their_weights(tmp_path):
+    import tensorflow as tf
+
+    def save(value: float, path: Path) -> str:
+        module = tf.Module()
+        module.weight = tf.Variable([value, 0.0, 0.0])
+        module.fare = tf.function(
+            lambda x: x * module.weight,
+            input_signature=[tf.TensorSpec([3], tf.float32)],
+            autograph=False,
+        )
+        tf.saved_model.save(module, str(path))
+        return pusher.model_digest(str(path))
+
+    one, two = save(1.0, tmp_path / "one"), save(2.0, tmp_path / "two")
+    assert one != two
+    # The weights count through the variables index (the data shards are not read): it holds
+    # each variable's checksum.
+    index = Path("variables", "variables.index")
+    assert (tmp_path / "one" / index).read_bytes() != (tmp_path / "two" / index).read_bytes()
+    shutil.copytree(tmp_path / "one", tmp_path / "copy")
+    assert pusher.model_digest(str(tmp_path / "copy")) == one
+    with pytest.raises(FileNotFoundError, match="saved_model.pb is missing"):
+        pusher.model_digest(str(tmp_path))
