@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import machine, ours, reference, trainer_input
-from bench.measure import Measurement, run_measured
+from bench.measure import STOPPED_BY_MEMORY, STOPPED_BY_TIMEOUT, Measurement, run_measured
 from bench.tree_sampler import LimitReached, Sample, TreePeak
 
 ROWS = (200_000, 2_000_000)
@@ -777,7 +777,7 @@ def _stood_note(r: ScaleRun) -> str:
         f"caps {s.get('cap_bytes', 0) / GIB:g} GiB of the process tree or"
         f" {s.get('cap_seconds', 0):,.0f} s"
     )
-    if s.get("stopped") == "memory cap":
+    if s.get("stopped") == STOPPED_BY_MEMORY:
         how = f"stopped by the memory cap after {s['elapsed_seconds']:,.0f} s"
     elif s.get("stopped"):
         how = f"stopped by the time cap after {s['elapsed_seconds']:,.0f} s"
@@ -787,17 +787,21 @@ def _stood_note(r: ScaleRun) -> str:
         how = (
             f"ended with exit code {s.get('returncode')} after {s.get('elapsed_seconds', 0):,.0f} s"
         )
-    written = (
-        f"{s.get('output_files', 0):,} output files, {s.get('output_bytes', 0) / 2**20:,.1f} MiB,"
-        f" {s.get('output_records', 0):,} whole records written"
-        f" ({s.get('output_final_files', 0):,} files final, {s.get('output_final_records', 0):,}"
-        " records in them)"
-    )
+    if s.get("output_files"):
+        written = (
+            f"{s['output_files']:,} output files, {s.get('output_bytes', 0) / 2**20:,.1f} MiB,"
+            f" {s.get('output_records', 0):,} whole records written"
+            f" ({s.get('output_final_files', 0):,} files final,"
+            f" {s.get('output_final_records', 0):,} records in them)"
+        )
+    else:
+        written = "no output written yet"
+    state = s.get("mlmd_state") or "unknown"
+    mlmd = f"its MLMD execution {state}" if state.isupper() else f"MLMD: {state}"
     return (
         f"{r.name} ({caps}): {how}; process tree at {_gib(s.get('peak_tree_bytes', 0))} at its"
-        f" peak, largest process {_gib(s.get('peak_largest_process_bytes', 0))}; its MLMD"
-        f" execution {s.get('mlmd_state')}; {written}. The whole example is run up to"
-        f" {REFERENCE_MAX_ROWS:,} rows only."
+        f" peak, largest process {_gib(s.get('peak_largest_process_bytes', 0))}; {mlmd};"
+        f" {written}. The whole example is run up to {REFERENCE_MAX_ROWS:,} rows only."
     )
 
 
@@ -867,7 +871,8 @@ def render_section(
         )
         ratio = _ratio(r.eval_rmse, r.oracle_rmse) if r.eval_rmse and r.oracle_rmse else "-"
         if r.run.stopped:
-            wall, rate = f"stopped at {r.wall_seconds:,.0f} s ({r.run.stopped})", "-"
+            cap = "time cap" if r.run.stopped == STOPPED_BY_TIMEOUT else r.run.stopped
+            wall, rate = f"stopped at {r.wall_seconds:,.0f} s ({cap})", "-"
         else:
             wall, rate = f"{r.wall_seconds:,.0f} s", f"{r.rows / r.wall_seconds:,.0f}"
         if r.kind == KIND_BUDGET:

@@ -562,3 +562,32 @@ def test_written_records_are_counted_in_whole_and_cut_short_files(tmp_path):
         "records": 1000 + cut, "final_files": 1, "final_records": 1000,
     }  # fmt: skip
     assert scale.example_outputs(tmp_path / "nothing")["files"] == 0
+
+
+def test_a_run_past_its_time_cap_is_stopped_and_said_so(tmp_path):
+    run = measure.run_measured(
+        "sleeping", [sys.executable, "-c", "import time; time.sleep(600)"], cwd=tmp_path,
+        env=dict(os.environ), log_dir=tmp_path / "logs", timeout_seconds=1.0,
+        memory_cap_bytes=4 * 2**30,
+    )  # fmt: skip
+    assert run.stopped == measure.STOPPED_BY_TIMEOUT and run.returncode is None
+    assert run.limit_reached is None and run.max_rss_sampled
+    assert "killed after the 1 s timeout" in run.stderr_path.read_text()
+
+
+def test_where_a_capped_run_stood_is_said_for_each_way_it_ended(tmp_path):
+    runs = _saved_runs(tmp_path)
+    capped = next(r for r in runs if r.kind == scale.KIND_EXAMPLE_GEN)
+    stood = dict(capped.stood)
+    capped.stood = {**stood, "stopped": "timeout", "output_files": 0,
+                    "mlmd_state": "no MLMD store yet"}  # fmt: skip
+    capped.run = Measurement(**{**capped.run.__dict__, "stopped": "timeout"})
+    lines = scale.render_section([capped], {}, [])
+    assert _row(lines, capped.name)[1] == "stopped at 900 s (time cap)"
+    note = next(line for line in lines if line.startswith(f"- {capped.name}"))
+    assert "stopped by the time cap after 900 s" in note
+    assert "MLMD: no MLMD store yet; no output written yet" in note
+    capped.stood = {**stood, "stopped": None, "returncode": 0, "mlmd_state": "COMPLETE"}
+    capped.run = Measurement(**{**capped.run.__dict__, "stopped": None, "returncode": 0})
+    note = scale._stood_note(capped)
+    assert "finished within the caps in 900 s" in note and "execution COMPLETE" in note
