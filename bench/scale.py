@@ -219,6 +219,24 @@ def parse_rows(text: str | None) -> list[int]:
     return sorted(set(counts))
 
 
+def caps(args: argparse.Namespace) -> tuple[int, float]:
+    """(bytes, seconds) at which TFX's CsvExampleGen alone is stopped: ``--scale-cap-gib``
+    and ``--scale-cap-seconds`` where the command line has them, else 16 GiB and one hour.
+
+    Raises:
+        ValueError: naming the cap that is not positive.
+    """
+    gib = getattr(args, "scale_cap_gib", None)
+    seconds = getattr(args, "scale_cap_seconds", None)
+    gib = DEFAULT_CAP_GIB if gib is None else float(gib)
+    seconds = DEFAULT_CAP_SECONDS if seconds is None else float(seconds)
+    if not gib > 0:
+        raise ValueError(f"--scale-cap-gib {gib:g}: the memory cap must be above 0")
+    if not seconds > 0:
+        raise ValueError(f"--scale-cap-seconds {seconds:g}: the time cap must be above 0")
+    return int(gib * GIB), seconds
+
+
 def _saved_or_run(
     path: Path, run: Callable[[], ScaleRun], notes: list[str] | None = None
 ) -> ScaleRun:
@@ -528,13 +546,14 @@ def example_outputs(folder: Path) -> dict[str, int]:
     """Files, bytes and whole records under an ExampleGen's output folder, with the final
     files (Split-*/, renamed from Beam's temporary files once written) counted apart."""
     files = [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+    records = {p: count_tfrecords(p) for p in files}
     final = [p for p in files if not any(part.startswith("beam-temp") for part in p.parts)]
     return {
         "files": len(files),
         "bytes": sum(p.stat().st_size for p in files),
-        "records": sum(count_tfrecords(p) for p in files),
+        "records": sum(records.values()),
         "final_files": len(final),
-        "final_records": sum(count_tfrecords(p) for p in final),
+        "final_records": sum(records[p] for p in final),
     }
 
 
@@ -985,11 +1004,10 @@ def main(args: argparse.Namespace) -> int:
     """Runs the scale benchmark; returns the exit code."""
     try:
         rows_list = parse_rows(args.scale_rows)
+        cap_bytes, cap_seconds = caps(args)
     except ValueError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
-    cap_bytes = int(float(getattr(args, "scale_cap_gib", None) or DEFAULT_CAP_GIB) * GIB)
-    cap_seconds = float(getattr(args, "scale_cap_seconds", None) or DEFAULT_CAP_SECONDS)
     full_reference_rows = max((r for r in rows_list if r <= REFERENCE_MAX_ROWS), default=None)
     workspace = args.scale_dir or Path(tempfile.mkdtemp(prefix="taxifare-scale-"))
     workspace.mkdir(parents=True, exist_ok=True)

@@ -591,3 +591,14 @@ def test_where_a_capped_run_stood_is_said_for_each_way_it_ended(tmp_path):
     capped.run = Measurement(**{**capped.run.__dict__, "stopped": None, "returncode": 0})
     note = scale._stood_note(capped)
     assert "finished within the caps in 900 s" in note and "execution COMPLETE" in note
+
+
+def test_the_caps_default_to_16_gib_and_an_hour_and_are_checked():
+    from argparse import Namespace
+
+    assert scale.caps(Namespace()) == (16 * GIB, 3600.0)
+    assert scale.caps(Namespace(scale_cap_gib=0.25, scale_cap_seconds=90)) == (GIB // 4, 90.0)
+    with pytest.raises(ValueError, match="--scale-cap-gib 0: the memory cap must be above 0"):
+        scale.caps(Namespace(scale_cap_gib=0))
+    with pytest.raises(ValueError, match="--scale-cap-seconds -1"):
+        scale.caps(Namespace(scale_cap_seconds=-1))
