@@ -407,3 +407,24 @@ def test_the_digest_tells_real_saved_models_apart_by_their_weights(tmp_path):
     assert pusher.model_digest(str(tmp_path / "copy")) == one
     with pytest.raises(FileNotFoundError, match="saved_model.pb is missing"):
         pusher.model_digest(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("current", "percentage", "split"),
+    [
+        ({}, 100, {"0": 100}),
+        ({"1": 100}, 100, {"0": 100}),
+        ({"1": 100}, 20, {"1": 80, "0": 20}),
+        ({"1": 50, "2": 50}, 25, {"1": 38, "2": 37, "0": 25}),
+    ],
+)
+def test_the_new_model_takes_its_share_and_the_others_keep_their_proportions(
+    current, percentage, split
+):
+    assert pusher.new_traffic_split(current, percentage) == split
+    assert sum(split.values()) == 100
+
+
+def test_a_traffic_percentage_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="traffic_percentage must be 1 to 100, not 0"):
+        pusher.new_traffic_split({"1": 100}, 0)
