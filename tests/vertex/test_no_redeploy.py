@@ -428,3 +428,24 @@ def test_the_new_model_takes_its_share_and_the_others_keep_their_proportions(
 def test_a_traffic_percentage_out_of_range_is_refused():
     with pytest.raises(ValueError, match="traffic_percentage must be 1 to 100, not 0"):
         pusher.new_traffic_split({"1": 100}, 0)
+
+
+def test_the_stand_in_applies_vertex_rules_and_refuses_a_file_of_another_format(tmp_path):
+    from google.cloud import aiplatform_v1
+
+    vertex = StandInVertex(str(tmp_path / "endpoint.json"), call_model=False)
+    model = aiplatform_v1.Model(
+        display_name="taxifare", artifact_uri="gs://b/m", container_spec={"image_uri": "i"}
+    )
+    too_long = aiplatform_v1.Model(model, labels={pusher.DIGEST_LABEL: "0" * 64})
+    with pytest.raises(ValueError, match="not a valid Vertex label"):
+        vertex.upload_model(aiplatform_v1.UploadModelRequest(parent=PARENT, model=too_long))
+    numeric = aiplatform_v1.Model(model, version_aliases=["2"])
+    with pytest.raises(ValueError, match="version aliases"):
+        vertex.upload_model(aiplatform_v1.UploadModelRequest(parent=PARENT, model=numeric))
+    assert vertex.models() == [] and vertex.calls("UploadModel") == []
+
+    old = tmp_path / "old.json"
+    old.write_text(aiplatform_v1.Endpoint.to_json(aiplatform_v1.Endpoint(display_name="t")))
+    with pytest.raises(ValueError, match="not a stand-in Vertex file"):
+        StandInVertex(str(old)).load()
