@@ -130,13 +130,16 @@ def example_gen_command(example: ReferenceExample) -> list[str]:
 
 
 def environment(home: Path) -> dict[str, str]:
-    """This process's environment with ``HOME`` redirected and the example's needs added.
+    """This process's environment with ``HOME`` redirected and the example's needs added."""
+    return {**os.environ, **EXTRA_ENV, "HOME": str(home)}
 
-    ``PYTHONPATH`` gets the folder holding the ``bench`` package, so that
-    ``python -m bench.reference`` resolves from the example's working directory too."""
+
+def example_gen_environment(home: Path) -> dict[str, str]:
+    """`environment`, with the folder holding the ``bench`` package first on ``PYTHONPATH``,
+    so that `example_gen_command` resolves from the example's working directory."""
     package_parent = str(Path(__file__).resolve().parent.parent)
     python_path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, **EXTRA_ENV, "HOME": str(home), "PYTHONPATH": python_path}
+    return {**environment(home), "PYTHONPATH": python_path}
 
 
 def example_gen_dir(home: Path) -> Path:

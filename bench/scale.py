@@ -591,7 +591,7 @@ def run_reference_example_gen(
     )
     run = run_measured(
         f"reference-example-gen-{rows}", reference.example_gen_command(example), cwd=home,
-        env=reference.environment(home), log_dir=workspace / "logs",
+        env=reference.example_gen_environment(home), log_dir=workspace / "logs",
         timeout_seconds=cap_seconds, memory_cap_bytes=cap_bytes,
     )  # fmt: skip
     # Stopped by a cap or killed by a signal (the kernel's OOM killer) is where it stood;
