@@ -66,6 +66,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils
 
 from pipeline.names import ALREADY_SERVING_PROPERTY
+from pipeline.vertex import serving_compat
 from pipeline.vertex.component_config import (
     ENCRYPTION_KEY_KEY,
     KEEP_PREVIOUS_KEY,
@@ -718,10 +719,14 @@ class Executor(vertex_pusher_executor.Executor):
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(model_push)
             return
+        model_path = self.GetModelPath(input_dict)
+        # Stops before anything is uploaded when the serving image's TensorFlow lacks an op
+        # (or a dtype, an input) the model uses: the deploy would fail, or the first request.
+        serving_compat.require_serving_compat(model_path, target.image)
         endpoints = endpoint_client(target.region)
         result = push_model(
             target,
-            self.GetModelPath(input_dict),
+            model_path,
             model_push.uri,
             endpoints,
             model_client(target.region),

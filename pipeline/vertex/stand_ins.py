@@ -519,17 +519,18 @@ def call_as_prediction_container(serving_path: str) -> list[float]:
 
     import tensorflow as tf
 
+    from pipeline.vertex import serving_compat
     from pipeline.vertex.prediction import endpoint_body
     from taxifare_modules import features as f
 
     model = tf.saved_model.load(serving_path)
     trip = _sample_trip()
     body = json.loads(json.dumps({"instances": [trip]}, allow_nan=False))
+    problems = serving_compat.check_instances(serving_path, body["instances"])
+    if problems:
+        raise RuntimeError("serving_default would refuse the JSON trip: " + "; ".join(problems))
     signature = model.signatures[f.SERVING_DEFAULT_SIGNATURE]
     _, spec = signature.structured_input_signature
-    missing = sorted(set(spec) - set(body["instances"][0]))
-    if missing:
-        raise RuntimeError(f"serving_default takes inputs the instance lacks: {missing}")
     inputs = {k: tf.constant([body["instances"][0][k]], dtype=s.dtype) for k, s in spec.items()}
     by_name = float(signature(**inputs)[f.PREDICTION_KEY].numpy()[0])
     unknown = {**trip, f.DROPOFF_LATITUDE_KEY: None, f.DROPOFF_LONGITUDE_KEY: None}

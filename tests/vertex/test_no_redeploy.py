@@ -42,13 +42,25 @@ def _config(*overrides: str):
     return load_config(VERTEX, [f"vertex.encryption_key={KEY}", *overrides])
 
 
-def _write_model(root: Path, weights: bytes) -> Path:
-    """A model artifact folder with a SavedModel's files (placeholders: the stand-in does not
-    call it here)."""
+def _saved_model_pb(*ops: str) -> bytes:
+    """A SavedModel proto whose serve graph holds one node per op (the Pusher's serving check
+    reads the graph; the stand-in does not call the model here)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    meta = saved.meta_graphs.add()
+    meta.meta_info_def.tags.append("serve")
+    for i, op in enumerate(ops):
+        meta.graph_def.node.add(name=f"node_{i}", op=op)
+    return saved.SerializeToString()
+
+
+def _write_model(root: Path, weights: bytes, ops: tuple[str, ...] = ("NoOp",)) -> Path:
+    """A model artifact folder with a SavedModel's files."""
     serving = root / "Format-Serving"
     (serving / "variables").mkdir(parents=True)
     (serving / "assets").mkdir()
-    (serving / "saved_model.pb").write_bytes(b"graph of the fare model")
+    (serving / "saved_model.pb").write_bytes(_saved_model_pb(*ops))
     # As TensorFlow's index holds a checksum of each variable's bytes.
     checksum = hashlib.sha256(weights).digest()[:4]
     (serving / "variables" / "variables.index").write_bytes(b"index of fare/kernel " + checksum)
@@ -449,3 +461,16 @@ def test_the_stand_in_applies_vertex_rules_and_refuses_a_file_of_another_format(
     old.write_text(aiplatform_v1.Endpoint.to_json(aiplatform_v1.Endpoint(display_name="t")))
     with pytest.raises(ValueError, match="not a stand-in Vertex file"):
         StandInVertex(str(old)).load()
+
+
+def test_a_model_the_serving_image_cannot_load_is_not_uploaded(tmp_path, monkeypatch):
+    # GlobalIterId is registered in TensorFlow 2.16, not in the endpoint's 2.15 image: the
+    # deploy would fail after the upload (or the first request would); the push stops first.
+    from pipeline.vertex.serving_compat import ServingCompatError
+
+    pushes = _Pushes(tmp_path, monkeypatch)
+    model = _write_model(tmp_path / "trainer-new-op", b"weights" * 4, ops=("GlobalIterId",))
+    with pytest.raises(ServingCompatError, match="GlobalIterId"):
+        pushes.push(model)
+    assert not pushes.vertex.calls("UploadModel") and not pushes.vertex.calls("DeployModel")
+    assert not pushes.vertex.calls("CreateEndpoint")
