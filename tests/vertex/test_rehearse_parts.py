@@ -471,3 +471,12 @@ def test_the_stand_in_endpoint_speaks_the_vertex_request_types(tmp_path):
     pusher.apply_request_logging(client, "p-123456", "us-central1", "t", settings)
     logged = client.load().predict_request_response_logging_config
     assert logged.enabled and logged.sampling_rate == 0.5
+
+
+def test_the_command_refuses_a_pool_of_no_tasks(tmp_path, capsys):
+    from pipeline import cli
+
+    args = ["rehearse", "--config", str(VERTEX), "--root", str(tmp_path)]
+    assert cli.main([*args, "--parallel", "0"]) == 2
+    assert "--parallel must be at least 1, not 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing compiled, nothing run
