@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -572,6 +573,19 @@ def write_training_record(
         fh.write(json.dumps(record, indent=2, default=str))
 
 
+def vertex_tensorboard_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where a Vertex training job attached to a TensorBoard streams logs from, or None.
+
+    Vertex sets AIP_TENSORBOARD_LOG_DIR when the CustomJob names a TensorBoard; the folder is
+    the same for every job of the pipeline, so each job writes under its own id.
+    """
+    environ = os.environ if environ is None else environ
+    base = environ.get("AIP_TENSORBOARD_LOG_DIR")
+    if not base:
+        return None
+    return os.path.join(base, environ.get("CLOUD_ML_JOB_ID") or "local")
+
+
 def train_and_export(
     params: ModelParams,
     settings: TrainingSettings,
@@ -602,6 +616,11 @@ def train_and_export(
     callbacks: list[tf.keras.callbacks.Callback] = [
         tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), update_freq="epoch")
     ]
+    vertex_logs = vertex_tensorboard_dir() if chief else None
+    if vertex_logs:
+        # Vertex TensorBoard (vertex.tensorboard) streams what is written there; the run's own
+        # logs above stay where the report and the summary read them.
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=vertex_logs, update_freq="epoch"))
     if on_training_cluster():
         # Restores the last backup when the job restarts, so a preempted job resumes; the
         # backup is deleted once training completes.

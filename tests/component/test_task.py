@@ -48,7 +48,9 @@ def task_run(tmp_path_factory, sample_rows):
         "--coordinate-buckets", "8",
         "--cross-hash-buckets", "300",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ})
+    # As a Vertex job attached to a TensorBoard is told where to write (vertex.tensorboard).
+    env = {**os.environ, "AIP_TENSORBOARD_LOG_DIR": str(work / "vertex-tensorboard")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done, out, sample_rows[TRAIN_ROWS : TRAIN_ROWS + 20]
 
@@ -67,6 +69,9 @@ def test_task_prints_one_result_line_and_exports_both_signatures(task_run):
     # TensorBoard logs of the training and its validation.
     assert tf.io.gfile.glob(os.path.join(out, task.LOGS_DIR, "train", "events.out.*"))
     assert tf.io.gfile.glob(os.path.join(out, task.LOGS_DIR, "validation", "events.out.*"))
+    # And where Vertex TensorBoard streams from, under the job's id ("local" outside a job).
+    streamed = os.path.join(out.parent, "vertex-tensorboard", "local")
+    assert tf.io.gfile.glob(os.path.join(streamed, "validation", "events.out.*"))
 
     loaded = tf.saved_model.load(result["model_dir"])
     assert set(loaded.signatures) == {
