@@ -12,6 +12,7 @@ import inspect
 import io
 import sys
 import tokenize
+import types
 import typing
 from typing import Any
 
@@ -74,8 +75,17 @@ def _constraints(field: Any) -> str:
     return ", ".join(found)
 
 
-def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The section's model for a field that holds one (also when it may be None, as
+    `vertex`), else None."""
+    candidates = [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        candidates = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(candidates) == 1:
+        model = candidates[0]
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model
+    return None
 
 
 def _default_text(value: Any) -> str:
@@ -95,8 +105,8 @@ def _rows(model: type[BaseModel], prefix: str, comments, sections: list) -> list
     for name, field in model.model_fields.items():
         key = prefix + (field.alias or name)
         annotation = field.annotation
-        if _is_section(annotation):
-            sections.append((key, annotation))
+        if (section := _section(annotation)) is not None:
+            sections.append((key, section))
             continue
         default = "(required)" if field.is_required() else _default_text(field.default)
         if field.default_factory is not None:
