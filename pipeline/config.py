@@ -974,7 +974,10 @@ def _format_error(error: ValidationError, source: str) -> str:
             message = item["msg"].removeprefix("Value error, ")
             named = key and not message.startswith(f"{key}.")
             lines.append(f"  {key}: {message}" if named else f"  {message}")
-        elif isinstance(item.get("input"), _NotYaml) and not item["type"].startswith("string_"):
+        elif isinstance(item.get("input"), _NotYaml) and not (
+            # A text field's own check (a cron line starts with `*`): its message, not YAML's.
+            item["type"].startswith("string_") or item["type"] == "value_error"
+        ):
             value = item["input"]
             lines.append(
                 f"  {key}: --set value {str(value)!r} is not valid YAML ({value.problem}) and"

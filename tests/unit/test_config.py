@@ -92,6 +92,20 @@ def test_missing_file_and_bad_yaml_and_bad_override(tmp_path):
         load_config(LOCAL, ["nosuch.key=1"])
 
 
+def test_a_text_value_yaml_cannot_read_gets_its_fields_own_message():
+    # A cron line starts with `*`, a YAML alias: kept as text, it must meet the cron check,
+    # and a wrong one is named by that check, not as "not valid YAML".
+    vertex = Path(__file__).resolve().parents[2] / "configs" / "vertex.yaml"
+    cfg = load_config(vertex, ["vertex.schedule.cron=*/15 * * * *"])
+    assert cfg.vertex.schedule.cron == "*/15 * * * *"
+    with pytest.raises(ConfigError, match="hour '99' is not in 0-23") as raised:
+        load_config(vertex, ["vertex.schedule.cron=*/15 99 * * *"])
+    assert "YAML" not in str(raised.value)
+    # A key that takes no text still says the value is not YAML.
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(LOCAL, ["training.train_steps=*5"])
+
+
 def test_config_is_frozen():
     cfg = load_config(LOCAL)
     with pytest.raises(ValidationError, match="frozen"):
