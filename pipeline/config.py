@@ -357,11 +357,24 @@ class DriftCheckConfig(_Strict):
 class SkewCheckConfig(_Strict):
     """Skew: what the served model sees (the request log) against the training data."""
 
-    # The request log directory of `taxifare serve --log-dir` (gs:// on Vertex); None: no
-    # skew check in the pipeline.
+    # The request log directory of `taxifare serve --log-dir` (gs:// on Vertex), or the
+    # endpoint's request-response logging table as bq://project.dataset.table (see
+    # endpoint.request_logging); None: no skew check in the pipeline.
     serving_logs: str | None = None
     # report or stop, as for drift.
     on_detect: OnDetect = "report"
+    # A bq:// table only: the rows logged in the last window_days days before the check
+    # runs, newest first, at most max_rows of them (a row is one request).
+    window_days: int = Field(7, ge=1, le=366)
+    max_rows: int = Field(50_000, ge=1, le=10_000_000)
+
+    @field_validator("serving_logs")
+    @classmethod
+    def _check_table(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("bq://"):
+            if not re.match(_BQ_TABLE_PATTERN, value):
+                raise ValueError("must be a BigQuery table as bq://project.dataset.table")
+        return value
 
 
 class MonitoringConfig(_Strict):
@@ -858,11 +871,19 @@ class Config(_Strict):
             if self.serving_root is None:
                 raise ValueError("serving_root: vertex.push is 'directory': set a gs:// folder")
             paths["serving_root"] = self.serving_root
-        if self.monitoring.skew.serving_logs is not None:
-            paths["monitoring.skew.serving_logs"] = self.monitoring.skew.serving_logs
         for key, value in paths.items():
             if not _is_gcs(value):
                 raise ValueError(f"{key} ({value!r}) {_GCS_REASON}")
+        serving_logs = self.monitoring.skew.serving_logs
+        if serving_logs is not None and not (
+            _is_gcs(serving_logs) or serving_logs.startswith("bq://")
+        ):
+            raise ValueError(
+                f"monitoring.skew.serving_logs ({serving_logs!r}) must be a gs:// folder of"
+                " `taxifare serve` logs or the endpoint's logging table as"
+                " bq://project.dataset.table: the Vertex containers cannot see this machine's"
+                " files"
+            )
         if self.beam.runner != "DirectRunner":
             raise ValueError(
                 f"beam.runner ({self.beam.runner!r}): on Vertex the runner is"

@@ -412,6 +412,8 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             log_fingerprint=request_log_fingerprint(serving_logs),
             thresholds=thresholds,
             model=model_resolver.outputs["model"],
+            window_days=cfg.monitoring.skew.window_days,
+            max_rows=cfg.monitoring.skew.max_rows,
         ).with_id(SKEW_CHECK_ID)
         monitoring.append(skew_check)
         skew_verdict = skew_check.outputs["verdict"]

@@ -9,6 +9,8 @@ A Resolver cannot find it on Vertex: the compiled query of a custom type asks fo
 `schema_title="tfx.Artifact"`, while Vertex records the verdicts under their own title.
 
 SkewCheck compares the request log of the served model with this run's training statistics.
+The log is a folder of `taxifare serve` logs or, on Vertex, the endpoint's request-response
+logging table (`bq://project.dataset.table`), of which it reads a bounded window of rows.
 
 Both always succeed when the check could be made, recording the verdict (JSON), the HTML
 report and custom properties in MLMD; MonitoringGate then stops the run when a check found
@@ -60,6 +62,11 @@ STATISTICS_DIR = "statistics"
 BASELINE_DIR = "baseline_statistics"
 # Inside a SkewVerdict: the statistics of the request log it judged.
 SERVING_STATISTICS_DIR = "serving_statistics"
+# Inside a SkewVerdict: the request log files the statistics pass read, when it could not
+# read the log in place (rows of a BigQuery table, files cut at an incomplete last record).
+SERVING_LOG_DIR = "serving_log"
+# Custom property of a SkewVerdict read from BigQuery: the query that read the rows.
+QUERY_PROPERTY = "query"
 
 _STATS_FILE = "FeatureStats.pb"
 _SCHEMA_FILE = "schema.pbtxt"
@@ -272,6 +279,8 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
     thresholds: Parameter[str],
     model: InputArtifact[standard_artifacts.Model] = None,
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
+    window_days: Parameter[int] = 7,
+    max_rows: Parameter[int] = 50000,
 ) -> None:
     """Compares the request log with this run's training statistics.
 
@@ -280,6 +289,8 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
     the predicted fare) is compared too, against what it computed on its eval split.
     `log_fingerprint` (the log's files and sizes when the run started) is there for the
     cache: a run re-checks when the log changed, and reuses the verdict when it did not.
+    For a `bq://` table, the rows logged in the `window_days` days before the step ran are
+    read, newest first, at most `max_rows` of them (vertex_log.window_query).
     """
     del log_fingerprint
     from tfx.utils import path_utils
@@ -296,35 +307,53 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
         serving_statistics,
     )
     from pipeline.monitoring.thresholds import thresholds_from_json
+    from pipeline.monitoring.vertex_log import BQ_PREFIX
 
     training_file = _train_stats_file(statistics.uri)
-    # Fails the step when the configured log is not there at all (a typo in the config).
-    request_log_files(serving_logs)
+    from_table = serving_logs.startswith(BQ_PREFIX)
+    if not from_table:
+        # Fails the step when the configured log is not there at all (a typo in the config).
+        request_log_files(serving_logs)
+    source = f"request log {serving_logs}"
     with tempfile.TemporaryDirectory(prefix="taxifare-skew-") as workdir:
-        try:
-            request_log_inputs(serving_logs, workdir)
-        except InputError as e:
-            if "holds no logged requests" not in str(e):
-                raise
+        if from_table:
+            log_dir, source, empty = _read_table(
+                serving_logs, workdir, window_days, max_rows, model is not None, verdict
+            )
+        else:
+            log_dir, empty = serving_logs, None
+            try:
+                request_log_inputs(serving_logs, workdir)
+            except InputError as e:
+                if "holds no logged requests" not in str(e):
+                    raise
+                empty = f"{e}: nothing to compare yet"
+        if empty is not None:
             # A log with no requests yet (no model serving yet) is nothing to compare.
-            _record(verdict, not_compared(SKEW, f"{e}: nothing to compare yet"))
+            _record(verdict, not_compared(SKEW, empty))
             return
         options = beam_pipeline.options if beam_pipeline is not None else None
         # TFDV writes the statistics to the artifact: Dataflow's workers cannot write to
-        # this container's temporary folder, and the statistics are worth keeping.
+        # this container's temporary folder. For the same reason the log files it reads,
+        # when they must be rewritten first, are written to the artifact too, never to this
+        # container's disk.
         stats_dir = join(verdict.uri, SERVING_STATISTICS_DIR)
         fileio.makedirs(stats_dir)
-        stats_file = join(stats_dir, _STATS_FILE)
-        beam_writes = beam_can_read(stats_file)
+        # TFDV's output is a TFRecord file of the statistics; what is kept is the binary
+        # proto StatisticsGen writes (FeatureStats.pb), which load_statistics_file reads.
+        tfdv_output = join(stats_dir, "statistics.tfrecord")
+        beam_writes = beam_can_read(tfdv_output)
         serving = serving_statistics(
-            serving_logs,
+            log_dir,
             workdir,
             pipeline_options=options,
-            output_path=stats_file if beam_writes else None,
+            output_path=tfdv_output if beam_writes else None,
+            staging=join(verdict.uri, SERVING_LOG_DIR),
         )
-        if not beam_writes:  # a filesystem only TensorFlow knows: written here instead
-            with fileio.open(stats_file, "wb") as fh:
-                fh.write(serving.SerializeToString())
+        with fileio.open(join(stats_dir, _STATS_FILE), "wb") as fh:
+            fh.write(serving.SerializeToString())
+        if beam_writes:
+            fileio.remove(tfdv_output)
         derived = None
         notes = []
         if model is not None:
@@ -338,15 +367,12 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
             else:
                 derived = (
                     Side(reference, f"the model's eval split ({model_dir})"),
-                    Side(
-                        derived_serving_statistics(serving_logs, model_dir, workdir),
-                        f"request log {serving_logs}",
-                    ),
+                    Side(derived_serving_statistics(log_dir, model_dir, workdir), source),
                 )
     result = compare(
         SKEW,
         Side(load_statistics_file(training_file), f"this run's training data ({training_file})"),
-        Side(serving, f"request log {serving_logs}"),
+        Side(serving, source),
         _schema(schema.uri),
         thresholds_from_json(thresholds),
         f.SKEW_KEYS,
@@ -355,6 +381,50 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
     if notes:
         result["notes"] = notes + result.get("notes", [])
     _record(verdict, result)
+
+
+def _read_table(
+    table: str,
+    workdir: str,
+    window_days: int,
+    max_rows: int,
+    model_served: bool,
+    verdict: Artifact,
+) -> tuple[str, str, str | None]:
+    """Reads a window of an endpoint's request-response logging table into a request log.
+
+    Returns the local request log folder, how the verdict names its source, and a note when
+    there is nothing to compare (no rows in the window; no table before any model was
+    served, since Vertex creates the table at the first deploy).
+
+    Raises:
+      InputError: the table is missing although a model is served, is not a logging table,
+        cannot be read, or its rows are malformed.
+    """
+    import os
+
+    from pipeline.monitoring.stats import InputError
+    from pipeline.monitoring.vertex_log import convert_vertex_log, last_days, window_query
+
+    window = last_days(window_days, max_rows)
+    query = window_query(table, window)
+    verdict.set_string_custom_property(QUERY_PROPERTY, query)
+    since = window.since.strftime("%Y-%m-%d %H:%M UTC")
+    source = (
+        f"Vertex request-response log {table} (logged since {since}, newest"
+        f" {max_rows:,} requests at most)"
+    )
+    log_dir = os.path.join(workdir, "vertex-log")
+    try:
+        convert_vertex_log(table, log_dir, window)
+    except InputError as e:
+        text = str(e)
+        if "holds no logged requests" in text:
+            return log_dir, source, f"{table} logged no requests since {since}: nothing to compare"
+        if "no such BigQuery table" in text and not model_served:
+            return log_dir, source, f"{text}: no model served yet, nothing to compare"
+        raise
+    return log_dir, source, None
 
 
 def _finding(artifact: Artifact) -> str | None:

@@ -1,8 +1,11 @@
 """Where the statistics come from: request logs, data files and statistics files.
 
 Every path may be local or on any filesystem TensorFlow knows (`gs://` on Google Cloud):
-files are listed, read and written only through `tf.io.gfile`, and scratch files go to a
-local working directory.
+files are listed, read and written only through `tf.io.gfile`. Scratch files go to a local
+working directory, except for a pass that may run elsewhere (on Dataflow, whose workers
+cannot read this machine's disk): the copies it reads (a log file cut at an incomplete last
+record, files gathered from several folders) are written to a `staging` folder on the
+pipeline root.
 """
 
 from __future__ import annotations
@@ -130,7 +133,8 @@ def request_log_inputs(log_dir: str, workdir: str) -> list[str]:
     """The files of a request log to read, checked, with incomplete tails cut off into copies.
 
     Files still being written (`.inprogress`) are included. A file whose last record is
-    incomplete (a hard-killed writer) is copied to `workdir` without it, with a warning.
+    incomplete (a hard-killed writer) is copied to `workdir` (a folder on any filesystem)
+    without it, with a warning.
 
     Raises:
       InputError: the directory does not exist, holds no records, or a file is not a
@@ -145,7 +149,8 @@ def request_log_inputs(log_dir: str, workdir: str) -> list[str]:
 def usable_records(paths: list[str], workdir: str) -> list[str]:
     """The TFRecord files among `paths` that hold records, each checked (scan_tfrecord).
 
-    A file with an incomplete last record is replaced by a copy in `workdir` without it.
+    A file with an incomplete last record is replaced by a copy in `workdir` (a folder on any
+    filesystem) without it, named `_input_name` of its place in the result.
 
     Raises:
       InputError: a file is not a TFRecord file or is corrupt.
@@ -157,12 +162,47 @@ def usable_records(paths: list[str], workdir: str) -> list[str]:
         if records == 0:
             continue
         if good < gfile.stat(path).length:
-            copy = os.path.join(workdir, f"{len(usable):05d}-{path.rsplit('/', 1)[-1]}")
-            with gfile.GFile(path, "rb") as src, open(copy, "wb") as dst:
+            gfile.makedirs(workdir)
+            copy = join(workdir, _input_name(len(usable), path))
+            with gfile.GFile(path, "rb") as src, gfile.GFile(copy, "wb") as dst:
                 dst.write(src.read(good))
             path = copy
         usable.append(path)
     return usable
+
+
+def _input_name(index: int, path: str) -> str:
+    """The name of the `index`th input's copy: in order, and ending as the file does (the
+    reader tells gzipped files from plain ones by the ending)."""
+    return f"{index:05d}-{path.rsplit('/', 1)[-1]}"
+
+
+def _staged_pattern(paths: list[str], staging: str) -> str:
+    """One file pattern over `paths` that a pass running elsewhere (Dataflow) can read.
+
+    The files are read in place when they share one folder on a filesystem the workers
+    reach (not this machine's disk); otherwise each file not yet in `staging` is copied
+    there through tf.io.gfile, and the pattern is the folder's.
+    """
+    staging = staging.rstrip("/")
+    folders = {p.rsplit("/", 1)[0] for p in paths}
+    reachable = all(beam_can_read(p) and not is_local(p) for p in paths)
+    if len(paths) == 1 and reachable:
+        return paths[0]
+    if len(folders) == 1 and reachable and folders != {staging}:
+        return f"{folders.pop()}/*.tfrecord*"
+    gfile = _gfile()
+    gfile.makedirs(staging)
+    for i, path in enumerate(paths):
+        target = join(staging, _input_name(i, path))
+        if path != target:
+            gfile.copy(path, target, overwrite=True)
+    return join(staging, "*")
+
+
+def _off_machine(staging: str | None) -> bool:
+    """Whether `staging` is a folder off this machine that Beam (hence Dataflow) reads."""
+    return staging is not None and not is_local(staging) and beam_can_read(staging)
 
 
 def _tfrecord_stats(
@@ -172,10 +212,23 @@ def _tfrecord_stats(
     with_versions: bool = False,
     pipeline_options: Any = None,
     output_path: str | None = None,
+    staging: str | None = None,
 ) -> Any:
-    """TFDV statistics of TFRecord files of tf.Examples, in one pass."""
+    """TFDV statistics of TFRecord files of tf.Examples, in one pass.
+
+    `staging`: a folder on the pipeline root; when it is off this machine (and Beam reads
+    its filesystem), the pass reads only paths there or beside the inputs, never this
+    machine's disk. A local root means the pass runs here: local copies do.
+    """
     import tensorflow_data_validation as tfdv
 
+    if _off_machine(staging):
+        return tfdv.generate_statistics_from_tfrecord(
+            data_location=_staged_pattern(paths, staging),
+            output_path=output_path,
+            stats_options=monitoring_stats_options(keys, with_versions),
+            pipeline_options=pipeline_options,
+        )
     if not all(beam_can_read(p) for p in paths):
         paths = [p if beam_can_read(p) else _local_copy(p, workdir, i) for i, p in enumerate(paths)]
     local = [p for p in paths if is_local(p)]
@@ -186,7 +239,7 @@ def _tfrecord_stats(
 
         link_dir = tempfile.mkdtemp(dir=workdir, prefix="inputs-")
         for i, path in enumerate(paths):
-            link = os.path.join(link_dir, f"{i:05d}-{os.path.basename(path)}")
+            link = os.path.join(link_dir, _input_name(i, path))
             os.symlink(os.path.abspath(path), link)
         pattern = os.path.join(link_dir, "*")
     elif len(paths) == 1:
@@ -216,7 +269,7 @@ def _tfrecord_stats(
 def _local_copy(path: str, workdir: str, index: int) -> str:
     if is_local(path):
         return path
-    copy = os.path.join(workdir, f"{index:05d}-{path.rsplit('/', 1)[-1]}")
+    copy = os.path.join(workdir, _input_name(index, path))
     _gfile().copy(path, copy, overwrite=True)
     return copy
 
@@ -227,6 +280,7 @@ def serving_statistics(
     with_versions: bool = False,
     pipeline_options: Any = None,
     output_path: str | None = None,
+    staging: str | None = None,
 ) -> Any:
     """Statistics (one Beam pass) of the model's raw fields in a request log.
 
@@ -237,14 +291,19 @@ def serving_statistics(
       pipeline_options: Beam options of the pass; None: TFDV's default (DirectRunner).
       output_path: where TFDV writes the statistics; needed on Dataflow, whose workers
         cannot write to this machine's temporary folder.
+      staging: a fresh folder on the pipeline root for the copies the pass reads (files cut
+        at an incomplete last record, local files); needed on Dataflow, whose workers
+        cannot read this machine's disk. None, or a local folder: copies go to `workdir`.
     """
+    copies = staging if _off_machine(staging) else workdir
     return _tfrecord_stats(
-        request_log_inputs(log_dir, workdir),
+        request_log_inputs(log_dir, copies),
         f.SKEW_KEYS,
         workdir,
         with_versions=with_versions,
         pipeline_options=pipeline_options,
         output_path=output_path,
+        staging=staging,
     )
 
 

@@ -21,11 +21,14 @@ Vertex also knows a later schema version ("v2", with columns such as `full_reque
 `request_payload` is refused with a message saying so.
 
 Where rows are read from (`is_vertex_log` tells a location apart from a request log folder):
-- `bq://project.dataset.table`: the table, read with `google-cloud-bigquery` (the free
-  row-listing API, not a query) under the application-default credentials. The whole table
-  is read; for a time window, write the rows of a query to a table of their own
-  (`bq query --destination_table ... 'SELECT * FROM ... WHERE logging_time >= ...'`). With
-  BIGQUERY_EMULATOR_HOST set, the client talks to that emulator without credentials.
+- `bq://project.dataset.table`: the table, read with `google-cloud-bigquery` under the
+  application-default credentials. `taxifare skew` reads the whole table (the free
+  row-listing API, not a query); for a time window, write the rows of a query to a table of
+  their own (`bq query --destination_table ... 'SELECT * FROM ... WHERE logging_time >= ...'`).
+  The pipeline's SkewCheck reads a bounded window instead (`LogWindow`, `window_query`): the
+  rows logged in the last N days, newest first, at most M of them, with one query (a
+  BigQuery job billed to the table's project). With BIGQUERY_EMULATOR_HOST set, the client
+  talks to that emulator without credentials.
 - the same rows exported as newline-delimited JSON, one row per line, as
   `bq extract --destination_format NEWLINE_DELIMITED_JSON` writes them (REPEATED columns as
   JSON arrays, TIMESTAMP as "2024-05-01 12:00:00.123456 UTC" (ISO 8601 with `T`/`Z` is read
@@ -56,7 +59,8 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from typing import Any
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from pipeline.monitoring.stats import InputError
 from taxifare_modules import features as f
@@ -122,13 +126,55 @@ def is_vertex_log(location: str) -> bool:
     return any(name.lower().endswith(JSON_SUFFIXES) for name in names)
 
 
-def convert_vertex_log(location: str, out_dir: str) -> int:
+class LogWindow(NamedTuple):
+    """Which rows of a logging table are read: logged in [since, until), newest first, at
+    most `max_rows` of them (one row is one request, of one or more instances)."""
+
+    since: dt.datetime
+    until: dt.datetime
+    max_rows: int
+
+
+def last_days(days: int, max_rows: int, now: dt.datetime | None = None) -> LogWindow:
+    """The window of the last `days` days up to `now` (default: the current UTC time)."""
+    until = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    return LogWindow(until - dt.timedelta(days=days), until, max_rows)
+
+
+def _sql_timestamp(moment: dt.datetime) -> str:
+    text = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return f"TIMESTAMP '{text}+00'"
+
+
+def window_query(location: str, window: LogWindow) -> str:
+    """The BigQuery SQL (GoogleSQL) that reads a window of a logging table's rows.
+
+    The bounds are literals, not CURRENT_TIMESTAMP(): the query text says which rows it
+    read, and a retried step reads the same ones.
+
+    Raises:
+      InputError: `location` is not `bq://project.dataset.table`.
+    """
+    project, dataset, table = _table_parts(location)
+    since, until = _sql_timestamp(window.since), _sql_timestamp(window.until)
+    return (
+        f"SELECT {', '.join(COLUMNS)}\n"
+        f"FROM `{project}.{dataset}.{table}`\n"
+        f"WHERE {LOGGING_TIME_COLUMN} >= {since} AND {LOGGING_TIME_COLUMN} < {until}\n"
+        f"ORDER BY {LOGGING_TIME_COLUMN} DESC\n"
+        f"LIMIT {int(window.max_rows)}"
+    )
+
+
+def convert_vertex_log(location: str, out_dir: str, window: LogWindow | None = None) -> int:
     """Writes the rows Vertex logged at `location` to `out_dir` as a `taxifare serve` log.
 
     Args:
       location: `bq://project.dataset.table`, or JSONL export files (see the module doc).
       out_dir: a local folder for the request log (created if missing; the request log
         writer writes local files only).
+      window: for a table, read only these rows, with one query (window_query); None: the
+        whole table, listed. Not used for export files.
 
     Returns:
       The number of instances written.
@@ -142,7 +188,7 @@ def convert_vertex_log(location: str, out_dir: str) -> int:
 
     # The location is checked (and BigQuery's client made) before anything is written.
     if location.startswith(BQ_PREFIX):
-        rows = _bigquery_rows(location)
+        rows = _bigquery_rows(location, window)
     else:
         rows = _json_rows(_json_files(location))
     before = set(request_log_files(out_dir)) if os.path.isdir(out_dir) else set()
@@ -204,6 +250,8 @@ def _row_records(row: Any, where: str) -> list[bytes] | None:
             f" {len(request)} instances"
         )
     request_id = row.get(REQUEST_ID_COLUMN)
+    if isinstance(request_id, Decimal) and request_id == request_id.to_integral_value():
+        request_id = int(request_id)  # NUMERIC comes back as 123.000000000 from some readers
     return log_examples(
         request.trips,
         fares,
@@ -367,14 +415,19 @@ def _json_rows(paths: list[str]) -> Iterator[tuple[str, Any]]:
                 raise InputError(f"{path}: cannot be read: {e}") from None
 
 
-def _bigquery_rows(location: str) -> Iterator[tuple[str, Any]]:
-    """(where, row) of each row of the table; `where` is "<table> row <n>"."""
+def _table_parts(location: str) -> tuple[str, str, str]:
     match = _BQ_TABLE.match(location)
     if match is None:
         raise InputError(f"{location}: a BigQuery table is named bq://project.dataset.table")
     project, dataset, table = match.groups()
+    return project, dataset, table
+
+
+def _bigquery_rows(location: str, window: LogWindow | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, row) of each row of the table (or of its window); `where` is "<table> row <n>"."""
+    project, dataset, table = _table_parts(location)
     client = _bigquery_client(project, location)
-    rows = _list_rows(client, f"{project}.{dataset}.{table}", location)
+    rows = _list_rows(client, f"{project}.{dataset}.{table}", location, window)
     return ((f"{location} row {i}", row) for i, row in enumerate(rows, start=1))
 
 
@@ -397,19 +450,32 @@ def _bigquery_client(project: str, location: str) -> Any:
         ) from None
 
 
-def _list_rows(client: Any, table_id: str, location: str) -> Iterator[dict[str, Any]]:
+def _list_rows(
+    client: Any, table_id: str, location: str, window: LogWindow | None = None
+) -> Iterator[dict[str, Any]]:
     import google.api_core.exceptions as api_errors
     import google.auth.exceptions
 
     try:
         table = client.get_table(table_id)
         fields = [field for field in table.schema if field.name in COLUMNS]
-        if REQUEST_PAYLOAD_COLUMN not in {field.name for field in fields}:
+        names = {field.name for field in fields}
+        if REQUEST_PAYLOAD_COLUMN not in names:
             raise InputError(
                 f"{location} is not a Vertex request-response logging table: it has no"
                 f" {REQUEST_PAYLOAD_COLUMN!r} column"
             )
-        for row in client.list_rows(table, selected_fields=fields):
+        if window is None:
+            rows = client.list_rows(table, selected_fields=fields)
+        else:
+            if LOGGING_TIME_COLUMN not in names:
+                raise InputError(
+                    f"{location} has no {LOGGING_TIME_COLUMN!r} column to read a time window by"
+                )
+            sql = window_query(location, window)
+            _LOG.info("%s: reading the rows of the window with\n%s", location, sql)
+            rows = client.query_and_wait(sql, project=table.project)
+        for row in rows:
             yield dict(row.items())
     except api_errors.NotFound as e:
         raise InputError(f"{location}: no such BigQuery table ({e.message})") from None

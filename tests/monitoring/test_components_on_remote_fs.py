@@ -1,16 +1,26 @@
 """DriftCheck and SkewCheck, run by their own TFX executors on artifacts whose URIs are on
 TensorFlow's `ram://` filesystem (a stand-in for `gs://` that plain file calls cannot reach).
+
+With `beam_reads_ram`, Beam reads and writes `ram://` too (through tf.io.gfile), as Dataflow's
+workers read and write `gs://`; and every statistics pass SkewCheck runs with the pipeline's
+Beam options (the pass that runs on Dataflow) is recorded, so a test fails when such a pass
+is handed a path of this machine's disk, which Dataflow's workers cannot read.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import tensorflow as tf
+from apache_beam.io.filesystem import BeamIOError, CompressedFile, CompressionTypes, FileMetadata
+from apache_beam.io.filesystem import FileSystem as BeamFileSystem
 
 from pipeline.components import monitoring as mon
+from pipeline.monitoring.stats import load_statistics_file
 from pipeline.monitoring.thresholds import default_thresholds, thresholds_to_json
 from taxifare_modules import features as f
 
@@ -57,6 +67,119 @@ def _schema(root: str):
 @pytest.fixture()
 def ram() -> str:
     return f"ram://pipeline-{uuid.uuid4().hex[:8]}"
+
+
+class _RamForBeam(BeamFileSystem):
+    """Beam's view of TensorFlow's `ram://`, through tf.io.gfile; on only inside
+    `beam_reads_ram` (Beam finds file systems by their scheme among FileSystem's subclasses)."""
+
+    active = False
+
+    @classmethod
+    def scheme(cls) -> str:
+        return "ram" if cls.active else "taxifare-test-ram-off"
+
+    def join(self, basepath: str, *paths: str) -> str:
+        return "/".join([basepath.rstrip("/"), *(p.strip("/") for p in paths)])
+
+    def split(self, path: str) -> tuple[str, str]:
+        head, _, tail = path.rstrip("/").rpartition("/")
+        return head, tail
+
+    def mkdirs(self, path: str) -> None:
+        tf.io.gfile.makedirs(path)
+
+    def has_dirs(self) -> bool:
+        return True
+
+    def _list(self, dir_or_prefix: str) -> Iterator[FileMetadata]:
+        folder = dir_or_prefix.rstrip("/")
+        if not tf.io.gfile.isdir(folder):
+            return
+        for name in tf.io.gfile.listdir(folder):
+            path = f"{folder}/{name.rstrip('/')}"
+            if not tf.io.gfile.isdir(path):
+                yield self.metadata(path)
+
+    def _file(self, path: str, mode: str, compression_type: str):
+        raw = tf.io.gfile.GFile(path, mode)
+        kind = BeamFileSystem._get_compression_type(path, compression_type)
+        return raw if kind == CompressionTypes.UNCOMPRESSED else CompressedFile(raw, kind)
+
+    def create(self, path, mime_type="application/octet-stream", compression_type="auto"):
+        tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+        return self._file(path, "wb", compression_type)
+
+    def open(self, path, mime_type="application/octet-stream", compression_type="auto"):
+        return self._file(path, "rb", compression_type)
+
+    def copy(self, source_file_names, destination_file_names) -> None:
+        for source, target in zip(source_file_names, destination_file_names, strict=True):
+            tf.io.gfile.copy(source, target, overwrite=True)
+
+    def rename(self, source_file_names, destination_file_names) -> None:
+        for source, target in zip(source_file_names, destination_file_names, strict=True):
+            tf.io.gfile.rename(source, target, overwrite=True)
+
+    def exists(self, path: str) -> bool:
+        return tf.io.gfile.exists(path)
+
+    def size(self, path: str) -> int:
+        return tf.io.gfile.stat(path).length
+
+    def last_updated(self, path: str) -> float:
+        return time.time()
+
+    def checksum(self, path: str) -> str:
+        return str(self.size(path))
+
+    def metadata(self, path: str) -> FileMetadata:
+        try:
+            return FileMetadata(path, self.size(path), self.last_updated(path))
+        except tf.errors.NotFoundError as e:
+            raise BeamIOError("Metadata operation failed", {path: e}) from e
+
+    def delete(self, paths) -> None:
+        for path in paths:
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            elif tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
+
+
+@pytest.fixture()
+def beam_reads_ram(monkeypatch) -> Iterator[list[dict]]:
+    """Beam reads `ram://` as Dataflow reads `gs://`; yields the statistics passes SkewCheck
+    ran with the pipeline's Beam options (data_location, output_path of each)."""
+    import tensorflow_data_validation as tfdv
+
+    passes: list[dict] = []
+    generate = tfdv.generate_statistics_from_tfrecord
+
+    def recorded(data_location, output_path=None, stats_options=None, pipeline_options=None):
+        if pipeline_options is not None:
+            passes.append({"data_location": data_location, "output_path": output_path})
+        return generate(
+            data_location,
+            output_path=output_path,
+            stats_options=stats_options,
+            pipeline_options=pipeline_options,
+        )
+
+    monkeypatch.setattr(tfdv, "generate_statistics_from_tfrecord", recorded)
+    _RamForBeam.active = True
+    try:
+        yield passes
+    finally:
+        _RamForBeam.active = False
+
+
+def assert_workers_can_read(passes: list[dict], root: str) -> None:
+    """Every pass with the pipeline's options read and wrote under `root` only."""
+    assert passes, "no statistics pass ran with the pipeline's Beam options"
+    for run in passes:
+        for key in ("data_location", "output_path"):
+            assert str(run[key]).startswith(root), (key, run[key])
 
 
 def _read_json(path: str) -> dict:
@@ -140,6 +263,11 @@ def test_skew_check_on_a_remote_root_and_log(ram, training_stats_file, clean_log
         f"{verdict_artifact.uri}/{mon.SERVING_STATISTICS_DIR}/FeatureStats.pb"
     )
     assert verdict_artifact.get_string_custom_property(mon.VERDICT_PROPERTY) == "no_skew"
+    # The kept statistics are the binary proto StatisticsGen writes, of the logged trips.
+    kept = load_statistics_file(
+        f"{verdict_artifact.uri}/{mon.SERVING_STATISTICS_DIR}/FeatureStats.pb"
+    )
+    assert kept.datasets[0].num_examples == verdict["sides"]["serving"]["examples"]
 
 
 def test_the_compiled_vertex_skew_check_reads_its_gcs_log(training_stats_file, clean_log, tmp_path):
@@ -170,3 +298,72 @@ def test_the_compiled_vertex_skew_check_reads_its_gcs_log(training_stats_file, c
     verdict = _read_json(f"{verdict_artifact.uri}/verdict.json")
     assert verdict["verdict"] == "no_skew", verdict["failed_features"]
     assert verdict["sides"]["serving"]["examples"] > 0
+
+
+def test_a_log_cut_mid_record_is_rewritten_on_the_pipeline_root(
+    ram, beam_reads_ram, training_stats_file, clean_log
+):
+    """A log file cut in its last record (a hard-killed writer) is rewritten without it under
+    the verdict, on the remote root, and the pass the pipeline's Beam runs reads it there:
+    Dataflow's workers could not read a copy on this container's disk."""
+    from pipeline.serving.request_log import check_records, request_log_files
+    from tests.monitoring.test_inputs_and_filesystems import _copy_tree
+
+    log = f"{ram}/log"
+    _copy_tree(clean_log, log)
+    files = request_log_files(log)
+    # Every logged instance but the last one, whose record is cut below.
+    total = sum(check_records(p)[0] for p in files) - 1
+    with tf.io.gfile.GFile(files[-1], "rb") as fh:
+        whole = fh.read()
+    tf.io.gfile.remove(files[-1])  # (ram:// appends to a file opened for writing)
+    with tf.io.gfile.GFile(files[-1], "wb") as fh:
+        fh.write(whole[:-7])  # the last record loses its tail
+    verdict_artifact = _artifact(mon.SkewVerdict, f"{ram}/skew")
+    _run(
+        mon.SkewCheck,
+        {"statistics": _statistics(ram, "stats", training_stats_file), "schema": _schema(ram)},
+        {"verdict": verdict_artifact},
+        {
+            "serving_logs": log,
+            "log_fingerprint": "",
+            "thresholds": thresholds_to_json(default_thresholds()),
+        },
+    )
+    verdict = _read_json(f"{verdict_artifact.uri}/verdict.json")
+    assert verdict["verdict"] == "no_skew", verdict["failed_features"]
+    assert verdict["sides"]["serving"]["examples"] == total
+    staged = f"{verdict_artifact.uri}/{mon.SERVING_LOG_DIR}"
+    assert_workers_can_read(beam_reads_ram, verdict_artifact.uri)
+    assert beam_reads_ram[0]["data_location"].startswith(f"{staged}/")
+    names = tf.io.gfile.listdir(staged)
+    assert len(names) == len(files)
+    # The cut file's copy holds its whole records only; the original is left as it was.
+    cut = f"{staged}/{sorted(names)[-1]}"
+    assert tf.io.gfile.stat(cut).length < len(whole) - 7
+    assert tf.io.gfile.stat(files[-1]).length == len(whole) - 7
+
+
+def test_a_whole_log_on_the_remote_root_is_read_in_place(
+    ram, beam_reads_ram, training_stats_file, clean_log
+):
+    from tests.monitoring.test_inputs_and_filesystems import _copy_tree
+
+    log = f"{ram}/log"
+    _copy_tree(clean_log, log)
+    verdict_artifact = _artifact(mon.SkewVerdict, f"{ram}/skew")
+    _run(
+        mon.SkewCheck,
+        {"statistics": _statistics(ram, "stats", training_stats_file), "schema": _schema(ram)},
+        {"verdict": verdict_artifact},
+        {
+            "serving_logs": log,
+            "log_fingerprint": "",
+            "thresholds": thresholds_to_json(default_thresholds()),
+        },
+    )
+    assert _read_json(f"{verdict_artifact.uri}/verdict.json")["verdict"] == "no_skew"
+    assert_workers_can_read(beam_reads_ram, ram)
+    # Nothing copied: the pass read the log where it is.
+    assert beam_reads_ram[0]["data_location"].startswith(f"{log}/")
+    assert not tf.io.gfile.exists(f"{verdict_artifact.uri}/{mon.SERVING_LOG_DIR}")

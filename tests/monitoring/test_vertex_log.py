@@ -9,10 +9,12 @@ client speaks (BIGQUERY_EMULATOR_HOST), since a real table needs Google Cloud.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -318,11 +320,16 @@ _SCHEMA = [
 
 
 class _BigQueryTables(BaseHTTPRequestHandler):
-    """tables.get and tabledata.list of BigQuery's REST API for one table of rows."""
+    """tables.get and tabledata.list of BigQuery's REST API for one table of rows; with an
+    `engine` (a callable taking BigQuery SQL and returning rows as dicts), jobs.query too,
+    answered in one page, each query text kept in `queries`."""
 
     table_path = "/bigquery/v2/projects/my-gcp-project/datasets/logs/tables/requests"
+    queries_path = "/bigquery/v2/projects/my-gcp-project/queries"
     rows: list[dict] = []
     page_size = 7
+    engine = None
+    queries: list[str] = []
 
     def log_message(self, *args) -> None:  # keep the test output quiet
         pass
@@ -357,6 +364,27 @@ class _BigQueryTables(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": {"code": 404, "message": f"Not found: {url.path}"}})
 
+    def do_POST(self) -> None:  # noqa: N802 - http.server's interface
+        if self.path.split("?")[0] != self.queries_path or self.engine is None:
+            self._send(404, {"error": {"code": 404, "message": f"Not found: {self.path}"}})
+            return
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.queries.append(body["query"])
+        rows = type(self).engine(body["query"])
+        names = [field["name"] for field in _SCHEMA]
+        reference = {"projectId": "my-gcp-project", "jobId": f"job-{len(self.queries)}"}
+        self._send(
+            200,
+            {
+                "kind": "bigquery#queryResponse",
+                "jobComplete": True,
+                "jobReference": {**reference, "location": "US"},
+                "schema": {"fields": _SCHEMA},
+                "totalRows": str(len(rows)),
+                "rows": [self._row(r, names) for r in rows],
+            },
+        )
+
     @staticmethod
     def _row(row: dict, names: list[str]) -> dict:
         cells = []
@@ -365,21 +393,44 @@ class _BigQueryTables(BaseHTTPRequestHandler):
             if isinstance(value, list):
                 cells.append({"v": [{"v": v} for v in value]})
             elif name == "logging_time":
-                cells.append({"v": str(LOGGING_TIME_MS * 1000)})  # int64 microseconds
+                cells.append({"v": str(_micros(value))})  # int64 microseconds
+            elif value is not None:
+                cells.append({"v": str(value)})
             else:
-                cells.append({"v": value})
+                cells.append({"v": None})
         return {"f": cells}
 
 
-def test_bigquery_table_through_the_bigquery_client(served_rows, tmp_path, monkeypatch):
-    requests, _ = _requests(served_rows[:300])
-    rows = [vertex_row(r, 500 + i) for i, r in enumerate(requests)]
-    handler = type("Tables", (_BigQueryTables,), {"rows": rows})
+def _micros(value) -> int:
+    """A row's logging_time as BigQuery's REST API sends it (int64 microseconds)."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return round(value.timestamp() * 1_000_000)
+    return LOGGING_TIME_MS * 1000
+
+
+@contextlib.contextmanager
+def bigquery_on_loopback(monkeypatch, rows: list[dict], engine=None) -> Iterator[type]:
+    """The table `bq://my-gcp-project.logs.requests` of `rows` on a loopback server the real
+    BigQuery client is pointed at (BIGQUERY_EMULATOR_HOST); yields the handler class, whose
+    `queries` lists the query texts received."""
+    handler = type("Tables", (_BigQueryTables,), {"rows": rows, "engine": engine, "queries": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
     try:
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bigquery_table_through_the_bigquery_client(served_rows, tmp_path, monkeypatch):
+    requests, _ = _requests(served_rows[:300])
+    rows = [vertex_row(r, 500 + i) for i, r in enumerate(requests)]
+    with bigquery_on_loopback(monkeypatch, rows):
         from_table = str(tmp_path / "from_table")
         count = convert_vertex_log("bq://my-gcp-project.logs.requests", from_table)
         from_file = str(tmp_path / "from_file")
@@ -388,9 +439,6 @@ def test_bigquery_table_through_the_bigquery_client(served_rows, tmp_path, monke
             convert_vertex_log("bq://my-gcp-project.logs.other", str(tmp_path / "other"))
         with pytest.raises(InputError, match="not a Vertex request-response logging table"):
             convert_vertex_log("bq://my-gcp-project.logs.prompts", str(tmp_path / "prompts"))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert count == 300
     # The table and its export give the same log, record for record.
     table_records = list(read_request_log(from_table))
