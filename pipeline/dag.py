@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 
 import tensorflow_model_analysis as tfma
@@ -414,6 +415,7 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
             model=model_resolver.outputs["model"],
             window_days=cfg.monitoring.skew.window_days,
             max_rows=cfg.monitoring.skew.max_rows,
+            query_labels=json.dumps(cfg.vertex.labels if cfg.vertex else {}, sort_keys=True),
         ).with_id(SKEW_CHECK_ID)
         monitoring.append(skew_check)
         skew_verdict = skew_check.outputs["verdict"]

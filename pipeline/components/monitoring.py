@@ -281,6 +281,7 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
     window_days: Parameter[int] = 7,
     max_rows: Parameter[int] = 50000,
+    query_labels: Parameter[str] = "{}",
 ) -> None:
     """Compares the request log with this run's training statistics.
 
@@ -290,7 +291,8 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
     `log_fingerprint` (the log's files and sizes when the run started) is there for the
     cache: a run re-checks when the log changed, and reuses the verdict when it did not.
     For a `bq://` table, the rows logged in the `window_days` days before the step ran are
-    read, newest first, at most `max_rows` of them (vertex_log.window_query).
+    read, newest first, at most `max_rows` of them (vertex_log.window_query), by a query job
+    carrying `query_labels` (a JSON object: the config's vertex.labels).
     """
     del log_fingerprint
     from tfx.utils import path_utils
@@ -307,7 +309,7 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
         serving_statistics,
     )
     from pipeline.monitoring.thresholds import thresholds_from_json
-    from pipeline.monitoring.vertex_log import BQ_PREFIX
+    from pipeline.monitoring.vertex_log import BQ_PREFIX, last_days
 
     training_file = _train_stats_file(statistics.uri)
     from_table = serving_logs.startswith(BQ_PREFIX)
@@ -317,8 +319,9 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
     source = f"request log {serving_logs}"
     with tempfile.TemporaryDirectory(prefix="taxifare-skew-") as workdir:
         if from_table:
+            window = last_days(window_days, max_rows, labels=json.loads(query_labels))
             log_dir, source, empty = _read_table(
-                serving_logs, workdir, window_days, max_rows, model is not None, verdict
+                serving_logs, workdir, window, model is not None, verdict
             )
         else:
             log_dir, empty = serving_logs, None
@@ -386,8 +389,7 @@ def SkewCheck(  # noqa: N802 (a TFX component is named like a class)
 def _read_table(
     table: str,
     workdir: str,
-    window_days: int,
-    max_rows: int,
+    window: Any,
     model_served: bool,
     verdict: Artifact,
 ) -> tuple[str, str, str | None]:
@@ -404,15 +406,14 @@ def _read_table(
     import os
 
     from pipeline.monitoring.stats import InputError
-    from pipeline.monitoring.vertex_log import convert_vertex_log, last_days, window_query
+    from pipeline.monitoring.vertex_log import convert_vertex_log, window_query
 
-    window = last_days(window_days, max_rows)
     query = window_query(table, window)
     verdict.set_string_custom_property(QUERY_PROPERTY, query)
     since = window.since.strftime("%Y-%m-%d %H:%M UTC")
     source = (
         f"Vertex request-response log {table} (logged since {since}, newest"
-        f" {max_rows:,} requests at most)"
+        f" {window.max_rows:,} requests at most)"
     )
     log_dir = os.path.join(workdir, "vertex-log")
     try:

@@ -128,17 +128,24 @@ def is_vertex_log(location: str) -> bool:
 
 class LogWindow(NamedTuple):
     """Which rows of a logging table are read: logged in [since, until), newest first, at
-    most `max_rows` of them (one row is one request, of one or more instances)."""
+    most `max_rows` of them (one row is one request, of one or more instances). `labels`
+    go on the BigQuery query job (the bill can be split by them)."""
 
     since: dt.datetime
     until: dt.datetime
     max_rows: int
+    labels: dict[str, str] = {}
 
 
-def last_days(days: int, max_rows: int, now: dt.datetime | None = None) -> LogWindow:
+def last_days(
+    days: int,
+    max_rows: int,
+    now: dt.datetime | None = None,
+    labels: dict[str, str] | None = None,
+) -> LogWindow:
     """The window of the last `days` days up to `now` (default: the current UTC time)."""
     until = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
-    return LogWindow(until - dt.timedelta(days=days), until, max_rows)
+    return LogWindow(until - dt.timedelta(days=days), until, max_rows, dict(labels or {}))
 
 
 def _sql_timestamp(moment: dt.datetime) -> str:
@@ -474,7 +481,10 @@ def _list_rows(
                 )
             sql = window_query(location, window)
             _LOG.info("%s: reading the rows of the window with\n%s", location, sql)
-            rows = client.query_and_wait(sql, project=table.project)
+            from google.cloud import bigquery
+
+            config = bigquery.QueryJobConfig(labels=dict(window.labels))
+            rows = client.query_and_wait(sql, job_config=config, project=table.project)
         for row in rows:
             yield dict(row.items())
     except api_errors.NotFound as e:

@@ -144,6 +144,7 @@ def test_skew_check_reads_the_table_window_as_the_cli_reads_those_rows(
     assert params["serving_logs"] == TABLE
     # Integers travel as strings in the spec's JSON; the Vertex entrypoint types them.
     assert (int(params["window_days"]), int(params["max_rows"])) == (7, 20)
+    assert json.loads(params["query_labels"]) == dict(cfg.vertex.labels) == {"app": "taxifare"}
     params.update(window_days=7, max_rows=20)
 
     rows, kept = _table_rows(served_rows, dt.datetime.now(dt.timezone.utc))
@@ -170,6 +171,8 @@ def test_skew_check_reads_the_table_window_as_the_cli_reads_those_rows(
     cli = serving_statistics(cli_log, str(tmp_path)).datasets[0]
 
     (query,) = bigquery.queries
+    # The query job carries the config's labels, as every billed job of a run does.
+    assert bigquery.labels == [{"app": "taxifare"}]
     assert query == verdict_artifact.get_string_custom_property(mon.QUERY_PROPERTY)
     assert query.endswith("LIMIT 20")
     verdict = _read_json(f"{verdict_artifact.uri}/verdict.json")

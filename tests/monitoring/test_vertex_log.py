@@ -322,7 +322,7 @@ _SCHEMA = [
 class _BigQueryTables(BaseHTTPRequestHandler):
     """tables.get and tabledata.list of BigQuery's REST API for one table of rows; with an
     `engine` (a callable taking BigQuery SQL and returning rows as dicts), jobs.query too,
-    answered in one page, each query text kept in `queries`."""
+    answered in one page, each query text kept in `queries` and its job labels in `labels`."""
 
     table_path = "/bigquery/v2/projects/my-gcp-project/datasets/logs/tables/requests"
     queries_path = "/bigquery/v2/projects/my-gcp-project/queries"
@@ -330,6 +330,7 @@ class _BigQueryTables(BaseHTTPRequestHandler):
     page_size = 7
     engine = None
     queries: list[str] = []
+    labels: list[dict] = []
 
     def log_message(self, *args) -> None:  # keep the test output quiet
         pass
@@ -370,6 +371,7 @@ class _BigQueryTables(BaseHTTPRequestHandler):
             return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.queries.append(body["query"])
+        self.labels.append(body.get("labels", {}))
         rows = type(self).engine(body["query"])
         names = [field["name"] for field in _SCHEMA]
         reference = {"projectId": "my-gcp-project", "jobId": f"job-{len(self.queries)}"}
@@ -415,7 +417,11 @@ def bigquery_on_loopback(monkeypatch, rows: list[dict], engine=None) -> Iterator
     """The table `bq://my-gcp-project.logs.requests` of `rows` on a loopback server the real
     BigQuery client is pointed at (BIGQUERY_EMULATOR_HOST); yields the handler class, whose
     `queries` lists the query texts received."""
-    handler = type("Tables", (_BigQueryTables,), {"rows": rows, "engine": engine, "queries": []})
+    handler = type(
+        "Tables",
+        (_BigQueryTables,),
+        {"rows": rows, "engine": engine, "queries": [], "labels": []},
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
