@@ -449,7 +449,9 @@ def run_budget(
         {n: seconds for n, (state, seconds) in executions.items() if state != "CACHED"},
         eval_rmse=summary.get("eval_rmse"),
         floor=full.floor,
-        examples_trained=steps * batch,
+        # What the Trainer ran: it trains whole epochs (rounds), so a cap that does not fill
+        # the last one is rounded up to it.
+        examples_trained=(summary.get("training") or {}).get("examples_trained", steps * batch),
         kind=KIND_BUDGET,
         training=summary.get("training"),
         budget={
@@ -831,10 +833,16 @@ def _budget_note(r: ScaleRun) -> str:
     ran = [n for n, state in b.get("states", {}).items() if state != "CACHED"]
     extra = [n for n in ran if n not in BUDGET_RERUN and n not in ALWAYS_RUN]
     parts = ", ".join(f"{n} {r.components[n]:,.0f} s" for n in ran if n in r.components)
+    steps, batch = b.get("steps", 0), b.get("batch_size", 0)
+    ran_examples = (
+        ""
+        if r.examples_trained in (None, steps * batch)
+        else f", the Trainer ran {r.examples_trained:,} in whole epochs or rounds"
+    )
     text = (
-        f"{r.name}: a second run on the same root with `training.train_steps={b.get('steps')}`"
-        f" ({b.get('steps')} x {b.get('batch_size')} = {r.examples_trained:,} examples; the"
-        f" example trains {b.get('reference_examples', 0):,}). MLMD: {len(cached)} components"
+        f"{r.name}: a second run on the same root with `training.train_steps={steps}`"
+        f" ({steps} x {batch} = {steps * batch:,} examples{ran_examples}; the example trains"
+        f" {b.get('reference_examples', 0):,}). MLMD: {len(cached)} components"
         f" cached, {len(ran)} ran ({parts}). Its wall time"
         f" {r.wall_seconds:,.0f} s is the cached components' seconds in the full run"
         f" ({sum(v for v in cached.values() if v is not None):,.0f} s) plus this run's"

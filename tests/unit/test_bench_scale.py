@@ -602,3 +602,13 @@ def test_the_caps_default_to_16_gib_and_an_hour_and_are_checked():
         scale.caps(Namespace(scale_cap_gib=0))
     with pytest.raises(ValueError, match="--scale-cap-seconds -1"):
         scale.caps(Namespace(scale_cap_seconds=-1))
+
+
+def test_a_budget_run_that_trained_whole_epochs_past_its_steps_says_so(tmp_path):
+    budget = next(r for r in _saved_runs(tmp_path) if r.kind == scale.KIND_BUDGET)
+    assert "the Trainer ran" not in scale._budget_note(budget)  # 313 x 128 exactly
+    budget.examples_trained = 47_104  # 4 epochs of 92 steps: train_steps rounded up
+    note = scale._budget_note(budget)
+    assert "(313 x 128 = 40,064 examples, the Trainer ran 47,104 in whole epochs or rounds;" in (
+        note
+    )
