@@ -71,7 +71,7 @@ def plan_run(cfg: Config) -> RunPlan:
     except DataSourceError as e:
         raise UsageError(str(e)) from None
     logs = cfg.monitoring.skew.serving_logs
-    if logs is not None and not logs.startswith("gs://") and not os.path.isdir(logs):
+    if logs is not None and not logs.startswith(("gs://", "bq://")) and not os.path.isdir(logs):
         raise UsageError(
             f"monitoring.skew.serving_logs: request log folder not found: {logs}"
             " (the --log-dir of `taxifare serve`; null for no skew check)"

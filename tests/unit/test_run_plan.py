@@ -29,6 +29,16 @@ def test_each_usage_fault_is_a_usage_error_naming_it(tmp_path, overrides, error,
         run_plan.plan_run(cfg)
 
 
+def test_an_endpoints_logging_table_is_a_serving_log_a_local_run_can_name(tmp_path):
+    # A bq:// table is read by SkewCheck itself (its query, the run's credentials), not a
+    # folder this machine must have.
+    table = "bq://my-gcp-project.logging_taxifare_42.request_response_logging"
+    cfg = run_plan.load(
+        "configs/smoke.yaml", [f"root={tmp_path / 'r'}", f"monitoring.skew.serving_logs={table}"]
+    )
+    assert run_plan.plan_run(cfg).cfg.monitoring.skew.serving_logs == table
+
+
 def test_a_malformed_file_is_a_data_error(tmp_path, sample_rows):
     data = tmp_path / "data"
     data.mkdir()
