@@ -38,7 +38,8 @@ def memory_chart(curves: Sequence[Curve], title: str, cap_bytes: int | None = No
     top = max(s.total_bytes for c in drawn for s in c.samples) / GIB
     if cap_bytes is not None:
         top = max(top, cap_bytes / GIB)
-    frame = svg._Frame((0.0, end / scale), (0.0, svg._nice_top(top)))
+    # Round ends on both axes, so that the ticks fall on round values.
+    frame = svg._Frame((0.0, svg._nice_top(end / scale)), (0.0, svg._nice_top(top)))
     parts = [_FONT, *frame.axes(f"time since the run started ({unit})", "RSS (GiB)")]
     if cap_bytes is not None:
         y = frame.y(cap_bytes / GIB)

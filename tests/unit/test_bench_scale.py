@@ -375,6 +375,10 @@ def test_the_chart_puts_each_sample_where_its_values_are():
     (x0, y0), (x1, y1), (x2, y2) = tree_points
     assert x1 - x0 == pytest.approx(x2 - x1) and y0 - y1 == pytest.approx(y1 - y2)
     assert largest_points[2][1] > tree_points[2][1]  # 3 GiB below 4 GiB
+    # Round ends (100 s, 5 GiB above the 4 GiB peak), ticked at round values.
+    texts = [t.text for t in root.iter(f"{SVG_NS}text")]
+    assert {"20", "40", "60", "80", "100", "2.5", "5"} <= set(texts)
+    assert "time since the run started (s)" in texts
     assert memory_svg.memory_chart([memory_svg.Curve("empty", [])], "t") == ""
 
 
