@@ -402,6 +402,19 @@ def run_ours(rows: int, data: Path, workspace: Path, config: str, timeout: float
     return result
 
 
+def _backfill_training(run: ScaleRun, path: Path, workspace: Path) -> None:
+    """Gives a run saved before the Trainer's record was kept that record, from its root's
+    summary.json, and saves it again; only while no budget run has rewritten that summary."""
+    root = workspace / f"ours-{run.rows}" / "root"
+    budget = workspace / f"ours-{run.rows}-budget.json"
+    if run.training is not None or budget.exists() or not (root / ours.SUMMARY_FILE).exists():
+        return
+    summary = json.loads((root / ours.SUMMARY_FILE).read_text())
+    if summary.get("training"):
+        run.training = summary["training"]
+        run.save(path)
+
+
 def config_batch_size(config: str) -> int:
     """training.batch_size of the config the pipeline runs with."""
     from pipeline.config import load_config
@@ -1044,6 +1057,7 @@ def main(args: argparse.Namespace) -> int:
                 return run
 
             full = _saved_or_run(workspace / f"ours-{rows}.json", ours_run, notes)
+            _backfill_training(full, workspace / f"ours-{rows}.json", workspace)
             runs.append(full)
             _write(args.output, runs, render_section(runs, synth_seconds, notes))
             if rows == full_reference_rows:

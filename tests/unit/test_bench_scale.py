@@ -616,3 +616,19 @@ def test_a_budget_run_that_trained_whole_epochs_past_its_steps_says_so(tmp_path)
     assert "(313 x 128 = 40,064 examples, the Trainer ran 47,104 in whole epochs or rounds;" in (
         note
     )
+
+
+def test_a_run_saved_without_the_trainer_record_gets_it_from_its_root_once(tmp_path):
+    path = tmp_path / "ours-2000000.json"
+    run = _run(tmp_path)
+    run.save(path)
+    root = tmp_path / "ours-2000000" / "root"
+    root.mkdir(parents=True)
+    (root / "summary.json").write_text(json.dumps({"training": ROUNDS}))
+    scale._backfill_training(run, path, tmp_path)
+    assert run.training == ROUNDS and scale.ScaleRun.load(path).training == ROUNDS
+    # Once the budget run has rewritten the root's summary, it is not the full run's record.
+    other = _run(tmp_path)
+    (tmp_path / "ours-2000000-budget.json").write_text("{}")
+    scale._backfill_training(other, tmp_path / "other.json", tmp_path)
+    assert other.training is None and not (tmp_path / "other.json").exists()
