@@ -653,6 +653,9 @@ _BQ_TABLE_PATTERN = (
 
 # Google Cloud labels (the same rules for Vertex AI and Dataflow).
 _LABEL_KEY_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+# Of a resource's 64 labels, those left to vertex.labels: the pipeline adds taxifare-pipeline
+# and taxifare-component (Dataflow) or the model's digest (Model versions), TFX its own.
+MAX_USER_LABELS = 60
 _LABEL_VALUE_PATTERN = r"^[a-z0-9_-]{0,63}$"
 
 
@@ -754,9 +757,17 @@ class VertexConfig(_Strict):
     @field_validator("labels")
     @classmethod
     def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > 64:
-            raise ValueError("at most 64 labels")
+        if len(value) > MAX_USER_LABELS:
+            raise ValueError(
+                f"{len(value)} labels: at most {MAX_USER_LABELS} (Google Cloud takes 64 on a"
+                " resource, and the pipeline and TFX add up to four of their own)"
+            )
         for key, label in value.items():
+            if key.startswith("taxifare-") or key.startswith("tfx"):
+                raise ValueError(
+                    f"label key {key!r}: taxifare-* and tfx* keys are the pipeline's own (they"
+                    " name the pipeline, its component, the model's digest, TFX's executor)"
+                )
             if not re.match(_LABEL_KEY_PATTERN, key):
                 raise ValueError(
                     f"label key {key!r}: lowercase letters, digits, _ and -, starting with a"

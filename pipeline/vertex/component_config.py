@@ -179,21 +179,14 @@ LABELS_KEY = "taxifare_labels"
 ENCRYPTION_KEY_KEY = "taxifare_encryption_key"
 # The label that ties the Model, its versions and the endpoint to the pipeline.
 PIPELINE_LABEL = "taxifare-pipeline"
-# Vertex takes at most 64 labels on a resource; the Pusher adds one of its own to a version.
-_MAX_LABELS = 64
 
 
 def pusher_custom_config(vertex: VertexConfig, pipeline_name: str) -> dict[str, Any]:
     """The Vertex Pusher's custom_config: a version of the pipeline's Model, deployed to the
     autoscaling endpoint unless it serves there already, then the endpoint's logging."""
     endpoint = vertex.endpoint
+    # vertex.labels leaves room for these (config.MAX_USER_LABELS).
     labels = {**vertex.labels, PIPELINE_LABEL: pipeline_name}
-    if len(labels) + 1 > _MAX_LABELS:
-        raise ValueError(
-            f"vertex.labels: {len(vertex.labels)} labels; the Model versions take at most"
-            f" {_MAX_LABELS - 2} of them (the Pusher adds {PIPELINE_LABEL} and the model's"
-            " digest)"
-        )
     return {
         vertex_keys.ENABLE_VERTEX_KEY: True,
         vertex_keys.VERTEX_REGION_KEY: vertex.region,
@@ -270,8 +263,7 @@ def beam_pipeline_args(vertex: VertexConfig, beam: BeamConfig) -> list[str]:
     return args + list(beam.extra_args)
 
 
-# The labels that say which pipeline and which component a Dataflow job belongs to.
-PIPELINE_LABEL = "taxifare-pipeline"
+# With PIPELINE_LABEL: which component a Dataflow job belongs to.
 COMPONENT_LABEL = "taxifare-component"
 
 

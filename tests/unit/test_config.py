@@ -357,3 +357,17 @@ def test_vertex_tier_overrides_that_exist_are_accepted():
         VERTEX, ["vertex.push=directory", "serving_root=gs://my-gcp-project-taxifare/serving"]
     )
     assert cfg.serving_model_dir == "gs://my-gcp-project-taxifare/serving/taxifare"
+
+
+def test_vertex_labels_leave_room_for_the_pipelines_own():
+    from pipeline.config import MAX_USER_LABELS
+
+    vertex = Path(__file__).resolve().parents[2] / "configs" / "vertex.yaml"
+    many = ", ".join(f"l{i}: v" for i in range(MAX_USER_LABELS))
+    assert len(load_config(vertex, [f"vertex.labels={{{many}}}"]).vertex.labels) == 60
+    too_many = many + ", one-more: v"
+    with pytest.raises(ConfigError, match=r"vertex\.labels: 61 labels: at most 60"):
+        load_config(vertex, [f"vertex.labels={{{too_many}}}"])
+    # A label the pipeline sets itself would be overwritten (or would overwrite it).
+    with pytest.raises(ConfigError, match="'taxifare-pipeline': taxifare-\\* and tfx\\* keys"):
+        load_config(vertex, ["vertex.labels={taxifare-pipeline: other}"])
