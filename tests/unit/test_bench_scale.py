@@ -632,3 +632,74 @@ def test_a_run_saved_without_the_trainer_record_gets_it_from_its_root_once(tmp_p
     (tmp_path / "ours-2000000-budget.json").write_text("{}")
     scale._backfill_training(other, tmp_path / "other.json", tmp_path)
     assert other.training is None and not (tmp_path / "other.json").exists()
+
+
+# --- The run order at 20M rows, and a second --scale on the same folder -------------------
+
+
+def test_twenty_million_rows_reuse_the_finished_runs_and_cap_tfx_example_gen(tmp_path, monkeypatch):
+    """What `--scale --scale-rows 200000,2000000,20000000` runs, with which timeout and caps,
+    and that a second one on the same folder runs nothing again. The runs themselves are
+    stood in for (each is measured for real by the tests above and by the benchmark)."""
+    from argparse import Namespace
+
+    (tmp_path / "saved").mkdir()
+    saved = {r.run.name: r for r in _saved_runs(tmp_path / "saved")}
+    calls: list[tuple] = []
+
+    def synthesize(rows: int, out: Path, label_range: tuple[float, float]) -> tuple[dict, float]:
+        out.mkdir(parents=True)
+        manifest = {"label_range": list(label_range), "spans": [{"rmse_floor_label_range": 3.3}]}
+        (out / "synth.json").write_text(json.dumps(manifest))
+        return manifest, 1.0
+
+    def run_ours(rows, data, workspace, config, timeout):
+        calls.append(("ours", rows, timeout))
+        (workspace / f"ours-{rows}" / "root").mkdir(parents=True)
+        (workspace / f"ours-{rows}" / "root" / "metadata.sqlite").write_text("")
+        return saved[f"ours-{rows}"]
+
+    def run_budget(full, data, workspace, config, timeout, examples):
+        calls.append(("budget", full.rows, timeout, examples))
+        return saved["ours-2000000-budget"]
+
+    def run_reference(rows, data, workspace, timeout):
+        calls.append(("reference", rows, timeout))
+        return saved[f"reference-{rows}"]
+
+    def run_example_gen(rows, data, workspace, cap_bytes, cap_seconds):
+        calls.append(("example-gen", rows, cap_bytes, cap_seconds))
+        return saved[f"reference-example-gen-{rows}"]
+
+    monkeypatch.setattr(scale, "synthesize", synthesize)
+    monkeypatch.setattr(scale, "run_ours", run_ours)
+    monkeypatch.setattr(scale, "run_budget", run_budget)
+    monkeypatch.setattr(scale, "run_reference", run_reference)
+    monkeypatch.setattr(scale, "run_reference_example_gen", run_example_gen)
+    monkeypatch.setattr(scale.machine, "wait_until_idle", lambda: 0.0)
+    monkeypatch.setattr(scale.trainer_input, "run_on_trips", lambda *a: None)
+    monkeypatch.setattr(scale.trainer_input, "summary_lines", lambda run: [])
+    report = tmp_path / "report" / "BENCHMARKS.md"
+    report.parent.mkdir()
+    args = Namespace(
+        scale_rows="200000,2000000,20000000", scale_dir=tmp_path / "dir", output=report,
+        config="configs/local.yaml", timeout=3600.0, skip_reference=False, keep=False,
+        scale_cap_gib=12.0, scale_cap_seconds=1800.0,
+    )  # fmt: skip
+    assert scale.main(args) == 0
+    assert calls == [
+        ("ours", 200_000, 3600.0),
+        ("ours", 2_000_000, 3600.0),
+        ("budget", 2_000_000, 3600.0, 40_000),
+        ("reference", 2_000_000, 3600.0),
+        ("ours", 20_000_000, 36_000.0),
+        ("example-gen", 20_000_000, 12 * GIB, 1800.0),
+    ]
+    text = report.read_text()
+    assert "| t(20,000,000) / t(2,000,000), ours | 8.00 (4,000 s / 500 s) | <= 10 | yes |" in text
+    assert (report.parent / "bench" / "figures" / "scale-memory-20000000.svg").exists()
+
+    calls.clear()
+    assert scale.main(args) == 0
+    assert calls == []  # every run reused from the folder
+    assert report.read_text().count("measured by an earlier `--scale` on the same folder") == 6
