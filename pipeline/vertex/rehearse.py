@@ -157,17 +157,17 @@ class LocalInput:
         """The spans present, oldest first (none before the first `add_span`)."""
         if not self.has_spans:
             return [0] if self.path_for(0).is_file() else []
-        found = []
-        top = (self.pattern or "").split("{SPAN}")[0]
-        parent = (self.folder / top).parent if "/" in top else self.folder
-        if not parent.is_dir():
+        if not self.folder.is_dir():
             return []
-        for span in range(0, 10_000):
-            if self.path_for(span).is_file():
-                found.append(span)
-            elif found:
-                break
-        return found
+        regex = re.escape(self.pattern or "")
+        for placeholder, part in (("{SPAN}", r"(\d+)"), ("{VERSION}", r"\d+"), ("*", "[^/]*")):
+            regex = regex.replace(re.escape(placeholder), part)
+        found = set()
+        for path in self.folder.rglob("*"):
+            match = re.fullmatch(regex, path.relative_to(self.folder).as_posix())
+            if match and path.is_file():
+                found.add(int(match.group(1)))
+        return sorted(found)
 
     def add_span(self) -> int:
         """Adds the next span (span 1 first; the one folder without spans); returns it."""
