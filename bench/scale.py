@@ -578,7 +578,14 @@ def example_gen_stood(home: Path, run: Measurement, cap_bytes: int, cap_seconds:
     metadata = reference.metadata_path(home)
     state = "no MLMD store yet"
     if metadata.exists():
-        state = run_executions(metadata).get(reference.EXAMPLE_GEN_ID, ("not started", 0.0))[0]
+        from ml_metadata import errors
+
+        try:
+            executions = run_executions(metadata)
+        except errors.StatusError as err:  # a store the killed run left half-written
+            state = f"MLMD store unreadable ({err})"
+        else:
+            state = executions.get(reference.EXAMPLE_GEN_ID, ("not started", 0.0))[0]
     outputs = example_outputs(reference.example_gen_dir(home) / "examples")
     return {
         "elapsed_seconds": run.wall_seconds,
@@ -590,8 +597,15 @@ def example_gen_stood(home: Path, run: Measurement, cap_bytes: int, cap_seconds:
         "peak_tree_bytes": run.tree.total_bytes,
         "peak_largest_process_bytes": run.tree.largest_process_bytes,
         "mlmd_state": state,
+        "error": _last_error_line(run) if run.stopped is None and run.returncode else None,
         **{f"output_{key}": value for key, value in outputs.items()},
     }
+
+
+def _last_error_line(run: Measurement) -> str:
+    """The last line of a failed run's stderr (its error), without its log prefix."""
+    lines = [line.strip() for line in run.stderr_tail().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def run_reference_example_gen(
@@ -609,10 +623,9 @@ def run_reference_example_gen(
         env=reference.example_gen_environment(home), log_dir=workspace / "logs",
         timeout_seconds=cap_seconds, memory_cap_bytes=cap_bytes,
     )  # fmt: skip
-    # Stopped by a cap or killed by a signal (the kernel's OOM killer) is where it stood;
-    # any other failure is the benchmark's own and stops it.
-    if run.stopped is None and run.returncode is not None and run.returncode > 0:
-        _check(run, (0,))
+    # However it ended (a cap, the kernel's OOM killer, an error near the cap) is where it
+    # stood: the section says how, with the error's last line, rather than losing the runs
+    # before it.
     return ScaleRun(
         f"TFX example's CsvExampleGen alone, {rows:,} rows",
         rows,
@@ -820,6 +833,7 @@ def _stood_note(r: ScaleRun) -> str:
     else:
         how = (
             f"ended with exit code {s.get('returncode')} after {s.get('elapsed_seconds', 0):,.0f} s"
+            + (f" (`{s['error']}`)" if s.get("error") else "")
         )
     if s.get("output_files"):
         written = (

@@ -703,3 +703,19 @@ def test_twenty_million_rows_reuse_the_finished_runs_and_cap_tfx_example_gen(tmp
     assert scale.main(args) == 0
     assert calls == []  # every run reused from the folder
     assert report.read_text().count("measured by an earlier `--scale` on the same folder") == 6
+
+
+def test_a_capped_run_that_failed_is_recorded_with_its_error(tmp_path):
+    home = tmp_path / "home"
+    run = measure.run_measured(
+        "failing", [sys.executable, "-c", "raise SystemExit('MemoryError: out of memory')"],
+        cwd=tmp_path, env=dict(os.environ), log_dir=tmp_path / "logs", memory_cap_bytes=GIB,
+    )  # fmt: skip
+    stood = scale.example_gen_stood(home, run, GIB, 3600.0)
+    assert stood["returncode"] == 1 and stood["stopped"] is None
+    assert stood["error"] == "MemoryError: out of memory"
+    assert stood["mlmd_state"] == "no MLMD store yet" and stood["output_files"] == 0
+    capped = next(r for r in _saved_runs(tmp_path) if r.kind == scale.KIND_EXAMPLE_GEN)
+    capped.stood = stood
+    assert "ended with exit code 1 after" in scale._stood_note(capped)
+    assert "(`MemoryError: out of memory`)" in scale._stood_note(capped)
