@@ -11,12 +11,15 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.tree_sampler import Sample
+from bench.tree_sampler import Sample, decimate
 from pipeline.report import svg
 
 GIB = 2**30
 # Runs longer than this are drawn in minutes.
 MINUTES_ABOVE_SECONDS = 1200.0
+# Points drawn per line: about one per pixel of the plot's width (peaks kept, see decimate),
+# which keeps a figure of hours of samples small.
+DRAWN_POINTS = 600
 _FONT = '<g font-family="sans-serif" font-size="11" fill="#222">'
 
 
@@ -59,7 +62,7 @@ def memory_chart(curves: Sequence[Curve], title: str, cap_bytes: int | None = No
         ):
             points = " ".join(
                 f"{frame.x(s.seconds / scale):.1f},{frame.y(getattr(s, field) / GIB):.1f}"
-                for s in curve.samples
+                for s in decimate(curve.samples, DRAWN_POINTS)
             )
             name = f"{curve.name}, {what}"
             parts.append(

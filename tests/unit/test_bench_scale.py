@@ -719,3 +719,16 @@ def test_a_capped_run_that_failed_is_recorded_with_its_error(tmp_path):
     capped.stood = stood
     assert "ended with exit code 1 after" in scale._stood_note(capped)
     assert "(`MemoryError: out of memory`)" in scale._stood_note(capped)
+
+
+def test_a_long_series_is_drawn_in_at_most_drawn_points_with_its_peak():
+    samples = [Sample(i * 0.5, (i % 50) * 2**20, (i % 40) * 2**20) for i in range(2000)]
+    samples[1234] = Sample(617.0, 6 * GIB, 5 * GIB)
+    root = ET.fromstring(memory_svg.memory_chart([memory_svg.Curve("run", samples)], "t"))
+    tree, largest = root.findall(f".//{SVG_NS}polyline")
+    points = [tuple(map(float, p.split(","))) for p in tree.get("points").split()]
+    assert len(points) <= memory_svg.DRAWN_POINTS
+    # The 6 GiB peak is the highest point drawn (smallest y), at its time.
+    top = min(points, key=lambda p: p[1])
+    first, last = points[0][0], points[-1][0]
+    assert top[0] == pytest.approx(first + (last - first) * 617.0 / samples[-1].seconds, abs=1.0)
