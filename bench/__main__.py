@@ -102,6 +102,18 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--scale-dir", type=Path, help="with --scale: keep the data and runs in this folder"
     )
     parser.add_argument(
+        "--scale-cap-gib",
+        type=float,
+        help="with --scale: above 2M rows, stop TFX's CsvExampleGen alone once its process"
+        " tree's RSS passes this many GiB (default: 16)",
+    )
+    parser.add_argument(
+        "--scale-cap-seconds",
+        type=float,
+        help="with --scale: above 2M rows, stop TFX's CsvExampleGen alone after this many"
+        " seconds (default: 3600)",
+    )
+    parser.add_argument(
         "--trainer-input",
         action="store_true",
         help="run only the Trainer-input benchmark: model.fit on the Trainer's streamed input"
@@ -141,7 +153,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT_SECONDS,
-        help="kill a run after this many seconds (default: %(default)g)",
+        help="kill a run after this many seconds (default: %(default)g; with --scale, per 2M"
+        " rows of the run)",
     )
     args = parser.parse_args(argv)
     if args.serving_only and args.model_dir is None:

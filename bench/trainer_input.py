@@ -35,7 +35,8 @@ from typing import Any
 
 DEFAULT_ROWS = 200_000
 TIMED_EPOCHS = 3
-TARGET_RATIO = 0.8
+# The goal: the streamed input at 0.9x of the in-memory fit or better.
+TARGET_RATIO = 0.9
 SECTION_TITLE = "## Trainer input (streamed vs in memory)"
 # Rows of the eval CSV Transform also needs; the measurement does not read them.
 _EVAL_ROWS = 2_000

@@ -732,3 +732,11 @@ def test_a_long_series_is_drawn_in_at_most_drawn_points_with_its_peak():
     top = min(points, key=lambda p: p[1])
     first, last = points[0][0], points[-1][0]
     assert top[0] == pytest.approx(first + (last - first) * 617.0 / samples[-1].seconds, abs=1.0)
+
+
+def test_the_command_lines_caps_reach_the_capped_run():
+    from bench.__main__ import _parse_args
+
+    args = _parse_args(["--scale", "--scale-cap-gib", "2", "--scale-cap-seconds", "90"])
+    assert scale.caps(args) == (2 * scale.GIB, 90.0)
+    assert scale.caps(_parse_args(["--scale"])) == (16 * scale.GIB, 3600.0)
