@@ -252,7 +252,13 @@ class _CsvFileToExamples(beam.DoFn):
             check_header(path, header, self._types)
             columns = [(name, self._types[name]) for name in header]
             width = len(columns)
-            fare_at = header.index(f.LABEL_KEY) if self._fare_range else None
+            # FareFilter reads a float or an int fare; a text one is kept (as by FareFilter).
+            fare_kind = self._types[f.LABEL_KEY]
+            fare_at = (
+                header.index(f.LABEL_KEY)
+                if self._fare_range and fare_kind in (_FLOAT, _INT)
+                else None
+            )
             for row in reader:
                 if not row:
                     continue  # a blank line
@@ -264,10 +270,11 @@ class _CsvFileToExamples(beam.DoFn):
                     serialized = _row_to_example(columns, row)
                 except ValueError as e:
                     raise CsvCellError(f"{path}: line {reader.line_num}, {e}") from None
-                # The fare as the tf.Example holds it (float32) and FareFilter reads it; an
-                # empty cell (no fare) is kept.
+                # The fare as the tf.Example holds it (a float32, or an int64) and FareFilter
+                # reads it; an empty cell (no fare) is kept.
                 if fare_at is not None and row[fare_at]:
-                    fare = float(np.float32(float(row[fare_at])))
+                    cell = row[fare_at]
+                    fare = float(np.float32(float(cell)) if fare_kind == _FLOAT else int(cell))
                     if not fare_in_range(fare, *self._fare_range):
                         self._count_excluded(serialized)
                         continue

@@ -273,3 +273,31 @@ def test_the_summary_and_runs_say_where_the_filter_ran():
     # A run recorded before the option existed says nothing of it.
     summary.fare_filter_folded = None
     assert "fare filter" not in render(summary, cfg)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fares", "fare_range", "kept_count"),
+    [
+        # 12.05 is a little above 12.05 as a float32: FareFilter drops it at max_fare 12.05.
+        ("float", ["0", "12.05", "12.04", "", "300", "7"], (0.0, 12.05), 3),
+        ("int", ["0", "12", "13", "", "300", "-4"], (0.0, 12.0), 2),
+    ],
+)
+def test_example_gen_keeps_exactly_the_rows_fare_filter_keeps(
+    kind, fares, fare_range, kept_count, sample_rows, tmp_path
+):
+    types = csv_example_gen.curated_column_types()
+    if kind == "int":  # a fare column typed INT: FareFilter reads the int64 value
+        types[f.LABEL_KEY] = csv_example_gen._INT
+    path = tmp_path / "trips.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(sample_rows[0]))
+        writer.writeheader()
+        for row, fare in zip(sample_rows, fares, strict=False):
+            writer.writerow({**row, f.LABEL_KEY: fare})
+    split_of = csv_example_gen._SplitOf(_exec_properties(str(tmp_path), fare_range), "*")
+    every = list(csv_example_gen._CsvFileToExamples(types).process(str(path)))
+    folded = csv_example_gen._CsvFileToExamples(types, fare_range, split_of)
+    kept = list(folded.process(str(path)))
+    assert kept == [r for r in every if fare_filter.is_plausible(r, *fare_range)]
+    assert len(every) == len(fares) and len(kept) == kept_count
