@@ -205,7 +205,11 @@ class _TFRecordSink(filebasedsink.FileBasedSink):
     Beam's WriteToTFRecord cannot cap the records of a file, and its fixed shard count
     groups the whole split by key first (the memory this module avoids)."""
 
-    def __init__(self, file_path_prefix: str, max_records: int):
+    def __init__(self, file_path_prefix: str, max_records: int, counter: str | None = None):
+        # Counts the records written into the Beam counter named `counter` (if any), one
+        # increment per file rather than a counting step per record.
+        self._counter = counter
+        self._written: dict[int, int] = {}
         super().__init__(
             file_path_prefix,
             coder=beam.coders.BytesCoder(),
@@ -218,6 +222,15 @@ class _TFRecordSink(filebasedsink.FileBasedSink):
 
     def write_encoded_record(self, file_handle, value: bytes) -> None:
         file_handle.write(frame_record(value))
+        if self._counter:
+            key = id(file_handle)
+            self._written[key] = self._written.get(key, 0) + 1
+
+    def close(self, file_handle) -> None:
+        written = self._written.pop(id(file_handle), 0)
+        super().close(file_handle)
+        if self._counter and written:
+            Metrics.counter(_NAMESPACE, self._counter).inc(written)
 
 
 class _CsvFileToExamples(beam.DoFn):
@@ -342,27 +355,18 @@ def _CsvToSerializedExample(  # noqa: N802 (a Beam PTransform)
     )
 
 
-class _CountKept(beam.DoFn):
-    """Counts the kept rows of a split (read = kept + excluded)."""
-
-    def __init__(self, split: str):
-        self._kept = Metrics.counter(_NAMESPACE, f"{split}/kept")
-
-    def process(self, record: bytes) -> Iterator[bytes]:
-        self._kept.inc()
-        yield record
-
-
 @beam.ptransform_fn
 @beam.typehints.with_input_types(bytes)
 def _WriteSplitInOrder(  # noqa: N802 (a Beam PTransform)
-    records: beam.PCollection, output_split_path: str
+    records: beam.PCollection, output_split_path: str, counter: str | None = None
 ) -> beam.pvalue.PDone:
-    """One split as gzip TFRecords, named as TFX's WriteSplit names them; no reshuffle."""
+    """One split as gzip TFRecords, named as TFX's WriteSplit names them; no reshuffle.
+    With `counter`, the records written are counted in that Beam counter."""
     return records | "Write" >> beam.io.iobase.Write(
         _TFRecordSink(
             os.path.join(output_split_path, write_split.DEFAULT_TF_RECORD_FILE_NAME),
             SHARD_RECORDS,
+            counter,
         )
     )
 
@@ -409,9 +413,9 @@ class Executor(BaseExampleGenExecutor):
             splits = self.GenerateExamplesByBeam(pipeline, exec_properties)
             for split_name, records in splits.items():
                 split_uri = artifact_utils.get_split_uri(examples, split_name)
-                if fare_range:
-                    records = records | f"Count[{split_name}]" >> beam.ParDo(_CountKept(split_name))
-                _ = records | f"WriteSplit[{split_name}]" >> _WriteSplitInOrder(split_uri)
+                # With a fare range, the kept rows are counted as they are written.
+                counter = _kept_counter(split_name) if fare_range else None
+                _ = records | f"WriteSplit[{split_name}]" >> _WriteSplitInOrder(split_uri, counter)
         if fare_range:
             for each in examples:
                 _record_fare_range(each, pipeline.result, list(splits), fare_range)
@@ -424,6 +428,11 @@ class Executor(BaseExampleGenExecutor):
                     each, write_split.to_file_format_str(output_file_format)
                 )
         logging.info("CsvExampleGen: examples written")
+
+
+def _kept_counter(split: str) -> str:
+    """The Beam counter of a split's records kept by the fare range (and written)."""
+    return f"{split}/kept"
 
 
 def _record_fare_range(
@@ -439,7 +448,7 @@ def _record_fare_range(
     total_read = total_excluded = 0
     for split in splits:
         excluded = beam_counter(result, _NAMESPACE, f"{split}/{ROWS_EXCLUDED_PROPERTY}")
-        read = beam_counter(result, _NAMESPACE, f"{split}/kept") + excluded
+        read = beam_counter(result, _NAMESPACE, _kept_counter(split)) + excluded
         examples.set_int_custom_property(f"{split}_{ROWS_READ_PROPERTY}", read)
         examples.set_int_custom_property(f"{split}_{ROWS_EXCLUDED_PROPERTY}", excluded)
         total_read += read
