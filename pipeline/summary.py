@@ -305,6 +305,11 @@ def build_summary(
     return summary
 
 
+def _count(n: int, noun: str) -> str:
+    """`1 round`, `3 rounds`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def render_training(t: dict, tuning_trials: int | None = None) -> list[str]:
     """The summary lines of the Trainer's record: the split it learned from and why, and
     how long it trained (epochs, or rounds of examples at scale) and why it stopped."""
@@ -315,7 +320,7 @@ def render_training(t: dict, tuning_trials: int | None = None) -> list[str]:
     tuned = f"; hyperparameters from {tuning_trials} tuning trials" if tuning_trials else ""
     if t.get("validation") == "examples":
         lines.append(
-            f"training     {t['epochs_run']} rounds of {t['round_examples']:,} examples"
+            f"training     {_count(t['epochs_run'], 'round')} of {t['round_examples']:,} examples"
             f" ({t['steps_per_epoch']:,} steps), validated after each: a pass over the"
             f" {t['train_examples']:,} train examples is longer (training.validation_examples)"
         )
@@ -326,7 +331,7 @@ def render_training(t: dict, tuning_trials: int | None = None) -> list[str]:
         )
     else:
         lines.append(
-            f"training     {t['epochs_run']} epochs of {t['steps_per_epoch']:,} steps"
+            f"training     {_count(t['epochs_run'], 'epoch')} of {t['steps_per_epoch']:,} steps"
             f" (best weights: epoch {t['best_epoch']}),"
             f" {t['examples_trained']:,} examples{tuned}"
         )

@@ -436,6 +436,8 @@ def training_length(
     if settings.train_steps is not None:
         steps_per_epoch = min(steps_per_epoch, settings.train_steps)
         epochs = min(epochs, math.ceil(settings.train_steps / steps_per_epoch))
+        if round_examples is not None:  # a cap below one round shortens the round
+            round_examples = steps_per_epoch * batch_size
     return epochs, steps_per_epoch, round_examples
 
 

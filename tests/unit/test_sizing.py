@@ -120,6 +120,9 @@ def test_training_validates_every_so_many_examples_at_scale():
     # The step cap still caps the total.
     capped = TrainingSettings(batch_size=100, epochs=3, validation_examples=1_000, train_steps=25)
     assert training_length(10_000, 100, capped) == (3, 10, 1_000)
+    # A cap below one round: one round of the capped steps, and its examples say so.
+    short = TrainingSettings(batch_size=100, epochs=3, validation_examples=1_000, train_steps=4)
+    assert training_length(10_000, 100, short) == (1, 4, 400)
     # null: one validation per pass, however long.
     per_pass = TrainingSettings(batch_size=100, epochs=3, validation_examples=None)
     assert training_length(10_000, 100, per_pass) == (3, 100, None)
@@ -148,6 +151,9 @@ def test_summary_and_runs_show_the_split_and_the_rounds():
     table = runs.format_table([run])
     assert "85/5/10 sized" in table and "7x10 rounds" in table
     assert describe_recorded(None) is None
+    # One round (a step cap below a round): said in the singular.
+    one = summary.render_training(_training_record(epochs_run=1, best_epoch=1))
+    assert "1 round of 1,000 examples (10 steps)" in one[1]
 
 
 def test_summary_of_a_pass_per_epoch_training_reads_as_before():
