@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 
 from pipeline import dag
 from pipeline.config import load_config
-from pipeline.data_source import tfx_sample_dir
 from pipeline.vertex import schedule
+from tests.vertex.test_spans_on_vertex import spans_read_as_folders_arrive
 
 REPO = Path(__file__).resolve().parents[2]
 VERTEX = "configs/vertex.yaml"
@@ -120,7 +119,6 @@ def test_the_scheduled_spec_is_the_compiled_one(dry_run):
 
 def test_each_scheduled_run_reads_the_newest_span(dry_run, tmp_path):
     from google.protobuf import json_format
-    from tfx.components.example_gen import input_processor
     from tfx.proto import example_gen_pb2
     from tfx.utils import proto_utils
 
@@ -137,15 +135,7 @@ def test_each_scheduled_run_reads_the_newest_span(dry_run, tmp_path):
     )
 
     # The same spec, started twice by the schedule: a month's folder arrives in between.
-    data = tmp_path / "data"
-    sample = Path(tfx_sample_dir()) / "data.csv"
-    spans = []
-    for span in (1, 2):
-        (data / f"span-{span}").mkdir(parents=True)
-        shutil.copy(sample, data / f"span-{span}" / "data.csv")
-        processor = input_processor.FileBasedInputProcessor(str(data), config.splits, None)
-        spans.append(processor.resolve_span_and_version()[0])
-    assert spans == [1, 2]
+    assert spans_read_as_folders_arrive(tmp_path / "data", config.splits) == [1, 2]
 
 
 def test_a_fixed_bigquery_month_is_refused(tmp_path):

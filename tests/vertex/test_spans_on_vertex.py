@@ -19,8 +19,22 @@ from pipeline.vertex.compiler import compile_pipeline
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_compiled_example_gen_takes_the_newest_span(tmp_path):
+def spans_read_as_folders_arrive(data: Path, splits) -> list[int]:
+    """The span TFX's file-based ExampleGen driver resolves for `splits` (a compiled input
+    config's) after span-1/, then after span-2/ (a copy of the tfx sample each) arrives."""
     from tfx.components.example_gen import input_processor
+
+    sample = Path(tfx_sample_dir()) / "data.csv"
+    spans = []
+    for span in (1, 2):
+        (data / f"span-{span}").mkdir(parents=True)
+        shutil.copy(sample, data / f"span-{span}" / "data.csv")
+        processor = input_processor.FileBasedInputProcessor(str(data), splits, None)
+        spans.append(processor.resolve_span_and_version()[0])
+    return spans
+
+
+def test_the_compiled_example_gen_takes_the_newest_span(tmp_path):
     from tfx.proto import example_gen_pb2
     from tfx.utils import proto_utils
 
@@ -33,14 +47,6 @@ def test_the_compiled_example_gen_takes_the_newest_span(tmp_path):
     proto_utils.json_to_proto(text, config)
     assert [s.pattern for s in config.splits] == ["span-{SPAN}/*.csv"]
 
-    data = tmp_path / "data"
-    sample = Path(tfx_sample_dir()) / "data.csv"
-    spans = []
-    for span in (1, 2):
-        (data / f"span-{span}").mkdir(parents=True)
-        shutil.copy(sample, data / f"span-{span}" / "data.csv")
-        processor = input_processor.FileBasedInputProcessor(str(data), config.splits, None)
-        spans.append(processor.resolve_span_and_version()[0])
     # The first run reads span 1; after the next month's folder arrives, span 2.
-    assert spans == [1, 2]
+    assert spans_read_as_folders_arrive(tmp_path / "data", config.splits) == [1, 2]
     assert json.loads(text)["splits"][0]["name"] == "single_split"
