@@ -307,6 +307,29 @@ def cmd_check_image(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_job_args(parser: argparse.ArgumentParser, verb: str, what: str) -> None:
+    """The arguments `submit` and `schedule` share: the config, the spec, --dry-run and
+    --allow-tag."""
+    _add_config_args(parser)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--output", help="where to write the compiled spec (default: build/<name>_pipeline.json)"
+    )
+    source.add_argument(
+        "--template", help=f"{verb} this compiled spec as is instead of compiling the config"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"build the {what} and print the request it would send; send nothing",
+    )
+    parser.add_argument(
+        "--allow-tag",
+        action="store_true",
+        help=f"{verb} even though vertex.image is a tag, not a digest (@sha256:...)",
+    )
+
+
 def add_vertex_parsers(
     subparsers: argparse._SubParsersAction,
 ) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -327,49 +350,15 @@ def add_vertex_parsers(
     submit_parser = subparsers.add_parser(
         "submit", help="compile and submit the pipeline to Vertex AI Pipelines"
     )
-    _add_config_args(submit_parser)
-    spec_source = submit_parser.add_mutually_exclusive_group()
-    spec_source.add_argument(
-        "--output", help="where to write the compiled spec (default: build/<name>_pipeline.json)"
-    )
-    spec_source.add_argument(
-        "--template", help="submit this compiled spec as is instead of compiling the config"
-    )
-    submit_parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="build the job and print the request it would send; send nothing",
-    )
+    _add_job_args(submit_parser, "submit", "job")
     submit_parser.add_argument(
         "--wait", action="store_true", help="wait until the pipeline job ends"
-    )
-    submit_parser.add_argument(
-        "--allow-tag",
-        action="store_true",
-        help="submit even though vertex.image is a tag, not a digest (@sha256:...)",
     )
     schedule_parser = subparsers.add_parser(
         "schedule",
         help="compile the pipeline and create a Vertex AI pipeline schedule (vertex.schedule)",
     )
-    _add_config_args(schedule_parser)
-    schedule_source = schedule_parser.add_mutually_exclusive_group()
-    schedule_source.add_argument(
-        "--output", help="where to write the compiled spec (default: build/<name>_pipeline.json)"
-    )
-    schedule_source.add_argument(
-        "--template", help="schedule this compiled spec as is instead of compiling the config"
-    )
-    schedule_parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="build the schedule and print the request it would send; send nothing",
-    )
-    schedule_parser.add_argument(
-        "--allow-tag",
-        action="store_true",
-        help="schedule even though vertex.image is a tag, not a digest (@sha256:...)",
-    )
+    _add_job_args(schedule_parser, "schedule", "schedule")
     rehearse_parser = subparsers.add_parser(
         "rehearse",
         help="compile the Vertex pipeline and run every task of the spec on this machine",
