@@ -95,21 +95,23 @@ def _same_bytes(a: str, b: str) -> bool:
 
 def same_model(a: str, b: str) -> bool:
     """Whether two SavedModel folders hold the same files with the same bytes."""
-    files = sorted(_files(a))
-    if files != sorted(_files(b)):
+    files = relative_files(a)
+    if files != relative_files(b):
         return False
     return all(_same_bytes(os.path.join(a, p), os.path.join(b, p)) for p in files)
 
 
-def _files(root: str) -> list[str]:
-    """Every file under `root`, as paths relative to it."""
+def relative_files(root: str) -> list[str]:
+    """Every file under `root` (any file system), as '/'-separated paths relative to it,
+    sorted."""
     found = []
     for dirname, _, filenames in fileio.walk(root):
         dirname = dirname.decode() if isinstance(dirname, bytes) else dirname
         for filename in filenames:
             filename = filename.decode() if isinstance(filename, bytes) else filename
-            found.append(os.path.relpath(os.path.join(dirname, filename), root))
-    return found
+            relative = os.path.relpath(os.path.join(dirname, filename), root)
+            found.append(relative.replace(os.sep, "/"))
+    return sorted(found)
 
 
 def _copy_file(source: str, destination: str) -> None:
@@ -122,7 +124,7 @@ def _copy_file(source: str, destination: str) -> None:
 
 def _copy_model(source: str, target: str) -> None:
     """Copies a SavedModel folder, `saved_model.pb` last."""
-    files = sorted(_files(source), key=lambda p: (p == SAVED_MODEL_FILE, p))
+    files = sorted(relative_files(source), key=lambda p: (p == SAVED_MODEL_FILE, p))
     fileio.makedirs(target)
     for relative in files:
         destination = os.path.join(target, relative)

@@ -65,6 +65,7 @@ from tfx.extensions.google_cloud_ai_platform.pusher import executor as vertex_pu
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils
 
+from pipeline.components.atomic_pusher import relative_files
 from pipeline.names import ALREADY_SERVING_PROPERTY
 from pipeline.vertex import serving_compat
 from pipeline.vertex.component_config import (
@@ -292,18 +293,6 @@ def model_client(region: str) -> Any:
     )
 
 
-def _relative_files(root: str) -> list[str]:
-    """Every file under `root`, as '/'-separated paths relative to it, sorted."""
-    found = []
-    for dirname, _, filenames in fileio.walk(root):
-        dirname = dirname.decode() if isinstance(dirname, bytes) else dirname
-        for filename in filenames:
-            filename = filename.decode() if isinstance(filename, bytes) else filename
-            relative = os.path.relpath(os.path.join(dirname, filename), root)
-            found.append(relative.replace(os.sep, "/"))
-    return sorted(found)
-
-
 def model_digest(model_path: str) -> str:
     """The sha256 of a SavedModel's content, the same for any copy of it.
 
@@ -314,7 +303,7 @@ def model_digest(model_path: str) -> str:
     Raises:
       FileNotFoundError: `model_path` holds no saved_model.pb.
     """
-    files = _relative_files(model_path)
+    files = relative_files(model_path)
     if "saved_model.pb" not in files:
         raise FileNotFoundError(f"no SavedModel at {model_path} (saved_model.pb is missing)")
     digest = hashlib.sha256()

@@ -283,8 +283,8 @@ def test_a_push_to_an_object_store_copies_then_moves(pusher_io):
         str(pusher_io["model_path"]), model_dir, "5", pusher_io["pushed"].uri
     )
     assert destination == f"{model_dir}/5"
-    copied = sorted(ap._files(destination))
-    assert copied == sorted(ap._files(str(pusher_io["model_path"])))
+    copied = ap.relative_files(destination)
+    assert copied == ap.relative_files(str(pusher_io["model_path"]))
     assert not tf.io.gfile.exists(f"{ap.staging_dir(model_dir)}/5")
     with tf.io.gfile.GFile(f"{destination}/assets/padding.bin", "rb") as fh:
         assert len(fh.read()) == PADDING_BYTES
