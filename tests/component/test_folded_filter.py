@@ -14,48 +14,30 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
-from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
 from pipeline.components import csv_example_gen, fare_filter
 from pipeline.names import (
-    EVAL_SPLIT,
     FARE_FILTER_FOLDED_PROPERTY,
     FARE_RANGE_MAX_PROPERTY,
     FARE_RANGE_MIN_PROPERTY,
     ROWS_EXCLUDED_PROPERTY,
     ROWS_READ_PROPERTY,
-    TEST_SPLIT,
     TRAIN_SPLIT,
 )
 from taxifare_modules import features as f
+from tests.component import test_csv_example_gen as csv_example_gen_test
 
 pytestmark = pytest.mark.timeout(900)
 
-SPLITS = ((TRAIN_SPLIT, 6), (EVAL_SPLIT, 2), (TEST_SPLIT, 2))
-SPLIT_NAMES = [name for name, _ in SPLITS]
+# The splits the streaming ExampleGen's tests configure.
+SPLIT_NAMES = [name for name, _ in csv_example_gen_test.SPLITS]
 
 
 def _exec_properties(input_base: str, fare_range: tuple[float, float] | None) -> dict:
-    output_config = example_gen_pb2.Output(
-        split_config=example_gen_pb2.SplitConfig(
-            splits=[
-                example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
-                for name, buckets in SPLITS
-            ]
-        )
-    )
-    input_config = example_gen_pb2.Input(
-        splits=[example_gen_pb2.Input.Split(name="single_split", pattern="*")]
-    )
-    properties = {
-        standard_component_specs.INPUT_BASE_KEY: input_base,
-        standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(input_config),
-        standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(output_config),
-        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
-        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-    }
+    """The streaming ExampleGen's properties as its own tests set them, with the fare range."""
+    properties = csv_example_gen_test._exec_properties(input_base)
     if fare_range is not None:
         properties[standard_component_specs.CUSTOM_CONFIG_KEY] = proto_utils.proto_to_json(
             csv_example_gen.custom_config(*fare_range)
