@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 
-from pipeline.config import BigQueryConfig
+from pipeline.config import PREVIOUS_MONTH, BigQueryConfig
 
 # TFX's placeholder for the UTC start of a query's span, in seconds since the epoch.
 SPAN_BEGIN_PLACEHOLDER = "@span_begin_timestamp"
@@ -37,6 +37,21 @@ def month_span(month: str) -> int:
     """The span number of a month ("YYYY-MM"): its first day counted from 1970-01-01."""
     year, number = (int(part) for part in month.split("-"))
     return (datetime.date(year, number, 1) - _EPOCH).days
+
+
+def resolve_month(month: str, now: datetime.datetime | None = None) -> str:
+    """The calendar month ("YYYY-MM") `data.bigquery.month` names at `now` (default: the
+    current time, UTC): itself, or for `previous` the last whole month before `now`."""
+    if month != PREVIOUS_MONTH:
+        return month
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    first = now.astimezone(datetime.timezone.utc).date().replace(day=1)
+    return f"{first - datetime.timedelta(days=1):%Y-%m}"
+
+
+def is_relative_month(bq: BigQueryConfig) -> bool:
+    """Whether the month is resolved when ExampleGen runs (`previous`), not fixed."""
+    return bq.month == PREVIOUS_MONTH
 
 
 def span_month(span: int) -> str:
@@ -108,4 +123,9 @@ def read_settings(
     bq: BigQueryConfig, project: str | None, labels: dict[str, str]
 ) -> dict[str, object]:
     """What pipeline.bigquery_executor passes to Beam's ReadFromBigQuery besides the query."""
-    return {"temp_dataset": temp_dataset(bq, project), "labels": dict(labels)}
+    return {
+        "temp_dataset": temp_dataset(bq, project),
+        "labels": dict(labels),
+        # `previous`: pipeline.bigquery_executor resolves the month itself when no driver ran.
+        "month": bq.month,
+    }

@@ -14,6 +14,7 @@ changes:
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import apache_beam as beam
@@ -29,7 +30,12 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils, telemetry_utils
 
-from pipeline.bigquery import READ_SETTINGS_KEY
+from pipeline.bigquery import READ_SETTINGS_KEY, month_span, resolve_month
+from pipeline.config import PREVIOUS_MONTH
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def custom_config(settings: dict[str, Any]) -> example_gen_pb2.CustomConfig:
@@ -74,7 +80,8 @@ def resolve_span(exec_properties: dict[str, Any], examples: list[Any]) -> dict[s
     """`exec_properties` as TFX's QueryBasedDriver leaves them, when no driver ran.
 
     A driver sets the span property and fills the placeholders; without one (Vertex) the
-    span comes from the static range config, as the driver would take it.
+    span comes from the static range config, as the driver would take it, or for
+    data.bigquery.month `previous` (no range compiled) from the month before the run's.
     """
     if exec_properties.get(example_gen_utils.SPAN_PROPERTY_NAME) is not None:
         return exec_properties
@@ -87,6 +94,16 @@ def resolve_span(exec_properties: dict[str, Any], examples: list[Any]) -> dict[s
     if resolved.get(standard_component_specs.RANGE_CONFIG_KEY):
         range_config = range_config_pb2.RangeConfig()
         proto_utils.json_to_proto(resolved[standard_component_specs.RANGE_CONFIG_KEY], range_config)
+    else:
+        month = read_settings(resolved).get("month")
+        if month == PREVIOUS_MONTH:
+            # data.bigquery.month `previous`: the month before this run's, a span of its own.
+            span = month_span(resolve_month(month, _utc_now()))
+            range_config = range_config_pb2.RangeConfig(
+                static_range=range_config_pb2.StaticRange(
+                    start_span_number=span, end_span_number=span
+                )
+            )
     processor = input_processor.QueryBasedInputProcessor(input_config.splits, range_config)
     span, version = processor.resolve_span_and_version()
     for split in input_config.splits:

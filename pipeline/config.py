@@ -68,8 +68,10 @@ class SplitConfig(_Strict):
 
 # The public table of every Chicago taxi trip since 2013 (about 200 million rows).
 CHICAGO_TAXI_TABLE = "bigquery-public-data.chicago_taxi_trips.taxi_trips"
-# A calendar month, 1970-01 on (TFX numbers a query's spans from 1970-01-01).
-_MONTH_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"
+# A calendar month, 1970-01 on (TFX numbers a query's spans from 1970-01-01), or the month
+# before the one a run starts in.
+PREVIOUS_MONTH = "previous"
+_MONTH_PATTERN = rf"^((19[7-9][0-9]|2[0-9]{{3}})-(0[1-9]|1[0-2])|{PREVIOUS_MONTH})$"
 
 
 class BigQueryConfig(_Strict):
@@ -79,7 +81,9 @@ class BigQueryConfig(_Strict):
     # This run's span: the trips that started in this calendar month (YYYY-MM, UTC). Its span
     # number is TFX's for a query: the day of the month's first day counted from 1970-01-01
     # (2015-01 is span 16436), so later months have higher spans and DriftCheck compares each
-    # month with the one checked before it.
+    # month with the one checked before it. `previous`: the last whole month before the run
+    # starts (UTC), resolved when ExampleGen runs, so a schedule reads month after month
+    # (on Vertex its ExampleGen is then never served from the step cache).
     month: str = Field("2015-01", pattern=_MONTH_PATTERN)
     # The share of those trips read, chosen by a hash of the trip id (1.0: all of them).
     sample_fraction: float = Field(1.0, gt=0.0, le=1.0)

@@ -292,7 +292,14 @@ def create_pipeline(cfg: Config, data_root: str, until: str | None = None) -> Pi
         example_gen = BigQueryExampleGen(
             query=bigquery.bigquery_query(bq),
             output_config=output_config,
-            range_config=_span_range(bigquery.month_span(bq.month)),
+            # A fixed month (or `previous` in a local run, whose DAG is built as it starts):
+            # a static range of that month's span. `previous` on Vertex: no range; the
+            # executor resolves the month when it runs (the compiled spec is reused).
+            range_config=(
+                None
+                if bigquery.is_relative_month(bq) and cfg.vertex is not None
+                else _span_range(bigquery.month_span(bigquery.resolve_month(bq.month)))
+            ),
             custom_config=bigquery_executor.custom_config(
                 bigquery.read_settings(
                     bq,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import dag
-from pipeline.config import Config, VertexConfig
+from pipeline.config import BIGQUERY, Config, VertexConfig
 from pipeline.data_source import resolve_input
 from pipeline.vertex.spec_checks import check_spec
 
@@ -52,6 +52,21 @@ def scope_resolver_queries(job: dict[str, Any], pipeline_root: str) -> None:
             query["filter"] = f"{query['filter']} AND {resolver_scope(pipeline_root)}"
 
 
+def uncache_relative_month(job: dict[str, Any], cfg: Config) -> None:
+    """Turns Vertex's step cache off for ExampleGen when data.bigquery.month is `previous`.
+
+    Its query and parameters are the same on every run (the month is resolved when it
+    runs), so Vertex would serve every later run the first month's examples from its cache.
+    Each run's new examples then make every later step's inputs new too.
+    """
+    from pipeline import bigquery
+
+    if cfg.data.input != BIGQUERY or not bigquery.is_relative_month(cfg.data.bigquery):
+        return
+    task = job["pipelineSpec"]["root"]["dag"]["tasks"][dag.EXAMPLE_GEN_ID]
+    task["cachingOptions"] = {"enableCache": False}
+
+
 def compile_pipeline(cfg: Config, output: str | os.PathLike[str]) -> dict[str, Any]:
     """Writes the pipeline job spec of `create_pipeline(cfg)` for Vertex AI Pipelines.
 
@@ -89,6 +104,7 @@ def compile_pipeline(cfg: Config, output: str | os.PathLike[str]) -> dict[str, A
         # The file, not the runner's return value, is what gets submitted: read it back.
         job = json.loads(partial.read_text())
         scope_resolver_queries(job, vertex.pipeline_root)
+        uncache_relative_month(job, cfg)
         partial.write_text(json.dumps(job, indent=2, sort_keys=True))
         check_spec(job)
         partial.replace(output)

@@ -7,8 +7,10 @@ the compiled spec before anything is built:
 - CSV input with `{SPAN}` in its pattern and no fixed range: Vertex runs TFX's file-based
   ExampleGen driver before the executor, and the driver takes the newest span folder it
   finds under the input (FileBasedInputProcessor), so each run reads the latest month.
-- A fixed span (BigQuery's `data.bigquery.month`, compiled to a static range of one span)
-  or a pattern without `{SPAN}` would read the same data on every run: refused.
+- BigQuery with `data.bigquery.month: previous`: no range is compiled, each run's ExampleGen
+  reads the month before it (never from the step cache).
+- A fixed span (a `data.bigquery.month` YYYY-MM, compiled to a static range of one span) or
+  a pattern without `{SPAN}` would read the same data on every run: refused.
 
 The request is built with the real `aiplatform_v1` types and is the one sent; `--dry-run`
 prints it and sends nothing.
@@ -58,14 +60,24 @@ def schedule_problem(cfg: Config, job: dict[str, Any]) -> str | None:
             return (
                 f"data.input is bigquery and data.bigquery.month ({cfg.data.bigquery.month},"
                 f" span {span}) is compiled into the spec: every scheduled run would read that"
-                " same month again, and DriftCheck would compare it with itself. Submit each"
-                " month as it closes instead: taxifare submit --config ..."
-                " --set data.bigquery.month=YYYY-MM"
+                " same month again, and DriftCheck would compare it with itself. Set"
+                " data.bigquery.month to previous (each run reads the month before it), e.g."
+                " --set data.bigquery.month=previous"
             )
         return (
             f"{EXAMPLE_GEN_ID} reads the fixed span {span} (a static range): every scheduled"
             " run would read the same span"
         )
+    if cfg.data.input == "bigquery":
+        # No range: the month is resolved as each run's ExampleGen runs (month `previous`),
+        # which must then not be served from Vertex's step cache.
+        if task.get("cachingOptions", {}).get("enableCache", False):
+            return (
+                f"{EXAMPLE_GEN_ID} reads the month before each run but the spec lets Vertex"
+                " serve it from the step cache (the same query every run): compile it with"
+                " taxifare compile"
+            )
+        return None
     input_text = _constant(task, "input_config") or "{}"
     patterns = [split.get("pattern", "") for split in json.loads(input_text).get("splits", [])]
     if not any("{SPAN}" in pattern for pattern in patterns):

@@ -59,7 +59,9 @@ def build_pipeline_job(cfg: Config, template_path: str | os.PathLike[str], crede
         pipeline_root=vertex.pipeline_root,
         project=vertex.project,
         location=vertex.region,
-        enable_caching=cfg.orchestrator.enable_cache,
+        # Caching on: each task as compiled (all cached but an ExampleGen that must read new
+        # data every run, see compiler.uncache_relative_month); off: off for every task.
+        enable_caching=None if cfg.orchestrator.enable_cache else False,
         # The pipeline has no runtime parameters: every value is compiled from the config.
         parameter_values={},
         # The compiled spec's own labels (TFX's) plus the config's, for the bill.

@@ -210,6 +210,7 @@ def test_the_temp_dataset_and_labels_reach_beams_read(compiled):
     assert settings == {
         "temp_dataset": "my-gcp-project.taxifare_bigquery_tmp",
         "labels": {"app": "taxifare"},
+        "month": "2015-01",
     }
     kwargs = read_kwargs(settings)
     assert kwargs["bigquery_job_labels"]["app"] == "taxifare"
@@ -313,6 +314,50 @@ def test_december_reaches_the_new_year_and_the_local_driver_fills_it_alike(
     expected = _expected(sample, dec, jan)
     assert len(rows) == len(expected) > 100
     assert {_utc(r[COLUMNS.index("trip_start_timestamp")]).month for r in rows} == {12}
+
+
+def test_month_previous_is_the_month_before_each_run(tmp_path, monkeypatch, engine, sample):
+    # A schedule reuses one compiled spec: with month `previous` it fixes no range, and on
+    # Vertex (no driver) the executor resolves the month before the run's as it runs.
+    from tfx.types import standard_artifacts
+
+    from pipeline import bigquery_executor
+    from pipeline.components.monitoring import artifact_span
+
+    params = _compiled_example_gen(tmp_path, ["data.bigquery.month=previous"])
+    assert "range_config" not in params
+    task = json.loads((tmp_path / "bq.json").read_text())["pipelineSpec"]["root"]["dag"][
+        "tasks"
+    ][dag.EXAMPLE_GEN_ID]
+    # The same query every run: Vertex's step cache would serve the first month forever.
+    assert task["cachingOptions"] == {"enableCache": False}
+    utc = datetime.timezone.utc
+    queries = {}
+    for now in (datetime.datetime(2016, 1, 1, 0, 5, tzinfo=utc),
+                datetime.datetime(2016, 2, 29, 23, 0, tzinfo=utc)):  # fmt: skip
+        monkeypatch.setattr(bigquery_executor, "_utc_now", lambda now=now: now)
+        examples = standard_artifacts.Examples()
+        resolved = bigquery_executor.resolve_span(
+            {k: params[k] for k in ("input_config", "custom_config")}, [examples]
+        )
+        month = bigquery.span_month(resolved["span"])
+        assert artifact_span(examples) == resolved["span"]
+        queries[month] = json.loads(resolved["input_config"])["splits"][0]["pattern"]
+    assert list(queries) == ["2015-12", "2016-01"]
+    rows = engine.execute(_to_duckdb(queries["2015-12"])).fetchall()
+    assert {_utc(r[COLUMNS.index("trip_start_timestamp")]).month for r in rows} == {12}
+    # A local run builds its DAG as it starts: the month before it, as a static range.
+    local = dag.create_pipeline(
+        load_config(
+            VERTEX_BQ, ["data.bigquery.month=previous", "data.bigquery.project=my-gcp-project"]
+        ).model_copy(update={"vertex": None}),
+        "bigquery",
+    )
+    example_gen = next(c for c in local.components if c.id == dag.EXAMPLE_GEN_ID)
+    static = json.loads(example_gen.exec_properties["range_config"])["static_range"]
+    assert bigquery.span_month(int(static["start_span_number"])) == bigquery.resolve_month(
+        "previous"
+    )
 
 
 def test_sampling_keeps_the_trips_whose_id_hashes_below_the_fraction(tmp_path, engine, sample):

@@ -108,13 +108,15 @@ def test_the_scheduled_spec_is_the_compiled_one(dry_run):
         request.schedule.create_pipeline_job_request.pipeline_job.pipeline_spec
     )
     compiled = json.loads(dry_run[1].read_text())["pipelineSpec"]
-    # aiplatform's PipelineJob sets every task's caching to orchestrator.enable_cache (as
-    # for `taxifare submit`); the rest is the compiled spec as written.
-    for spec in (scheduled, compiled):
-        for task in spec["root"]["dag"]["tasks"].values():
-            caching = task.pop("cachingOptions", None)
-            assert spec is compiled or caching == {"enableCache": True}
+    # With orchestrator.enable_cache on, the tasks keep their compiled caching (as for
+    # `taxifare submit`): the scheduled spec is the compiled one as written, where TFX
+    # leaves the resolvers uncached (a cached resolver would hand on a stale model).
     assert scheduled == compiled
+    tasks = scheduled["root"]["dag"]["tasks"]
+    uncached = sorted(name for name, t in tasks.items() if "cachingOptions" not in t)
+    assert uncached and all("resolver" in name.lower() for name in uncached), uncached
+    cached = [t["cachingOptions"] for name, t in tasks.items() if name not in uncached]
+    assert cached and all(c == {"enableCache": True} for c in cached)
 
 
 def test_each_scheduled_run_reads_the_newest_span(dry_run, tmp_path):
@@ -154,6 +156,29 @@ def test_a_fixed_bigquery_month_is_refused(tmp_path):
     assert done.stdout == ""  # no request
     assert "data.bigquery.month (2015-01, span 16436)" in done.stderr
     assert "every scheduled run would read that same month" in done.stderr
+    assert "--set data.bigquery.month=previous" in done.stderr
+
+
+def test_a_bigquery_schedule_reads_the_month_before_each_run(tmp_path):
+    # month: previous compiles no range; each run's ExampleGen resolves its month and is
+    # never served from the step cache (tests/vertex/test_bigquery_sql.py runs that).
+    from google.cloud import aiplatform_v1
+    from google.protobuf import json_format
+
+    done = _taxifare(
+        "schedule", "--config", "configs/vertex-bigquery.yaml",
+        *_sets([f"vertex.schedule.cron={CRON}", "data.bigquery.month=previous"]),
+        "--output", str(tmp_path / "bq.json"), "--dry-run",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    message = aiplatform_v1.CreateScheduleRequest.pb()()
+    json_format.ParseDict(json.loads(done.stdout), message)
+    spec = json_format.MessageToDict(
+        message.schedule.create_pipeline_job_request.pipeline_job.pipeline_spec
+    )
+    task = spec["root"]["dag"]["tasks"][dag.EXAMPLE_GEN_ID]
+    assert "range_config" not in task["inputs"]["parameters"]
+    assert task["cachingOptions"] == {"enableCache": False}
 
 
 def test_csv_input_without_span_folders_is_refused(dry_run):
