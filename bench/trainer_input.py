@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -228,6 +229,9 @@ def prepare(trip_csvs: list[str], workspace: Path) -> tuple[list[str], str]:
         for _, line in zip(range(_EVAL_ROWS + 1), source, strict=False):
             sink.write(line)
     out = workspace / "task"
+    # A previous measurement's outputs (a rerun with the same --scale-dir): tf.Transform
+    # refuses to publish over its own temporary folder.
+    shutil.rmtree(out, ignore_errors=True)
     task.transform_csvs(
         trip_csvs, [str(eval_csv)], str(out), task.DEFAULT_MIN_FARE, task.DEFAULT_MAX_FARE
     )

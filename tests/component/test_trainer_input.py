@@ -26,6 +26,11 @@ def transformed(tmp_path_factory, sample_rows):
         writer = csv.DictWriter(fh, fieldnames=list(sample_rows[0]))
         writer.writeheader()
         writer.writerows(sample_rows[:ROWS])
+    # What an earlier measurement in the same folder left (a rerun of --scale with the same
+    # --scale-dir): it is replaced, not published over.
+    stale = work / "out" / "task" / "transform" / "transform_fn"
+    stale.mkdir(parents=True)
+    (stale / "saved_model.pb").write_bytes(b"an earlier run's transform graph")
     return trainer_input.prepare([str(trips)], work / "out")
 
 
