@@ -124,18 +124,26 @@ def read_fare_range(exec_properties: dict[str, Any]) -> tuple[float, float] | No
     return min_fare, max_fare
 
 
+def _split_configs(
+    exec_properties: dict[str, Any],
+) -> tuple[example_gen_pb2.Input, example_gen_pb2.Output]:
+    """ExampleGen's input and output configs, parsed from its execution properties."""
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config
+    )
+    output_config = example_gen_pb2.Output()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config
+    )
+    return input_config, output_config
+
+
 class _SplitOf:
     """The output split a serialized example lands in, by the base executor's partition."""
 
     def __init__(self, exec_properties: dict[str, Any], split_pattern: str):
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config
-        )
-        output_config = example_gen_pb2.Output()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config
-        )
+        input_config, output_config = _split_configs(exec_properties)
         self._split_config = output_config.split_config
         self._names = [split.name for split in self._split_config.splits]
         self._buckets = []
@@ -386,14 +394,7 @@ class Executor(BaseExampleGenExecutor):
     ) -> None:
         """The base executor's Do, with each split written in order instead of reshuffled."""
         self._log_startup(input_dict, output_dict, exec_properties)
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config
-        )
-        output_config = example_gen_pb2.Output()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config
-        )
+        input_config, output_config = _split_configs(exec_properties)
         examples = output_dict[standard_component_specs.EXAMPLES_KEY]
         artifact = artifact_utils.get_single_instance(examples)
         artifact.split_names = artifact_utils.encode_split_names(
