@@ -231,6 +231,25 @@ def test_drift_check_twice_on_a_remote_root(ram, training_stats_file):
     assert pointer == {"uri": second.uri, "span": 2, "baseline_span": 1}
 
 
+def _skew_check(ram: str, training_stats_file: str, log: str, model=None):
+    """Runs SkewCheck on the `ram` root against the request log `log`; its verdict."""
+    inputs = {"statistics": _statistics(ram, "stats", training_stats_file), "schema": _schema(ram)}
+    if model is not None:
+        inputs["model"] = model
+    verdict_artifact = _artifact(mon.SkewVerdict, f"{ram}/skew")
+    _run(
+        mon.SkewCheck,
+        inputs,
+        {"verdict": verdict_artifact},
+        {
+            "serving_logs": log,
+            "log_fingerprint": "",
+            "thresholds": thresholds_to_json(default_thresholds()),
+        },
+    )
+    return verdict_artifact
+
+
 def test_skew_check_on_a_remote_root_and_log(ram, training_stats_file, clean_log, reference_model):
     from tfx.types import standard_artifacts
 
@@ -239,21 +258,7 @@ def test_skew_check_on_a_remote_root_and_log(ram, training_stats_file, clean_log
     _copy_tree(clean_log, f"{ram}/log")
     model = _artifact(standard_artifacts.Model, f"{ram}/model")
     _copy_tree(reference_model, f"{model.uri}/Format-Serving")
-    verdict_artifact = _artifact(mon.SkewVerdict, f"{ram}/skew")
-    _run(
-        mon.SkewCheck,
-        {
-            "statistics": _statistics(ram, "stats", training_stats_file),
-            "schema": _schema(ram),
-            "model": model,
-        },
-        {"verdict": verdict_artifact},
-        {
-            "serving_logs": f"{ram}/log",
-            "log_fingerprint": "",
-            "thresholds": thresholds_to_json(default_thresholds()),
-        },
-    )
+    verdict_artifact = _skew_check(ram, training_stats_file, f"{ram}/log", model)
     verdict = _read_json(f"{verdict_artifact.uri}/verdict.json")
     # Real trips through the real server, answered by this model: nothing to flag, raw or
     # derived.
@@ -319,17 +324,7 @@ def test_a_log_cut_mid_record_is_rewritten_on_the_pipeline_root(
     tf.io.gfile.remove(files[-1])  # (ram:// appends to a file opened for writing)
     with tf.io.gfile.GFile(files[-1], "wb") as fh:
         fh.write(whole[:-7])  # the last record loses its tail
-    verdict_artifact = _artifact(mon.SkewVerdict, f"{ram}/skew")
-    _run(
-        mon.SkewCheck,
-        {"statistics": _statistics(ram, "stats", training_stats_file), "schema": _schema(ram)},
-        {"verdict": verdict_artifact},
-        {
-            "serving_logs": log,
-            "log_fingerprint": "",
-            "thresholds": thresholds_to_json(default_thresholds()),
-        },
-    )
+    verdict_artifact = _skew_check(ram, training_stats_file, log)
     verdict = _read_json(f"{verdict_artifact.uri}/verdict.json")
     assert verdict["verdict"] == "no_skew", verdict["failed_features"]
     assert verdict["sides"]["serving"]["examples"] == total
@@ -351,17 +346,7 @@ def test_a_whole_log_on_the_remote_root_is_read_in_place(
 
     log = f"{ram}/log"
     _copy_tree(clean_log, log)
-    verdict_artifact = _artifact(mon.SkewVerdict, f"{ram}/skew")
-    _run(
-        mon.SkewCheck,
-        {"statistics": _statistics(ram, "stats", training_stats_file), "schema": _schema(ram)},
-        {"verdict": verdict_artifact},
-        {
-            "serving_logs": log,
-            "log_fingerprint": "",
-            "thresholds": thresholds_to_json(default_thresholds()),
-        },
-    )
+    verdict_artifact = _skew_check(ram, training_stats_file, log)
     assert _read_json(f"{verdict_artifact.uri}/verdict.json")["verdict"] == "no_skew"
     assert_workers_can_read(beam_reads_ram, ram)
     # Nothing copied: the pass read the log where it is.
