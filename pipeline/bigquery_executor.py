@@ -20,7 +20,6 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.io.gcp.internal.clients import bigquery as bigquery_api
-from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import input_processor
 from tfx.components.example_gen import utils as example_gen_utils
@@ -32,6 +31,7 @@ from tfx.utils import proto_utils, telemetry_utils
 
 from pipeline.bigquery import READ_SETTINGS_KEY, month_span, resolve_month
 from pipeline.config import PREVIOUS_MONTH
+from pipeline.example_gen_config import read_struct_custom_config, struct_custom_config
 
 
 def _utc_now() -> datetime.datetime:
@@ -40,27 +40,14 @@ def _utc_now() -> datetime.datetime:
 
 def custom_config(settings: dict[str, Any]) -> example_gen_pb2.CustomConfig:
     """BigQueryExampleGen's custom_config carrying `settings` (see read_settings)."""
-    struct = struct_pb2.Struct()
-    struct.update({READ_SETTINGS_KEY: settings})
-    config = example_gen_pb2.CustomConfig()
-    config.custom_config.Pack(struct)
-    return config
+    return struct_custom_config({READ_SETTINGS_KEY: settings})
 
 
 def read_settings(exec_properties: dict[str, Any]) -> dict[str, Any]:
     """The settings custom_config carries; {} when there is none."""
-    text = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
-    if not text:
-        return {}
-    config = example_gen_pb2.CustomConfig()
-    proto_utils.json_to_proto(text, config)
-    struct = struct_pb2.Struct()
-    if not config.custom_config.Unpack(struct):
-        raise ValueError(
-            f"BigQueryExampleGen custom_config holds {config.custom_config.type_url}, not the"
-            " Struct pipeline.bigquery_executor.custom_config writes"
-        )
-    return json_format.MessageToDict(struct).get(READ_SETTINGS_KEY, {})
+    return read_struct_custom_config(exec_properties, "BigQueryExampleGen").get(
+        READ_SETTINGS_KEY, {}
+    )
 
 
 def read_kwargs(settings: dict[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,6 @@ from absl import logging
 from apache_beam.io import filebasedsink, filesystems
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
-from google.protobuf import json_format, struct_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.components.example_gen import base_example_gen_executor, write_split
 from tfx.components.example_gen import utils as example_gen_utils
@@ -72,6 +71,7 @@ from tfx.utils import proto_utils
 from pipeline.anomalies import DataFaultError
 from pipeline.components.fare_filter import beam_counter, fare_in_range
 from pipeline.curated_schema import read_shipped_schema
+from pipeline.example_gen_config import read_struct_custom_config, struct_custom_config
 from pipeline.names import (
     FARE_RANGE_MAX_PROPERTY,
     FARE_RANGE_MIN_PROPERTY,
@@ -97,27 +97,12 @@ _NAMESPACE = "taxifare.csv_example_gen"
 
 def custom_config(min_fare: float, max_fare: float) -> example_gen_pb2.CustomConfig:
     """The custom_config that has this ExampleGen drop the fares FareFilter would drop."""
-    struct = struct_pb2.Struct()
-    struct.update({FARE_RANGE_KEY: [min_fare, max_fare]})
-    config = example_gen_pb2.CustomConfig()
-    config.custom_config.Pack(struct)
-    return config
+    return struct_custom_config({FARE_RANGE_KEY: [min_fare, max_fare]})
 
 
 def read_fare_range(exec_properties: dict[str, Any]) -> tuple[float, float] | None:
     """The (min_fare, max_fare) the custom_config asks to apply; None when it asks none."""
-    text = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
-    if not text:
-        return None
-    config = example_gen_pb2.CustomConfig()
-    proto_utils.json_to_proto(text, config)
-    struct = struct_pb2.Struct()
-    if not config.custom_config.Unpack(struct):
-        raise ValueError(
-            f"CsvExampleGen custom_config holds {config.custom_config.type_url}, not the Struct"
-            " pipeline.components.csv_example_gen.custom_config writes"
-        )
-    fare_range = json_format.MessageToDict(struct).get(FARE_RANGE_KEY)
+    fare_range = read_struct_custom_config(exec_properties, "CsvExampleGen").get(FARE_RANGE_KEY)
     if fare_range is None:
         return None
     min_fare, max_fare = (float(v) for v in fare_range)
